@@ -1,0 +1,238 @@
+//! Unit-of-work batching, pure and free of IO: groups instructions by
+//! refresher, removes duplicates and splits them into messages of at most N
+//! units (Umbraco writes at most 1000 instructions per record).
+//!
+//! Duplicates are removed by keeping the *last* occurrence of each
+//! (kind, id): the relative order of what remains is the original order, so
+//! "remove 7, refresh 7" and "refresh 7, remove 7" keep their different
+//! meanings. Everything before a `refresh_all` of the same refresher is
+//! dropped: the full refresh covers it.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::model::Instruction;
+
+/// One instruction reduced to a single id (or a whole-refresher action).
+#[derive(Debug, Clone, PartialEq)]
+enum Atom {
+    All,
+    RefreshId(i64),
+    RefreshUuid(Uuid),
+    RefreshKey(String),
+    RemoveId(i64),
+    RemoveUuid(Uuid),
+    RemoveKey(String),
+    Json(serde_json::Value),
+    Payload(serde_json::Value),
+}
+
+impl Atom {
+    /// A hashable identity for de-duplication.
+    fn key(&self) -> (u8, String) {
+        match self {
+            Atom::All => (0, String::new()),
+            Atom::RefreshId(i) => (1, i.to_string()),
+            Atom::RefreshUuid(u) => (2, u.to_string()),
+            Atom::RefreshKey(k) => (3, k.clone()),
+            Atom::RemoveId(i) => (4, i.to_string()),
+            Atom::RemoveUuid(u) => (5, u.to_string()),
+            Atom::RemoveKey(k) => (6, k.clone()),
+            Atom::Json(v) => (7, v.to_string()),
+            Atom::Payload(v) => (8, v.to_string()),
+        }
+    }
+
+    /// Whether `next` can join the instruction this atom starts.
+    fn same_run(&self, next: &Atom) -> bool {
+        matches!(
+            (self, next),
+            (Atom::RefreshId(_), Atom::RefreshId(_))
+                | (Atom::RefreshUuid(_), Atom::RefreshUuid(_))
+                | (Atom::RefreshKey(_), Atom::RefreshKey(_))
+                | (Atom::RemoveId(_), Atom::RemoveId(_))
+                | (Atom::RemoveUuid(_), Atom::RemoveUuid(_))
+                | (Atom::RemoveKey(_), Atom::RemoveKey(_))
+                | (Atom::Payload(_), Atom::Payload(_))
+        )
+    }
+}
+
+fn atoms(instructions: Vec<Instruction>) -> Vec<Atom> {
+    let mut out = Vec::new();
+    for instruction in instructions {
+        match instruction {
+            Instruction::RefreshAll => out.push(Atom::All),
+            Instruction::RefreshIds(v) => out.extend(v.into_iter().map(Atom::RefreshId)),
+            Instruction::RefreshUuids(v) => out.extend(v.into_iter().map(Atom::RefreshUuid)),
+            Instruction::RefreshKeys(v) => out.extend(v.into_iter().map(Atom::RefreshKey)),
+            Instruction::RemoveIds(v) => out.extend(v.into_iter().map(Atom::RemoveId)),
+            Instruction::RemoveUuids(v) => out.extend(v.into_iter().map(Atom::RemoveUuid)),
+            Instruction::RemoveKeys(v) => out.extend(v.into_iter().map(Atom::RemoveKey)),
+            Instruction::RefreshJson(v) => out.push(Atom::Json(v)),
+            Instruction::RefreshPayloads(v) => out.extend(v.into_iter().map(Atom::Payload)),
+        }
+    }
+    out
+}
+
+/// Regroups a run of atoms of one kind into one instruction.
+fn instruction_of(run: Vec<Atom>) -> Instruction {
+    macro_rules! collect {
+        ($variant:ident, $instr:ident) => {
+            Instruction::$instr(
+                run.into_iter()
+                    .map(|a| match a {
+                        Atom::$variant(x) => x,
+                        _ => unreachable!("a run holds one kind"),
+                    })
+                    .collect(),
+            )
+        };
+    }
+    match &run[0] {
+        Atom::All => Instruction::RefreshAll,
+        Atom::Json(v) => Instruction::RefreshJson(v.clone()),
+        Atom::RefreshId(_) => collect!(RefreshId, RefreshIds),
+        Atom::RefreshUuid(_) => collect!(RefreshUuid, RefreshUuids),
+        Atom::RefreshKey(_) => collect!(RefreshKey, RefreshKeys),
+        Atom::RemoveId(_) => collect!(RemoveId, RemoveIds),
+        Atom::RemoveUuid(_) => collect!(RemoveUuid, RemoveUuids),
+        Atom::RemoveKey(_) => collect!(RemoveKey, RemoveKeys),
+        Atom::Payload(_) => collect!(Payload, RefreshPayloads),
+    }
+}
+
+/// De-duplicates one refresher's instructions and splits them into messages
+/// of at most `max_units` units each (`max_units` of 0 is treated as 1).
+pub fn plan_messages(instructions: Vec<Instruction>, max_units: usize) -> Vec<Vec<Instruction>> {
+    let max_units = max_units.max(1);
+    let mut all = atoms(instructions);
+    if let Some(last_all) = all.iter().rposition(|a| *a == Atom::All) {
+        all.drain(..last_all);
+    }
+    let mut last_index: HashMap<(u8, String), usize> = HashMap::with_capacity(all.len());
+    for (index, atom) in all.iter().enumerate() {
+        last_index.insert(atom.key(), index);
+    }
+    let kept = all
+        .into_iter()
+        .enumerate()
+        .filter(|(index, atom)| last_index[&atom.key()] == *index)
+        .map(|(_, atom)| atom);
+
+    let mut messages: Vec<Vec<Instruction>> = Vec::new();
+    let mut current: Vec<Instruction> = Vec::new();
+    let mut units = 0;
+    let mut run: Vec<Atom> = Vec::new();
+    let flush_run = |run: &mut Vec<Atom>, current: &mut Vec<Instruction>| {
+        if !run.is_empty() {
+            current.push(instruction_of(std::mem::take(run)));
+        }
+    };
+    for atom in kept {
+        if units == max_units {
+            flush_run(&mut run, &mut current);
+            messages.push(std::mem::take(&mut current));
+            units = 0;
+        }
+        if run.first().is_some_and(|first| !first.same_run(&atom)) {
+            flush_run(&mut run, &mut current);
+        }
+        run.push(atom);
+        units += 1;
+    }
+    flush_run(&mut run, &mut current);
+    if !current.is_empty() {
+        messages.push(current);
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use Instruction::*;
+
+    #[test]
+    fn keeps_the_last_occurrence_in_order() {
+        let plan = plan_messages(
+            vec![
+                RefreshIds(vec![1, 2, 1]),
+                RemoveIds(vec![2]),
+                RefreshIds(vec![2, 3]),
+            ],
+            1000,
+        );
+        assert_eq!(
+            plan,
+            vec![vec![
+                RefreshIds(vec![1]),
+                RemoveIds(vec![2]),
+                RefreshIds(vec![2, 3])
+            ]]
+        );
+    }
+
+    #[test]
+    fn refresh_all_covers_what_came_before() {
+        let plan = plan_messages(
+            vec![
+                RefreshIds(vec![1]),
+                RefreshAll,
+                RefreshKeys(vec!["a".into()]),
+                RefreshAll,
+                RemoveUuids(vec![Uuid::nil()]),
+            ],
+            1000,
+        );
+        assert_eq!(plan, vec![vec![RefreshAll, RemoveUuids(vec![Uuid::nil()])]]);
+    }
+
+    #[test]
+    fn splits_at_the_unit_limit() {
+        let plan = plan_messages(
+            vec![RefreshIds((1..=5).collect()), RefreshJson(json!({"a": 1}))],
+            2,
+        );
+        assert_eq!(
+            plan,
+            vec![
+                vec![RefreshIds(vec![1, 2])],
+                vec![RefreshIds(vec![3, 4])],
+                vec![RefreshIds(vec![5]), RefreshJson(json!({"a": 1}))],
+            ]
+        );
+        let total: usize = plan.iter().flatten().map(Instruction::units).sum();
+        assert_eq!(total, 6);
+    }
+
+    #[test]
+    fn json_and_payloads_deduplicate_by_value() {
+        let plan = plan_messages(
+            vec![
+                RefreshJson(json!([1])),
+                RefreshPayloads(vec![json!({"id": 1}), json!({"id": 2})]),
+                RefreshJson(json!([1])),
+                RefreshPayloads(vec![json!({"id": 1})]),
+            ],
+            1000,
+        );
+        assert_eq!(
+            plan,
+            vec![vec![
+                RefreshPayloads(vec![json!({"id": 2})]),
+                RefreshJson(json!([1])),
+                RefreshPayloads(vec![json!({"id": 1})]),
+            ]]
+        );
+    }
+
+    #[test]
+    fn nothing_in_nothing_out() {
+        assert!(plan_messages(vec![], 10).is_empty());
+        assert!(plan_messages(vec![RefreshIds(vec![])], 10).is_empty());
+    }
+}

@@ -1,0 +1,39 @@
+//! invalog: a cache-invalidation log for fleets of servers, on NATS JetStream.
+//!
+//! Servers keep local caches. When data changes, an invalidation instruction
+//! is appended to a durable JetStream stream by a [`Publisher`]. Beside every
+//! node a [`Node`] applies the instructions in log order through the node's
+//! [`Refresher`]s and stores the last sequence it applied; a node that
+//! restarts replays from there and is not ready until it has caught up.
+//!
+//! # Layout
+//!
+//! - [`model`]: plain Rust types for refreshers, instructions and batches.
+//! - [`wire`]: the versioned message format; the only module that knows serde.
+//! - [`refresher`]: the [`Refresher`] family and the [`Registry`] of a node.
+//! - [`batch`]: unit-of-work de-duplication and splitting (pure).
+//! - [`stream`]: the log's stream settings and idempotent provisioning.
+//! - [`publish`]: the [`Publisher`] (Umbraco's `DistributedCache` API).
+//! - [`checkpoint`]: stored sequences, in a file or a JetStream KV bucket.
+//! - [`node`]: the replayer: start plan, apply loop, failure policy, readiness.
+//! - [`embedded`]: a local `nats-server` for the demo and the tests.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod model;
+pub mod node;
+pub mod publish;
+pub mod refresher;
+pub mod stream;
+pub mod wire;
+
+pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, KvStore};
+pub use model::{Batch, Instruction, InvalidName, NodeId, Provenance, RefresherDef, RefresherName};
+pub use node::{Node, NodeError, NodeSettings, NodeState};
+pub use publish::{
+    PublishError, PublishErrorKind, Publisher, PublisherSettings, Receipt, UnitOfWork,
+};
+pub use refresher::{
+    InstanceRefresher, PayloadRefresher, Payloads, RefreshError, RefreshResult, Refresher, Registry,
+};
+pub use stream::{provision, provision_allowing_data_loss, LogSettings, Storage};

@@ -1,0 +1,121 @@
+//! The failure policy of the spec's "Applying": a failing refresher is
+//! retried with backoff; if it keeps failing, the node escalates to a
+//! refresh-all of that refresher; if that fails too, the node stops
+//! advancing, reports itself `Stalled` (unready) and keeps retrying the
+//! refresh-all until it succeeds or the node shuts down. Nothing is skipped.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::run::{Flow, Runner};
+use super::status::{NodeState, Stats};
+use crate::model::{Batch, Instruction};
+use crate::refresher::{dispatch, Hosted, RefreshResult};
+
+impl Runner {
+    /// Applies a decoded batch with retries, escalating when they run out.
+    pub(super) async fn apply_batch(
+        &mut self,
+        hosted: &Hosted,
+        batch: &Batch,
+        sequence: u64,
+    ) -> Flow {
+        let policy = self.settings.retry;
+        let mut failures = 0;
+        loop {
+            let error = match apply_all(hosted, &batch.instructions).await {
+                Ok(()) => {
+                    self.count_applied(hosted, batch);
+                    return Flow::Continue;
+                }
+                Err(error) => error,
+            };
+            failures += 1;
+            if error.is_permanent() || failures >= policy.attempts {
+                tracing::error!(
+                    node = %self.settings.node_id, sequence, refresher = %hosted.def.name,
+                    batch = %batch.id, %error, attempts = failures,
+                    "refresher failed; escalating to refresh_all"
+                );
+                return self.escalate(hosted, sequence).await;
+            }
+            Stats::bump(&self.stats().retries);
+            tracing::warn!(
+                node = %self.settings.node_id, sequence, refresher = %hosted.def.name,
+                %error, attempt = failures, "refresher failed; retrying"
+            );
+            if !self.pause(policy.backoff(failures)).await {
+                return Flow::Stop;
+            }
+        }
+    }
+
+    /// Replaces a message that cannot be applied by a refresh-all of its
+    /// refresher.
+    pub(super) async fn escalate(&mut self, hosted: &Hosted, sequence: u64) -> Flow {
+        Stats::bump(&self.stats().escalations);
+        if let Some(counters) = self.stats().per_refresher.get(&hosted.def.name) {
+            Stats::bump(&counters.escalations);
+        }
+        if self.refresh_all_until_done(hosted, sequence).await {
+            Stats::bump(&self.stats().applied_messages);
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
+    }
+
+    /// Runs `refresh_all` until it succeeds; after `attempts` failures the
+    /// node reports `Stalled`. False when shut down before success.
+    pub(super) async fn refresh_all_until_done(&mut self, hosted: &Hosted, sequence: u64) -> bool {
+        let policy = self.settings.retry;
+        let mut failures = 0;
+        let before = self.shared.state.borrow().clone();
+        loop {
+            let error = match hosted.handler.refresh_all().await {
+                Ok(()) => {
+                    if failures >= policy.attempts {
+                        tracing::info!(node = %self.settings.node_id, refresher = %hosted.def.name, "refresh_all succeeded; no longer stalled");
+                        self.shared.state.send_replace(before);
+                    }
+                    return true;
+                }
+                Err(error) => error,
+            };
+            failures += 1;
+            Stats::bump(&self.stats().retries);
+            if failures >= policy.attempts {
+                tracing::error!(
+                    node = %self.settings.node_id, sequence, refresher = %hosted.def.name, %error,
+                    "refresh_all keeps failing; node is stalled (not advancing, not ready)"
+                );
+                self.shared.state.send_replace(NodeState::Stalled {
+                    refresher: hosted.def.name.clone(),
+                    sequence,
+                    error: error.to_string(),
+                });
+            }
+            if !self.pause(policy.backoff(failures)).await {
+                return false;
+            }
+        }
+    }
+
+    fn count_applied(&self, hosted: &Hosted, batch: &Batch) {
+        let units = batch.units() as u64;
+        let stats = self.stats();
+        Stats::bump(&stats.applied_messages);
+        stats.applied_units.fetch_add(units, Relaxed);
+        if let Some(counters) = stats.per_refresher.get(&hosted.def.name) {
+            Stats::bump(&counters.messages);
+            counters.units.fetch_add(units, Relaxed);
+        }
+    }
+}
+
+/// Applies every instruction of a batch in order.
+async fn apply_all(hosted: &Hosted, instructions: &[Instruction]) -> RefreshResult {
+    for instruction in instructions {
+        dispatch(hosted.handler.as_ref(), instruction).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! The node replayer: the consumer beside each node. It reads the node's
+//! stored sequence and the stream, decides how to start (`plan`), applies
+//! messages in stream order through the hosted refreshers with the failure
+//! policy of the spec (`apply`), stores the applied sequence (`run`), and
+//! reports readiness and counters (`status`).
+//!
+//! A [`Node`] handle owns its task: [`Node::shutdown`] finishes the batch in
+//! hand and flushes the stored sequence; dropping the handle aborts the task
+//! without flushing, exactly like a crash (some messages are then applied
+//! again on the next start, none is lost).
+
+mod apply;
+mod plan;
+mod run;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use plan::{plan_start, NewNodePolicy, StartPlan};
+pub use status::{
+    ColdBootReason, NodeState, RefresherCounters, RefresherSnapshot, Stats, StatsSnapshot,
+};
+
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::model::NodeId;
+use crate::refresher::Registry;
+use crate::stream::{LogSettings, StreamPosition};
+
+/// How a failing refresher is retried before escalating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts before escalating to refresh-all (and refresh-all attempts
+    /// before reporting the node stalled).
+    pub attempts: u32,
+    /// First backoff; doubles after each failure.
+    pub initial_backoff: Duration,
+    /// Longest backoff (also the pace of retries while stalled).
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff after `failures` failures (1-based).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// A node's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The node's stable identity.
+    pub node_id: NodeId,
+    /// What a node without a stored sequence does.
+    pub new_node: NewNodePolicy,
+    /// Cold boot instead of replaying when more messages than this are
+    /// pending at start; `None` always replays what is retained.
+    pub cold_boot_threshold: Option<u64>,
+    /// Failure policy.
+    pub retry: RetryPolicy,
+    /// How often the applied sequence is stored (and the stream checked).
+    pub flush_interval: Duration,
+}
+
+impl NodeSettings {
+    /// Defaults for a node id.
+    pub fn new(node_id: NodeId) -> Self {
+        Self {
+            node_id,
+            new_node: NewNodePolicy::default(),
+            cold_boot_threshold: None,
+            retry: RetryPolicy::default(),
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a node could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The stream could not be read.
+    #[error("stream `{stream}`: {message}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// What failed.
+        message: String,
+    },
+    /// The stored sequence could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The node was shut down, or its task ended.
+    #[error("node `{0}` is stopped")]
+    Stopped(NodeId),
+}
+
+/// What the handle and the task share.
+pub(crate) struct Shared {
+    node_id: NodeId,
+    state: watch::Sender<NodeState>,
+    applied: watch::Sender<u64>,
+    stats: Stats,
+}
+
+/// A running node replayer. See the module docs.
+pub struct Node {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Reads the stored sequence and the stream, decides how to start, and
+    /// starts applying in a background task owned by the returned handle.
+    /// Errors here are configuration or connection problems; everything
+    /// after start is retried by the task.
+    pub async fn start(
+        js: jetstream::Context,
+        log: LogSettings,
+        settings: NodeSettings,
+        registry: Registry,
+        store: impl CheckpointStore,
+    ) -> Result<Node, NodeError> {
+        let stream_error = |message: String| NodeError::Stream {
+            stream: log.stream.clone(),
+            message,
+        };
+        let mut stream = js.get_stream(&log.stream).await.map_err(|e| {
+            stream_error(format!(
+                "cannot open it: {e}; provision it first (`invalog stream provision`)"
+            ))
+        })?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| stream_error(format!("cannot read its info: {e}")))?;
+        let position = StreamPosition::of(info);
+        let stored = store.load().await?;
+        let plan = plan_start(
+            stored.as_ref(),
+            &log.stream,
+            position,
+            settings.new_node,
+            settings.cold_boot_threshold,
+        );
+        tracing::info!(
+            node = %settings.node_id,
+            stored = ?stored.as_ref().map(|c| c.sequence),
+            first = position.first,
+            last = position.last,
+            plan = ?plan,
+            store = %store.describe(),
+            "node starting"
+        );
+        let stats = Stats::new(registry.hosted().iter().map(|h| h.def.name.clone()));
+        let shared = Arc::new(Shared {
+            node_id: settings.node_id.clone(),
+            state: watch::Sender::new(NodeState::Starting),
+            applied: watch::Sender::new(stored.as_ref().map_or(0, |c| c.sequence)),
+            stats,
+        });
+        let cancel = CancellationToken::new();
+        let runner = run::Runner::new(
+            js,
+            log,
+            settings,
+            registry,
+            Box::new(store),
+            shared.clone(),
+            cancel.clone(),
+            position,
+            stored,
+        );
+        let task = tokio::spawn(runner.run(plan));
+        Ok(Node {
+            shared,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.shared.node_id
+    }
+
+    /// Waits until the node is ready (caught up and not stalled). Errors when
+    /// the node stopped.
+    pub async fn ready(&self) -> Result<(), NodeError> {
+        let mut rx = self.shared.state.subscribe();
+        let state = rx
+            .wait_for(|s| s.is_ready() || *s == NodeState::Stopped)
+            .await
+            .map_err(|_| self.stopped())?
+            .clone();
+        if state == NodeState::Stopped {
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+
+    /// True when the node is ready now.
+    pub fn is_ready(&self) -> bool {
+        self.shared.state.borrow().is_ready()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> NodeState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// A receiver of state changes.
+    pub fn watch_state(&self) -> watch::Receiver<NodeState> {
+        self.shared.state.subscribe()
+    }
+
+    /// The last sequence applied.
+    pub fn applied(&self) -> u64 {
+        *self.shared.applied.borrow()
+    }
+
+    /// Waits until sequence `sequence` is applied (read-your-writes: pass the
+    /// sequence a publish returned). Bound it with `tokio::time::timeout`.
+    pub async fn wait_applied(&self, sequence: u64) -> Result<(), NodeError> {
+        let mut rx = self.shared.applied.subscribe();
+        let mut state = self.shared.state.subscribe();
+        tokio::select! {
+            done = rx.wait_for(|applied| *applied >= sequence) => done.map(|_| ()).map_err(|_| self.stopped()),
+            _ = state.wait_for(|s| *s == NodeState::Stopped) => Err(self.stopped()),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops cleanly: finishes the batch in hand, stores the applied
+    /// sequence, and waits for the task to end.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                tracing::error!(node = %self.shared.node_id, error = %e, "node task failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) -> NodeError {
+        NodeError::Stopped(self.shared.node_id.clone())
+    }
+}
+
+impl Drop for Node {
+    /// Aborts the task without storing the applied sequence (like a crash).
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            self.shared.state.send_replace(NodeState::Stopped);
+        }
+    }
+}

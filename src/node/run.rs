@@ -1,0 +1,402 @@
+//! The node's task: carries out the start plan, then consumes the stream
+//! with an ordered consumer (no server-side state) from the next sequence,
+//! applying each message, detecting gaps and a recreated stream, and storing
+//! the applied sequence every `flush_interval` and on shutdown.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::status::{ColdBootReason, NodeState, Stats};
+use super::{NodeSettings, Shared, StartPlan};
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::refresher::Registry;
+use crate::stream::{LogSettings, StreamPosition};
+use crate::wire;
+
+/// What the loop does next.
+pub(super) enum Flow {
+    /// Keep consuming.
+    Continue,
+    /// Create the consumer again from `next`.
+    Restart,
+    /// Shut down.
+    Stop,
+}
+
+pub(super) struct Runner {
+    pub(super) js: jetstream::Context,
+    pub(super) log: LogSettings,
+    pub(super) settings: NodeSettings,
+    pub(super) registry: Registry,
+    store: Box<dyn CheckpointStore>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) cancel: CancellationToken,
+    /// Creation time of the stream incarnation being followed.
+    incarnation: SystemTime,
+    /// The next sequence to apply.
+    pub(super) next: u64,
+    /// Ready once `next > target`.
+    target: u64,
+    /// Last sequence handed to the store.
+    stored: Option<u64>,
+}
+
+impl Runner {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        js: jetstream::Context,
+        log: LogSettings,
+        settings: NodeSettings,
+        registry: Registry,
+        store: Box<dyn CheckpointStore>,
+        shared: Arc<Shared>,
+        cancel: CancellationToken,
+        position: StreamPosition,
+        stored: Option<Checkpoint>,
+    ) -> Self {
+        let stored_seq = stored.as_ref().map(|c| c.sequence);
+        if let Some(s) = stored_seq {
+            shared.stats.stored_sequence.store(s, Relaxed);
+        }
+        shared
+            .stats
+            .stream_last_sequence
+            .store(position.last, Relaxed);
+        Self {
+            js,
+            log,
+            settings,
+            registry,
+            store,
+            shared,
+            cancel,
+            incarnation: position.created,
+            next: stored_seq.map_or(1, |s| s + 1),
+            target: position.last,
+            stored: stored_seq,
+        }
+    }
+
+    pub(super) fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Runs until shutdown; the final state is `Stopped`.
+    pub(super) async fn run(mut self, plan: StartPlan) {
+        let started = match plan {
+            StartPlan::Replay { from } => {
+                self.next = from;
+                self.publish_progress();
+                Flow::Continue
+            }
+            StartPlan::Tail => {
+                self.jump_to_tail().await;
+                Flow::Continue
+            }
+            StartPlan::ColdBoot(reason) => self.cold_boot(reason).await,
+        };
+        if !matches!(started, Flow::Stop) {
+            self.follow().await;
+        }
+        self.flush().await;
+        self.shared.state.send_replace(NodeState::Stopped);
+        tracing::info!(node = %self.settings.node_id, applied = self.next - 1, "node stopped");
+    }
+
+    /// Consumes until shutdown, creating the consumer again after errors.
+    async fn follow(&mut self) {
+        let mut failures = 0;
+        loop {
+            match self.consume().await {
+                Ok(Flow::Stop) => return,
+                Ok(_) => failures = 0,
+                Err(message) => {
+                    failures += 1;
+                    tracing::warn!(node = %self.settings.node_id, error = %message, "consumer failed; retrying");
+                }
+            }
+            Stats::bump(&self.stats().consumer_restarts);
+            if failures > 0 && !self.pause(self.settings.retry.backoff(failures)).await {
+                return;
+            }
+        }
+    }
+
+    /// One consumer's life: create it at `next`, apply what it delivers.
+    async fn consume(&mut self) -> Result<Flow, String> {
+        let position = self.position().await?;
+        if let Some(flow) = self.check_stream(position).await {
+            return Ok(flow);
+        }
+        let stream = self
+            .js
+            .get_stream(&self.log.stream)
+            .await
+            .map_err(|e| format!("opening stream: {e}"))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: self.log.all_subjects(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: self.next,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("creating consumer: {e}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("starting consumer: {e}"))?;
+        let mut tick = tokio::time::interval(self.settings.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let flow = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => Flow::Stop,
+                item = messages.next() => match item {
+                    Some(Ok(message)) => self.on_message(&message).await,
+                    Some(Err(e)) => return Err(format!("consumer: {e}")),
+                    None => return Err("consumer ended".into()),
+                },
+                _ = tick.tick() => self.on_tick().await,
+            };
+            if !matches!(flow, Flow::Continue) {
+                return Ok(flow);
+            }
+        }
+    }
+
+    /// Reads the stream's first/last sequence and incarnation.
+    async fn position(&self) -> Result<StreamPosition, String> {
+        let mut stream = self
+            .js
+            .get_stream(&self.log.stream)
+            .await
+            .map_err(|e| format!("opening stream: {e}"))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| format!("reading stream info: {e}"))?;
+        let position = StreamPosition::of(info);
+        self.stats()
+            .stream_last_sequence
+            .store(position.last, Relaxed);
+        Ok(position)
+    }
+
+    /// Cold boots when the stream was recreated or lost messages not yet
+    /// applied.
+    async fn check_stream(&mut self, position: StreamPosition) -> Option<Flow> {
+        if position.created != self.incarnation {
+            return Some(self.cold_boot(ColdBootReason::StreamRecreated).await);
+        }
+        if position.first > self.next && position.last >= self.next {
+            Stats::bump(&self.stats().gaps);
+            let reason = ColdBootReason::Gap {
+                expected: self.next,
+                found: position.first,
+            };
+            return Some(self.cold_boot(reason).await);
+        }
+        None
+    }
+
+    async fn on_tick(&mut self) -> Flow {
+        self.flush().await;
+        match self.position().await {
+            Ok(position) => self.check_stream(position).await.unwrap_or(Flow::Continue),
+            Err(e) => {
+                tracing::debug!(node = %self.settings.node_id, error = %e, "stream check failed");
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
+        let Ok(info) = message.info() else {
+            tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");
+            return Flow::Continue;
+        };
+        let sequence = info.stream_sequence;
+        let pending = info.pending;
+        let published: SystemTime = info.published.into();
+        if sequence < self.next {
+            return Flow::Continue;
+        }
+        if sequence > self.next {
+            Stats::bump(&self.stats().gaps);
+            let reason = ColdBootReason::Gap {
+                expected: self.next,
+                found: sequence,
+            };
+            return self.cold_boot(reason).await;
+        }
+        let started = Instant::now();
+        let flow = self
+            .apply_message(sequence, &message.subject, &message.payload)
+            .await;
+        if matches!(flow, Flow::Stop) {
+            return flow;
+        }
+        let stats = self.stats();
+        stats
+            .apply_nanos_total
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        stats
+            .stream_last_sequence
+            .fetch_max(sequence + pending, Relaxed);
+        let millis = published
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        stats.last_applied_published_ms.store(millis, Relaxed);
+        self.advance(sequence);
+        Flow::Continue
+    }
+
+    /// Decodes and applies one message; never skips one silently.
+    async fn apply_message(&mut self, sequence: u64, subject: &str, payload: &[u8]) -> Flow {
+        let batch = match wire::decode_on_subject(subject, payload) {
+            Ok(batch) => batch,
+            Err(error) => {
+                Stats::bump(&self.stats().decode_errors);
+                let token = subject.rsplit('.').next().unwrap_or_default();
+                let Some(hosted) = self.registry.get(token).cloned() else {
+                    tracing::warn!(node = %self.settings.node_id, sequence, subject, %error, "undecodable message for a refresher this node does not host; ignored");
+                    Stats::bump(&self.stats().unhosted_messages);
+                    return Flow::Continue;
+                };
+                tracing::error!(node = %self.settings.node_id, sequence, subject, %error, "undecodable message; escalating to refresh_all");
+                return self.escalate(&hosted, sequence).await;
+            }
+        };
+        let Some(hosted) = self.registry.get(batch.refresher.name.as_str()).cloned() else {
+            Stats::bump(&self.stats().unhosted_messages);
+            return Flow::Continue;
+        };
+        if batch.applied_at_origin && batch.origin == self.settings.node_id.as_str() {
+            Stats::bump(&self.stats().own_messages_skipped);
+            return Flow::Continue;
+        }
+        self.apply_batch(&hosted, &batch, sequence).await
+    }
+
+    /// Records `sequence` as applied and updates readiness.
+    pub(super) fn advance(&mut self, sequence: u64) {
+        self.next = sequence + 1;
+        self.shared.stats.applied_sequence.store(sequence, Relaxed);
+        self.shared.applied.send_replace(sequence);
+        self.publish_progress();
+    }
+
+    /// Sets `Ready` or `CatchingUp` from `next` and `target`.
+    pub(super) fn publish_progress(&self) {
+        let state = if self.next > self.target {
+            NodeState::Ready
+        } else {
+            NodeState::CatchingUp {
+                target: self.target,
+            }
+        };
+        self.shared.state.send_if_modified(|current| {
+            if *current == state {
+                return false;
+            }
+            if state.is_ready() {
+                tracing::info!(node = %self.settings.node_id, applied = self.next - 1, "caught up; ready");
+            }
+            *current = state;
+            true
+        });
+    }
+
+    /// Moves to the stream's tail without applying anything.
+    async fn jump_to_tail(&mut self) {
+        match self.position().await {
+            Ok(position) => {
+                self.incarnation = position.created;
+                self.target = self.target.max(position.last);
+                self.advance(position.last);
+                self.flush().await;
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.settings.node_id, error = %e, "cannot read the stream's tail; following from the start position")
+            }
+        }
+    }
+
+    /// Refreshes every hosted refresher fully, then follows from the tail
+    /// seen *before* the refresh (what was published earlier is covered by
+    /// the refresh; what follows is applied).
+    pub(super) async fn cold_boot(&mut self, reason: ColdBootReason) -> Flow {
+        tracing::warn!(node = %self.settings.node_id, %reason, "cold boot: refreshing every refresher");
+        Stats::bump(&self.stats().cold_boots);
+        self.shared
+            .state
+            .send_replace(NodeState::ColdBooting { reason });
+        let position = loop {
+            match self.position().await {
+                Ok(position) => break position,
+                Err(e) => {
+                    tracing::warn!(node = %self.settings.node_id, error = %e, "cold boot waits for the stream");
+                    if !self.pause(self.settings.retry.max_backoff).await {
+                        return Flow::Stop;
+                    }
+                }
+            }
+        };
+        for hosted in self
+            .registry
+            .hosted()
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            if !self.refresh_all_until_done(&hosted, 0).await {
+                return Flow::Stop;
+            }
+        }
+        self.incarnation = position.created;
+        self.target = self.target.max(position.last);
+        self.stored = None;
+        self.advance(position.last);
+        self.flush().await;
+        Flow::Restart
+    }
+
+    /// Stores the applied sequence if it moved.
+    pub(super) async fn flush(&mut self) {
+        let applied = self.next.saturating_sub(1);
+        if self.stored == Some(applied) {
+            return;
+        }
+        let checkpoint = Checkpoint {
+            stream: self.log.stream.clone(),
+            stream_created: self.incarnation,
+            sequence: applied,
+        };
+        match self.store.save(&checkpoint).await {
+            Ok(()) => {
+                self.stored = Some(applied);
+                self.stats().stored_sequence.store(applied, Relaxed);
+            }
+            Err(e) => {
+                Stats::bump(&self.stats().checkpoint_errors);
+                tracing::warn!(node = %self.settings.node_id, error = %e, "cannot store the applied sequence; will retry");
+            }
+        }
+    }
+
+    /// Sleeps unless shut down first; false on shutdown.
+    pub(super) async fn pause(&self, duration: std::time::Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(duration) => true,
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! What a node reports about itself: its [`NodeState`] (readiness), the
+//! sequence it applied, and counters ([`Stats`]) that the agent's metrics
+//! and `invalog status` read. Counters are atomics: the apply loop writes
+//! them without locks and anyone may read a [`StatsSnapshot`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
+
+use crate::model::RefresherName;
+
+/// Why a node did (or does) a cold boot: a refresh-all of every refresher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColdBootReason {
+    /// No stored sequence, and the `new_node` policy is `cold_boot`.
+    NewNode,
+    /// The stored sequence is older than what the stream retains.
+    BehindRetention {
+        /// The stored sequence.
+        stored: u64,
+        /// The first sequence the stream still has.
+        first: u64,
+    },
+    /// More messages are pending than the configured threshold.
+    OverThreshold {
+        /// Messages pending.
+        pending: u64,
+        /// The threshold.
+        threshold: u64,
+    },
+    /// The stream was deleted and created again since the sequence was stored.
+    StreamRecreated,
+    /// The stored sequence is past the stream's last sequence.
+    StoredAheadOfStream {
+        /// The stored sequence.
+        stored: u64,
+        /// The stream's last sequence.
+        last: u64,
+    },
+    /// Messages vanished from the stream before this node applied them.
+    Gap {
+        /// The sequence expected next.
+        expected: u64,
+        /// The first sequence actually available.
+        found: u64,
+    },
+}
+
+impl fmt::Display for ColdBootReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NewNode => write!(f, "new node (no stored sequence)"),
+            Self::BehindRetention { stored, first } => write!(
+                f,
+                "stored sequence {stored} is older than the stream's first sequence {first}"
+            ),
+            Self::OverThreshold { pending, threshold } => write!(
+                f,
+                "{pending} messages pending, over the cold-boot threshold of {threshold}"
+            ),
+            Self::StreamRecreated => write!(
+                f,
+                "the stream was created again since the sequence was stored"
+            ),
+            Self::StoredAheadOfStream { stored, last } => write!(
+                f,
+                "stored sequence {stored} is past the stream's last sequence {last}"
+            ),
+            Self::Gap { expected, found } => write!(
+                f,
+                "messages {expected}..{found} left the stream before they were applied"
+            ),
+        }
+    }
+}
+
+/// Where a node is in its life. Only `Ready` serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeState {
+    /// Reading its stored sequence and the stream.
+    Starting,
+    /// Refreshing every refresher fully.
+    ColdBooting {
+        /// Why.
+        reason: ColdBootReason,
+    },
+    /// Replaying up to the last sequence seen at start.
+    CatchingUp {
+        /// The sequence to reach.
+        target: u64,
+    },
+    /// Caught up; applying new messages as they come.
+    Ready,
+    /// A refresher keeps failing, even its refresh-all: the node does not
+    /// advance and is not ready until it succeeds.
+    Stalled {
+        /// The refresher.
+        refresher: RefresherName,
+        /// The sequence it fails on (0 during a cold boot).
+        sequence: u64,
+        /// The last error.
+        error: String,
+    },
+    /// Shut down (or its task ended).
+    Stopped,
+}
+
+impl NodeState {
+    /// True only for `Ready`.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, NodeState::Ready)
+    }
+
+    /// A one-word name for metrics and status output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeState::Starting => "starting",
+            NodeState::ColdBooting { .. } => "cold_booting",
+            NodeState::CatchingUp { .. } => "catching_up",
+            NodeState::Ready => "ready",
+            NodeState::Stalled { .. } => "stalled",
+            NodeState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Counters for one refresher.
+#[derive(Debug, Default)]
+pub struct RefresherCounters {
+    /// Messages applied.
+    pub messages: AtomicU64,
+    /// Units (ids, keys, payloads) applied.
+    pub units: AtomicU64,
+    /// Escalations to refresh-all.
+    pub escalations: AtomicU64,
+}
+
+/// A node's counters. Written by the apply loop, read by anyone.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) applied_messages: AtomicU64,
+    pub(crate) applied_units: AtomicU64,
+    pub(crate) unhosted_messages: AtomicU64,
+    pub(crate) own_messages_skipped: AtomicU64,
+    pub(crate) decode_errors: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) escalations: AtomicU64,
+    pub(crate) cold_boots: AtomicU64,
+    pub(crate) gaps: AtomicU64,
+    pub(crate) checkpoint_errors: AtomicU64,
+    pub(crate) consumer_restarts: AtomicU64,
+    pub(crate) applied_sequence: AtomicU64,
+    pub(crate) stored_sequence: AtomicU64,
+    pub(crate) stream_last_sequence: AtomicU64,
+    pub(crate) last_applied_published_ms: AtomicU64,
+    pub(crate) apply_nanos_total: AtomicU64,
+    pub(crate) per_refresher: BTreeMap<RefresherName, RefresherCounters>,
+}
+
+impl Stats {
+    pub(crate) fn new(refreshers: impl IntoIterator<Item = RefresherName>) -> Self {
+        Self {
+            per_refresher: refreshers
+                .into_iter()
+                .map(|name| (name, RefresherCounters::default()))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// A consistent-enough copy of every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let applied = self.applied_sequence.load(Relaxed);
+        let last = self.stream_last_sequence.load(Relaxed).max(applied);
+        let published_ms = self.last_applied_published_ms.load(Relaxed);
+        StatsSnapshot {
+            applied_messages: self.applied_messages.load(Relaxed),
+            applied_units: self.applied_units.load(Relaxed),
+            unhosted_messages: self.unhosted_messages.load(Relaxed),
+            own_messages_skipped: self.own_messages_skipped.load(Relaxed),
+            decode_errors: self.decode_errors.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            escalations: self.escalations.load(Relaxed),
+            cold_boots: self.cold_boots.load(Relaxed),
+            gaps: self.gaps.load(Relaxed),
+            checkpoint_errors: self.checkpoint_errors.load(Relaxed),
+            consumer_restarts: self.consumer_restarts.load(Relaxed),
+            applied_sequence: applied,
+            stored_sequence: self.stored_sequence.load(Relaxed),
+            stream_last_sequence: last,
+            lag_messages: last - applied,
+            last_applied_published_at: (published_ms > 0)
+                .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(published_ms)),
+            apply_seconds_total: self.apply_nanos_total.load(Relaxed) as f64 / 1e9,
+            per_refresher: self
+                .per_refresher
+                .iter()
+                .map(|(name, c)| {
+                    (
+                        name.clone(),
+                        RefresherSnapshot {
+                            messages: c.messages.load(Relaxed),
+                            units: c.units.load(Relaxed),
+                            escalations: c.escalations.load(Relaxed),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Copy of one refresher's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefresherSnapshot {
+    /// Messages applied.
+    pub messages: u64,
+    /// Units applied.
+    pub units: u64,
+    /// Escalations to refresh-all.
+    pub escalations: u64,
+}
+
+/// Copy of a node's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsSnapshot {
+    /// Messages applied (including escalated ones).
+    pub applied_messages: u64,
+    /// Units applied.
+    pub applied_units: u64,
+    /// Messages for refreshers this node does not host (ignored).
+    pub unhosted_messages: u64,
+    /// Messages this node published and had already applied locally.
+    pub own_messages_skipped: u64,
+    /// Messages that could not be decoded.
+    pub decode_errors: u64,
+    /// Retries of a failing refresher.
+    pub retries: u64,
+    /// Escalations to refresh-all.
+    pub escalations: u64,
+    /// Cold boots (full refreshes of every refresher).
+    pub cold_boots: u64,
+    /// Gaps found (messages that left the stream unapplied).
+    pub gaps: u64,
+    /// Failed checkpoint writes.
+    pub checkpoint_errors: u64,
+    /// Times the consumer was created again (reconnects, errors).
+    pub consumer_restarts: u64,
+    /// Last sequence applied.
+    pub applied_sequence: u64,
+    /// Last sequence stored in the checkpoint.
+    pub stored_sequence: u64,
+    /// Last sequence the node knows the stream has.
+    pub stream_last_sequence: u64,
+    /// Messages not yet applied.
+    pub lag_messages: u64,
+    /// When the last applied message was published.
+    pub last_applied_published_at: Option<SystemTime>,
+    /// Seconds spent in refreshers.
+    pub apply_seconds_total: f64,
+    /// Per hosted refresher.
+    pub per_refresher: BTreeMap<RefresherName, RefresherSnapshot>,
+}

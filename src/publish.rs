@@ -1,0 +1,558 @@
+//! The publisher: Umbraco's `DistributedCache` API on the log. Each call
+//! returns once JetStream acknowledged the message(s), with the stream
+//! sequence: a read-your-writes token any node can wait for. A
+//! [`UnitOfWork`] collects instructions for several refreshers, removes
+//! duplicates and splits them into messages of at most `max_units` units;
+//! its messages are sent pipelined and their acknowledgements awaited
+//! together. A message whose acknowledgement times out is sent again with the
+//! same batch id (`Nats-Msg-Id`), so the stream stores it once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, context::PublishErrorKind as NatsKind, message::PublishMessage};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::batch::plan_messages;
+use crate::model::{Batch, Instruction, Provenance, RefresherDef, RefresherName};
+use crate::refresher::{InstanceRefresher, RefreshError};
+use crate::stream::LogSettings;
+use crate::wire;
+
+/// What can go wrong when publishing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishErrorKind {
+    /// The refresher is not in the publisher's catalog.
+    UnknownRefresher,
+    /// One instruction alone is larger than the stream's message limit.
+    TooLarge,
+    /// A payload could not be serialized to JSON.
+    Serialize,
+    /// The local instance refresher failed (nothing was published).
+    LocalRefresh,
+    /// No acknowledgement came, even after retries.
+    TimedOut,
+    /// The stream does not exist (or no server answered).
+    StreamNotFound,
+    /// JetStream refused the message.
+    Rejected,
+}
+
+/// Why publishing failed. Messages of a unit of work acknowledged before the
+/// failure are listed in `published`.
+#[derive(Debug)]
+pub struct PublishError {
+    /// What kind of failure.
+    pub kind: PublishErrorKind,
+    message: String,
+    /// Messages that were stored before the failure.
+    pub published: Vec<PublishedMessage>,
+}
+
+impl PublishError {
+    fn new(kind: PublishErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            published: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedMessage {
+    /// The batch id (`Nats-Msg-Id`).
+    pub batch_id: Uuid,
+    /// The refresher.
+    pub refresher: RefresherName,
+    /// Its stream sequence.
+    pub sequence: u64,
+    /// True when the stream already had this batch id (a retry).
+    pub duplicate: bool,
+}
+
+/// What a publish stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The stored messages, in publish order.
+    pub messages: Vec<PublishedMessage>,
+}
+
+impl Receipt {
+    /// The read-your-writes token: the highest sequence stored, `None` when
+    /// there was nothing to publish (an empty id list is a no-op).
+    pub fn sequence(&self) -> Option<u64> {
+        self.messages.iter().map(|m| m.sequence).max()
+    }
+}
+
+/// Publisher settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherSettings {
+    /// Origin written in every batch (usually the node id).
+    pub origin: String,
+    /// Most units per message (Umbraco: 1000).
+    pub max_units_per_message: usize,
+    /// How long to wait for one acknowledgement before sending again.
+    pub ack_timeout: Duration,
+    /// How many times a message is sent before giving up.
+    pub attempts: u32,
+}
+
+impl PublisherSettings {
+    /// Defaults for an origin: 1000 units per message, 5 s acks, 5 attempts.
+    pub fn new(origin: impl Into<String>) -> Self {
+        Self {
+            origin: origin.into(),
+            max_units_per_message: 1000,
+            ack_timeout: Duration::from_secs(5),
+            attempts: 5,
+        }
+    }
+}
+
+/// Publishes instructions to the log. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+    log: LogSettings,
+    settings: PublisherSettings,
+    catalog: HashMap<String, RefresherDef>,
+}
+
+impl Publisher {
+    /// A publisher for the refreshers in `catalog`; publishing to any other
+    /// name is an error.
+    pub fn new(
+        js: jetstream::Context,
+        log: LogSettings,
+        settings: PublisherSettings,
+        catalog: impl IntoIterator<Item = RefresherDef>,
+    ) -> Self {
+        let catalog = catalog
+            .into_iter()
+            .map(|def| (def.name.to_string(), def))
+            .collect();
+        Self {
+            js,
+            log,
+            settings,
+            catalog,
+        }
+    }
+
+    /// The refresher named `name`, or `UnknownRefresher`.
+    pub fn refresher(&self, name: &str) -> Result<&RefresherDef, PublishError> {
+        self.catalog.get(name).ok_or_else(|| {
+            let mut known: Vec<_> = self.catalog.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            PublishError::new(
+                PublishErrorKind::UnknownRefresher,
+                format!(
+                    "unknown refresher `{name}`; known refreshers: {}",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
+    }
+
+    /// Starts a unit of work (one web request, one job).
+    pub fn unit_of_work(&self) -> UnitOfWork<'_> {
+        UnitOfWork {
+            publisher: self,
+            provenance: Provenance::default(),
+            pending: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Publishes instructions for one refresher with the given provenance.
+    pub async fn publish(
+        &self,
+        refresher: &str,
+        instructions: Vec<Instruction>,
+        provenance: &Provenance,
+    ) -> Result<Receipt, PublishError> {
+        let mut uow = self.unit_of_work().provenance(provenance.clone());
+        uow.add(refresher, instructions);
+        uow.commit().await
+    }
+
+    /// Refreshes everything in `refresher`'s cache on every node.
+    pub async fn refresh_all(&self, refresher: &str) -> Result<Receipt, PublishError> {
+        self.one(refresher, Instruction::RefreshAll).await
+    }
+
+    /// Refreshes entries by integer id.
+    pub async fn refresh_ids(&self, refresher: &str, ids: &[i64]) -> Result<Receipt, PublishError> {
+        self.one(refresher, Instruction::RefreshIds(ids.to_vec()))
+            .await
+    }
+
+    /// Refreshes entries by UUID.
+    pub async fn refresh_uuids(
+        &self,
+        refresher: &str,
+        ids: &[Uuid],
+    ) -> Result<Receipt, PublishError> {
+        self.one(refresher, Instruction::RefreshUuids(ids.to_vec()))
+            .await
+    }
+
+    /// Refreshes entries by string key.
+    pub async fn refresh_keys(
+        &self,
+        refresher: &str,
+        keys: &[&str],
+    ) -> Result<Receipt, PublishError> {
+        let keys = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.one(refresher, Instruction::RefreshKeys(keys)).await
+    }
+
+    /// Removes entries by integer id.
+    pub async fn remove_ids(&self, refresher: &str, ids: &[i64]) -> Result<Receipt, PublishError> {
+        self.one(refresher, Instruction::RemoveIds(ids.to_vec()))
+            .await
+    }
+
+    /// Removes entries by UUID.
+    pub async fn remove_uuids(
+        &self,
+        refresher: &str,
+        ids: &[Uuid],
+    ) -> Result<Receipt, PublishError> {
+        self.one(refresher, Instruction::RemoveUuids(ids.to_vec()))
+            .await
+    }
+
+    /// Removes entries by string key.
+    pub async fn remove_keys(
+        &self,
+        refresher: &str,
+        keys: &[&str],
+    ) -> Result<Receipt, PublishError> {
+        let keys = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.one(refresher, Instruction::RemoveKeys(keys)).await
+    }
+
+    /// Refreshes by a JSON document.
+    pub async fn refresh_json(
+        &self,
+        refresher: &str,
+        json: serde_json::Value,
+    ) -> Result<Receipt, PublishError> {
+        self.one(refresher, Instruction::RefreshJson(json)).await
+    }
+
+    /// Refreshes by typed payloads; a [`crate::PayloadRefresher`] on every
+    /// node receives them typed again.
+    pub async fn refresh_payloads<P: Serialize>(
+        &self,
+        refresher: &str,
+        payloads: &[P],
+    ) -> Result<Receipt, PublishError> {
+        self.one(refresher, payloads_instruction(payloads)?).await
+    }
+
+    /// Applies instances with the local instance refresher, then publishes
+    /// their ids to the other nodes (marked as applied at this origin).
+    pub async fn refresh_instances<R: InstanceRefresher>(
+        &self,
+        refresher: &str,
+        local: &R,
+        instances: &[R::Instance],
+    ) -> Result<Receipt, PublishError> {
+        local
+            .refresh_instances(instances)
+            .await
+            .map_err(local_failed)?;
+        let ids = instances.iter().map(|i| local.id_of(i)).collect();
+        self.publish_applied(refresher, Instruction::RefreshIds(ids))
+            .await
+    }
+
+    /// Removes instances with the local instance refresher, then publishes
+    /// their ids to the other nodes.
+    pub async fn remove_instances<R: InstanceRefresher>(
+        &self,
+        refresher: &str,
+        local: &R,
+        instances: &[R::Instance],
+    ) -> Result<Receipt, PublishError> {
+        local
+            .remove_instances(instances)
+            .await
+            .map_err(local_failed)?;
+        let ids = instances.iter().map(|i| local.id_of(i)).collect();
+        self.publish_applied(refresher, Instruction::RemoveIds(ids))
+            .await
+    }
+
+    async fn publish_applied(
+        &self,
+        refresher: &str,
+        instruction: Instruction,
+    ) -> Result<Receipt, PublishError> {
+        let def = self.refresher(refresher)?.clone();
+        let batches = self.batches(&def, vec![instruction], &Provenance::default(), true);
+        self.send(batches).await
+    }
+
+    async fn one(
+        &self,
+        refresher: &str,
+        instruction: Instruction,
+    ) -> Result<Receipt, PublishError> {
+        self.publish(refresher, vec![instruction], &Provenance::default())
+            .await
+    }
+
+    fn batches(
+        &self,
+        def: &RefresherDef,
+        instructions: Vec<Instruction>,
+        provenance: &Provenance,
+        applied_at_origin: bool,
+    ) -> Vec<Batch> {
+        plan_messages(instructions, self.settings.max_units_per_message)
+            .into_iter()
+            .map(|instructions| Batch {
+                id: Uuid::now_v7(),
+                origin: self.settings.origin.clone(),
+                published_at: SystemTime::now(),
+                refresher: def.clone(),
+                provenance: provenance.clone(),
+                applied_at_origin,
+                instructions,
+            })
+            .collect()
+    }
+
+    /// Encodes batches, halving any that is over the stream's size limit.
+    fn encode_within_limit(
+        &self,
+        batch: Batch,
+        out: &mut Vec<(Batch, Vec<u8>)>,
+    ) -> Result<(), PublishError> {
+        let body = wire::encode(&batch);
+        let limit = self.log.max_message_size as usize;
+        if body.len() <= limit.saturating_sub(512) {
+            out.push((batch, body));
+            return Ok(());
+        }
+        let units = batch.units();
+        if units <= 1 {
+            return Err(PublishError::new(
+                PublishErrorKind::TooLarge,
+                format!(
+                    "one `{}` instruction for `{}` encodes to {} bytes, over the stream's max_message_size of {limit}; send smaller payloads or raise `max_message_size`",
+                    batch.instructions.first().map_or("?", Instruction::kind),
+                    batch.refresher.name,
+                    body.len()
+                ),
+            ));
+        }
+        for half in plan_messages(batch.instructions.clone(), units.div_ceil(2)) {
+            let part = Batch {
+                id: Uuid::now_v7(),
+                instructions: half,
+                ..batch.clone()
+            };
+            self.encode_within_limit(part, out)?;
+        }
+        Ok(())
+    }
+
+    /// Sends messages pipelined, then awaits every acknowledgement; a message
+    /// whose acknowledgement failed in a retryable way is sent again with the
+    /// same batch id.
+    async fn send(&self, batches: Vec<Batch>) -> Result<Receipt, PublishError> {
+        let mut encoded = Vec::with_capacity(batches.len());
+        for batch in batches {
+            self.encode_within_limit(batch, &mut encoded)?;
+        }
+        let mut receipt = Receipt::default();
+        let mut in_flight = Vec::with_capacity(encoded.len());
+        for (batch, body) in &encoded {
+            in_flight.push(self.send_one(batch, body).await);
+        }
+        for ((batch, body), first) in encoded.iter().zip(in_flight) {
+            let mut outcome = match first {
+                Ok(ack) => ack.await.map_err(nats_error),
+                Err(e) => Err(e),
+            };
+            let mut attempt = 1;
+            while let Err((retryable, _)) = &outcome {
+                if !retryable || attempt >= self.settings.attempts {
+                    break;
+                }
+                attempt += 1;
+                tracing::warn!(batch = %batch.id, attempt, "publish not acknowledged; sending again with the same batch id");
+                outcome = match self.send_one(batch, body).await {
+                    Ok(ack) => ack.await.map_err(nats_error),
+                    Err(e) => Err(e),
+                };
+            }
+            match outcome {
+                Ok(ack) => receipt.messages.push(PublishedMessage {
+                    batch_id: batch.id,
+                    refresher: batch.refresher.name.clone(),
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                }),
+                Err((_, mut error)) => {
+                    error.message = format!(
+                        "publishing batch {} to `{}`: {}",
+                        batch.id, batch.refresher.name, error.message
+                    );
+                    error.published = receipt.messages;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(receipt)
+    }
+
+    async fn send_one(
+        &self,
+        batch: &Batch,
+        body: &[u8],
+    ) -> Result<jetstream::context::PublishAckFuture, (bool, PublishError)> {
+        let message = PublishMessage::build()
+            .payload(body.to_vec().into())
+            .message_id(batch.id.to_string())
+            .header(
+                wire::HEADER_FORMAT,
+                wire::FORMAT_VERSION.to_string().as_str(),
+            );
+        let subject = self.log.subject(&batch.refresher.name);
+        match tokio::time::timeout(
+            self.settings.ack_timeout,
+            self.js.send_publish(subject, message),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(nats_error),
+            Err(_) => Err((
+                true,
+                PublishError::new(PublishErrorKind::TimedOut, "timed out sending"),
+            )),
+        }
+    }
+}
+
+fn nats_error(e: jetstream::context::PublishError) -> (bool, PublishError) {
+    let (retryable, kind) = match e.kind() {
+        NatsKind::TimedOut | NatsKind::BrokenPipe | NatsKind::MaxAckPending => {
+            (true, PublishErrorKind::TimedOut)
+        }
+        NatsKind::StreamNotFound => (true, PublishErrorKind::StreamNotFound),
+        _ => (false, PublishErrorKind::Rejected),
+    };
+    (retryable, PublishError::new(kind, e.to_string()))
+}
+
+fn local_failed(e: RefreshError) -> PublishError {
+    PublishError::new(
+        PublishErrorKind::LocalRefresh,
+        format!("local instance refresh failed, nothing was published: {e}"),
+    )
+}
+
+fn payloads_instruction<P: Serialize>(payloads: &[P]) -> Result<Instruction, PublishError> {
+    payloads
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Instruction::RefreshPayloads)
+        .map_err(|e| {
+            PublishError::new(
+                PublishErrorKind::Serialize,
+                format!("payload does not serialize to JSON: {e}"),
+            )
+        })
+}
+
+/// Instructions collected during one unit of work (a web request, a job),
+/// published together by [`UnitOfWork::commit`]: grouped by refresher,
+/// de-duplicated, split into messages of at most `max_units` units, sent
+/// pipelined.
+pub struct UnitOfWork<'a> {
+    publisher: &'a Publisher,
+    provenance: Provenance,
+    pending: Vec<(RefresherDef, Vec<Instruction>)>,
+    error: Option<PublishError>,
+}
+
+impl UnitOfWork<'_> {
+    /// Sets who and why for every message of this unit of work.
+    pub fn provenance(mut self, provenance: Provenance) -> Self {
+        self.provenance = provenance;
+        self
+    }
+
+    /// Adds instructions for `refresher`. An unknown refresher is reported by
+    /// `commit`, which then publishes nothing.
+    pub fn add(&mut self, refresher: &str, instructions: Vec<Instruction>) -> &mut Self {
+        match self.publisher.refresher(refresher) {
+            Ok(def) => match self.pending.iter_mut().find(|(d, _)| d.name == def.name) {
+                Some((_, list)) => list.extend(instructions),
+                None => self.pending.push((def.clone(), instructions)),
+            },
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Adds typed payloads for `refresher`.
+    pub fn add_payloads<P: Serialize>(&mut self, refresher: &str, payloads: &[P]) -> &mut Self {
+        match payloads_instruction(payloads) {
+            Ok(instruction) => self.add(refresher, vec![instruction]),
+            Err(e) => {
+                self.error.get_or_insert(e);
+                self
+            }
+        }
+    }
+
+    /// Units collected so far (before de-duplication).
+    pub fn units(&self) -> usize {
+        self.pending
+            .iter()
+            .flat_map(|(_, l)| l)
+            .map(Instruction::units)
+            .sum()
+    }
+
+    /// Publishes everything and waits for every acknowledgement.
+    pub async fn commit(self) -> Result<Receipt, PublishError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let mut batches = Vec::new();
+        for (def, instructions) in self.pending {
+            batches.extend(
+                self.publisher
+                    .batches(&def, instructions, &self.provenance, false),
+            );
+        }
+        self.publisher.send(batches).await
+    }
+}

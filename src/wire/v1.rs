@@ -1,0 +1,152 @@
+//! Format version 1: the serde structs that mirror `docs/wire-format.md`
+//! field by field, and their conversion to and from the model.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::model::{Batch, Instruction, InvalidName, Provenance, RefresherDef, RefresherName};
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    format: u32,
+    batch_id: Uuid,
+    origin: String,
+    #[serde(with = "time::serde::rfc3339")]
+    published_at: OffsetDateTime,
+    refresher: Refresher,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    applied_at_origin: bool,
+    instructions: Vec<Wire>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Serialize, Deserialize)]
+struct Refresher {
+    id: Uuid,
+    name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum Wire {
+    RefreshAll,
+    RefreshIds { ids: Vec<i64> },
+    RefreshUuids { uuids: Vec<Uuid> },
+    RefreshKeys { keys: Vec<String> },
+    RemoveIds { ids: Vec<i64> },
+    RemoveUuids { uuids: Vec<Uuid> },
+    RemoveKeys { keys: Vec<String> },
+    RefreshJson { json: serde_json::Value },
+    RefreshPayloads { payloads: Vec<serde_json::Value> },
+}
+
+pub(super) enum Failure {
+    Serde(serde_json::Error),
+    Name(InvalidName),
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    format: Option<serde_json::Value>,
+}
+
+/// Reads just the `format` field, if the body is a JSON object that has a
+/// numeric one.
+pub(super) fn probe_version(body: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Probe>(body).ok()?.format?.as_u64()
+}
+
+pub(super) fn encode(batch: &Batch) -> Vec<u8> {
+    let envelope = Envelope {
+        format: super::FORMAT_VERSION,
+        batch_id: batch.id,
+        origin: batch.origin.clone(),
+        published_at: OffsetDateTime::from(batch.published_at),
+        refresher: Refresher {
+            id: batch.refresher.id,
+            name: batch.refresher.name.to_string(),
+        },
+        actor: batch.provenance.actor.clone(),
+        reason: batch.provenance.reason.clone(),
+        trace_id: batch.provenance.trace_id.clone(),
+        applied_at_origin: batch.applied_at_origin,
+        instructions: batch.instructions.iter().map(to_wire).collect(),
+    };
+    serde_json::to_vec(&envelope).expect("a batch always serializes")
+}
+
+pub(super) fn decode(body: &[u8]) -> Result<Batch, Failure> {
+    let envelope: Envelope = serde_json::from_slice(body).map_err(Failure::Serde)?;
+    if envelope.format != super::FORMAT_VERSION {
+        // Parsed as v1 by luck; the version decides.
+        return Err(Failure::Serde(serde::de::Error::custom(format!(
+            "format {} is not 1",
+            envelope.format
+        ))));
+    }
+    let name = RefresherName::new(envelope.refresher.name).map_err(Failure::Name)?;
+    Ok(Batch {
+        id: envelope.batch_id,
+        origin: envelope.origin,
+        published_at: SystemTime::from(envelope.published_at),
+        refresher: RefresherDef {
+            id: envelope.refresher.id,
+            name,
+        },
+        provenance: Provenance {
+            actor: envelope.actor,
+            reason: envelope.reason,
+            trace_id: envelope.trace_id,
+        },
+        applied_at_origin: envelope.applied_at_origin,
+        instructions: envelope.instructions.into_iter().map(from_wire).collect(),
+    })
+}
+
+/// Formats a time as the RFC 3339 string the wire uses (also for display).
+pub fn format_time(at: SystemTime) -> String {
+    OffsetDateTime::from(at)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "invalid-time".to_owned())
+}
+
+fn to_wire(i: &Instruction) -> Wire {
+    match i.clone() {
+        Instruction::RefreshAll => Wire::RefreshAll,
+        Instruction::RefreshIds(ids) => Wire::RefreshIds { ids },
+        Instruction::RefreshUuids(uuids) => Wire::RefreshUuids { uuids },
+        Instruction::RefreshKeys(keys) => Wire::RefreshKeys { keys },
+        Instruction::RemoveIds(ids) => Wire::RemoveIds { ids },
+        Instruction::RemoveUuids(uuids) => Wire::RemoveUuids { uuids },
+        Instruction::RemoveKeys(keys) => Wire::RemoveKeys { keys },
+        Instruction::RefreshJson(json) => Wire::RefreshJson { json },
+        Instruction::RefreshPayloads(payloads) => Wire::RefreshPayloads { payloads },
+    }
+}
+
+fn from_wire(w: Wire) -> Instruction {
+    match w {
+        Wire::RefreshAll => Instruction::RefreshAll,
+        Wire::RefreshIds { ids } => Instruction::RefreshIds(ids),
+        Wire::RefreshUuids { uuids } => Instruction::RefreshUuids(uuids),
+        Wire::RefreshKeys { keys } => Instruction::RefreshKeys(keys),
+        Wire::RemoveIds { ids } => Instruction::RemoveIds(ids),
+        Wire::RemoveUuids { uuids } => Instruction::RemoveUuids(uuids),
+        Wire::RemoveKeys { keys } => Instruction::RemoveKeys(keys),
+        Wire::RefreshJson { json } => Instruction::RefreshJson(json),
+        Wire::RefreshPayloads { payloads } => Instruction::RefreshPayloads(payloads),
+    }
+}
