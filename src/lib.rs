@@ -16,10 +16,13 @@
 //! - [`publish`]: the [`Publisher`] (Umbraco's `DistributedCache` API).
 //! - [`checkpoint`]: stored sequences, in a file or a JetStream KV bucket.
 //! - [`node`]: the replayer: start plan, apply loop, failure policy, readiness.
+//! - [`history`]: reading the log back, decoded.
 //! - [`embedded`]: a local `nats-server` for the demo and the tests.
 
 pub mod batch;
 pub mod checkpoint;
+pub mod embedded;
+pub mod history;
 pub mod model;
 pub mod node;
 pub mod publish;
