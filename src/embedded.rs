@@ -56,10 +56,9 @@ pub enum EmbeddedError {
         status: ExitStatus,
         log_tail: String,
     },
-    /// The process did not become ready before the deadline.
-    #[error("nats-server not ready after {timeout:?} (waiting for {waiting_for}); log tail:\n{log_tail}")]
+    /// The process did not become ready within [`START_TIMEOUT`].
+    #[error("nats-server not ready in time (waiting for {waiting_for}); log tail:\n{log_tail}")]
     Timeout {
-        timeout: Duration,
         waiting_for: &'static str,
         log_tail: String,
     },
@@ -144,6 +143,11 @@ fn read_ports_file(dir: &Path, pid: u32) -> Result<Option<u16>, EmbeddedError> {
     Ok(None)
 }
 
+/// A command-line option and its value.
+fn flag(name: &str, value: impl Into<OsString>) -> [OsString; 2] {
+    [name.into(), value.into()]
+}
+
 /// The last `n` lines of `text`.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -152,11 +156,8 @@ fn tail(text: &str, n: usize) -> String {
 
 fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }
 
 /// One `nats-server` process with JetStream, in its own temporary directory.
@@ -201,18 +202,15 @@ impl NatsServer {
             .map_err(io_err("creating temp dir for nats-server"))?;
         let store_dir = dir.path().join("store");
         let log_path = dir.path().join("nats-server.log");
-        let mut args: Vec<OsString> = ["-a", "127.0.0.1", "-js", "-n", name.as_str()]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        args.extend([
-            "-sd".into(),
-            store_dir.clone().into(),
-            "--ports_file_dir".into(),
-            dir.path().into(),
-            "-l".into(),
-            log_path.clone().into(),
-        ]);
+        let mut args = [
+            flag("-a", "127.0.0.1"),
+            flag("-n", &name),
+            flag("-sd", &store_dir),
+            flag("--ports_file_dir", dir.path()),
+            flag("-l", &log_path),
+        ]
+        .concat();
+        args.push("-js".into());
         args.extend(extra_args);
         Ok(Self {
             binary,
@@ -252,23 +250,38 @@ impl NatsServer {
     async fn wait_ready(&mut self, pid: u32) -> Result<(), EmbeddedError> {
         let deadline = Instant::now() + START_TIMEOUT;
         let port = loop {
-            self.check_alive()?;
+            self.check_startup(deadline, "the ports file")?;
             if let Some(port) = read_ports_file(self.dir.path(), pid)? {
                 break port;
             }
-            self.check_deadline(deadline, "the ports file")?;
             tokio::time::sleep(POLL).await;
         };
         self.port = Some(port);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         loop {
-            self.check_alive()?;
+            self.check_startup(deadline, "a TCP connect to the client port")?;
             if TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok() {
                 return Ok(());
             }
-            self.check_deadline(deadline, "a TCP connect to the client port")?;
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Fails if the process died or the startup deadline passed.
+    fn check_startup(
+        &mut self,
+        deadline: Instant,
+        waiting_for: &'static str,
+    ) -> Result<(), EmbeddedError> {
+        self.check_alive()?;
+        if Instant::now() < deadline {
+            return Ok(());
+        }
+        let log_tail = self.log_tail();
+        Err(EmbeddedError::Timeout {
+            waiting_for,
+            log_tail,
+        })
     }
 
     fn check_alive(&mut self) -> Result<(), EmbeddedError> {
@@ -279,25 +292,8 @@ impl NatsServer {
             None => return Err(EmbeddedError::NotRunning(self.name.clone())),
         };
         self.child = None;
-        Err(EmbeddedError::Exited {
-            status,
-            log_tail: self.log_tail(),
-        })
-    }
-
-    fn check_deadline(
-        &self,
-        deadline: Instant,
-        waiting_for: &'static str,
-    ) -> Result<(), EmbeddedError> {
-        if Instant::now() < deadline {
-            return Ok(());
-        }
-        Err(EmbeddedError::Timeout {
-            timeout: START_TIMEOUT,
-            waiting_for,
-            log_tail: self.log_tail(),
-        })
+        let log_tail = self.log_tail();
+        Err(EmbeddedError::Exited { status, log_tail })
     }
 
     fn remove_ports_files(&self) {
@@ -409,16 +405,14 @@ impl NatsServer {
         let context = format!("sending SIG{signal} to nats-server pid {pid}");
         let status = Command::new("kill")
             .args([format!("-{signal}"), pid.to_string()])
-            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .map_err(io_err(context.clone()))?;
         if status.success() {
             return Ok(());
         }
-        Err(io_err(context)(io::Error::other(format!(
-            "`kill` exited with {status}"
-        ))))
+        let failure = io::Error::other(format!("`kill` exited with {status}"));
+        Err(io_err(context)(failure))
     }
 
     /// Waits until JetStream on this server answers requests.
@@ -467,22 +461,21 @@ impl NatsCluster {
         let route = |port: &u16| format!("nats://127.0.0.1:{port}");
         let mut nodes = Vec::with_capacity(size);
         for (i, (client, cluster)) in client_ports.iter().zip(cluster_ports).enumerate() {
-            let routes: Vec<String> = cluster_ports
+            let routes: Vec<_> = cluster_ports
                 .iter()
                 .filter(|p| *p != cluster)
                 .map(route)
                 .collect();
-            let mut extra: Vec<OsString> = vec!["--cluster_name".into(), "invalog-test".into()];
-            extra.extend(["--cluster".into(), route(cluster).into()]);
+            let mut extra = [
+                flag("--cluster_name", "invalog-test"),
+                flag("--cluster", route(cluster)),
+            ]
+            .concat();
             if !routes.is_empty() {
-                extra.extend(["--routes".into(), routes.join(",").into()]);
+                extra.extend(flag("--routes", routes.join(",")));
             }
-            nodes.push(NatsServer::prepare(
-                binary.to_path_buf(),
-                format!("node{i}"),
-                Some(*client),
-                extra,
-            )?);
+            let (binary, name) = (binary.to_path_buf(), format!("node{i}"));
+            nodes.push(NatsServer::prepare(binary, name, Some(*client), extra)?);
         }
         for node in &mut nodes {
             node.launch().await?;
@@ -546,36 +539,28 @@ async fn wait_for_jetstream(urls: &[String], timeout: Duration) -> Result<(), Em
         }
         match tokio::time::timeout(remaining, probe_jetstream(urls)).await {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => last_error = e,
+            Ok(Err(e)) => last_error = e.to_string(),
             Err(_) => last_error = "probe timed out".into(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn probe_jetstream(urls: &[String]) -> Result<(), String> {
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(urls)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let js = jetstream::new(client);
-    js.query_account()
-        .await
-        .map_err(|e| format!("account info: {e}"))?;
+async fn probe_jetstream(urls: &[String]) -> Result<(), async_nats::Error> {
+    let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
+    let mut js = jetstream::new(options.connect(urls).await?);
+    // Without a meta leader nobody answers; retry soon rather than after 5 s.
+    js.set_timeout(Duration::from_secs(1));
+    js.query_account().await?;
     let name = format!("invalog_probe_{}", unique_suffix().replace('-', "_"));
-    let config = stream::Config {
+    js.create_stream(stream::Config {
         name: name.clone(),
         storage: stream::StorageType::Memory,
         num_replicas: 1,
         ..Default::default()
-    };
-    js.create_stream(config)
-        .await
-        .map_err(|e| format!("create probe stream: {e}"))?;
-    js.delete_stream(&name)
-        .await
-        .map_err(|e| format!("delete probe stream: {e}"))?;
+    })
+    .await?;
+    js.delete_stream(&name).await?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, context::PublishErrorKind as NatsKind, message::PublishMessage};
@@ -122,9 +123,13 @@ impl PublisherSettings {
     }
 }
 
-/// Publishes instructions to the log. Cheap to clone.
+/// Publishes instructions to the log. Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     js: jetstream::Context,
     log: LogSettings,
     settings: PublisherSettings,
@@ -145,17 +150,19 @@ impl Publisher {
             .map(|def| (def.name.to_string(), def))
             .collect();
         Self {
-            js,
-            log,
-            settings,
-            catalog,
+            inner: Arc::new(Inner {
+                js,
+                log,
+                settings,
+                catalog,
+            }),
         }
     }
 
     /// The refresher named `name`, or `UnknownRefresher`.
     pub fn refresher(&self, name: &str) -> Result<&RefresherDef, PublishError> {
-        self.catalog.get(name).ok_or_else(|| {
-            let mut known: Vec<_> = self.catalog.keys().map(String::as_str).collect();
+        self.inner.catalog.get(name).ok_or_else(|| {
+            let mut known: Vec<_> = self.inner.catalog.keys().map(String::as_str).collect();
             known.sort_unstable();
             PublishError::new(
                 PublishErrorKind::UnknownRefresher,
@@ -172,9 +179,9 @@ impl Publisher {
     }
 
     /// Starts a unit of work (one web request, one job).
-    pub fn unit_of_work(&self) -> UnitOfWork<'_> {
+    pub fn unit_of_work(&self) -> UnitOfWork {
         UnitOfWork {
-            publisher: self,
+            publisher: self.clone(),
             provenance: Provenance::default(),
             pending: Vec::new(),
             error: None,
@@ -329,11 +336,11 @@ impl Publisher {
         provenance: &Provenance,
         applied_at_origin: bool,
     ) -> Vec<Batch> {
-        plan_messages(instructions, self.settings.max_units_per_message)
+        plan_messages(instructions, self.inner.settings.max_units_per_message)
             .into_iter()
             .map(|instructions| Batch {
                 id: Uuid::now_v7(),
-                origin: self.settings.origin.clone(),
+                origin: self.inner.settings.origin.clone(),
                 published_at: SystemTime::now(),
                 refresher: def.clone(),
                 provenance: provenance.clone(),
@@ -350,7 +357,7 @@ impl Publisher {
         out: &mut Vec<(Batch, Vec<u8>)>,
     ) -> Result<(), PublishError> {
         let body = wire::encode(&batch);
-        let limit = self.log.max_message_size as usize;
+        let limit = self.inner.log.max_message_size as usize;
         if body.len() <= limit.saturating_sub(512) {
             out.push((batch, body));
             return Ok(());
@@ -398,7 +405,7 @@ impl Publisher {
             };
             let mut attempt = 1;
             while let Err((retryable, _)) = &outcome {
-                if !retryable || attempt >= self.settings.attempts {
+                if !retryable || attempt >= self.inner.settings.attempts {
                     break;
                 }
                 attempt += 1;
@@ -440,10 +447,10 @@ impl Publisher {
                 wire::HEADER_FORMAT,
                 wire::FORMAT_VERSION.to_string().as_str(),
             );
-        let subject = self.log.subject(&batch.refresher.name);
+        let subject = self.inner.log.subject(&batch.refresher.name);
         match tokio::time::timeout(
-            self.settings.ack_timeout,
-            self.js.send_publish(subject, message),
+            self.inner.settings.ack_timeout,
+            self.inner.js.send_publish(subject, message),
         )
         .await
         {
@@ -492,14 +499,14 @@ fn payloads_instruction<P: Serialize>(payloads: &[P]) -> Result<Instruction, Pub
 /// published together by [`UnitOfWork::commit`]: grouped by refresher,
 /// de-duplicated, split into messages of at most `max_units` units, sent
 /// pipelined.
-pub struct UnitOfWork<'a> {
-    publisher: &'a Publisher,
+pub struct UnitOfWork {
+    publisher: Publisher,
     provenance: Provenance,
     pending: Vec<(RefresherDef, Vec<Instruction>)>,
     error: Option<PublishError>,
 }
 
-impl UnitOfWork<'_> {
+impl UnitOfWork {
     /// Sets who and why for every message of this unit of work.
     pub fn provenance(mut self, provenance: Provenance) -> Self {
         self.provenance = provenance;

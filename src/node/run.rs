@@ -361,8 +361,10 @@ impl Runner {
                 return Flow::Stop;
             }
         }
+        // Everything up to `position.last` is covered by the refresh; an
+        // earlier target may belong to a stream that no longer exists.
         self.incarnation = position.created;
-        self.target = self.target.max(position.last);
+        self.target = position.last;
         self.stored = None;
         self.advance(position.last);
         self.flush().await;

@@ -35,7 +35,10 @@ where
 
 async fn connect(url: String) -> jetstream::Context {
     let client = eventually("connect", || async_nats::connect(url.clone())).await;
-    jetstream::new(client)
+    let mut js = jetstream::new(client);
+    // Short request timeouts: requests during leader elections are retried.
+    js.set_timeout(Duration::from_secs(2));
+    js
 }
 
 fn stream_config(name: &str, replicas: usize) -> stream::Config {
@@ -135,19 +138,30 @@ async fn kill_stop_and_restart_control_the_process() {
 #[tokio::test]
 async fn frozen_server_stalls_and_thaws() {
     let mut server = NatsServer::start().await.expect("start nats-server");
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    client.flush().await.expect("flush while running");
+    let js = connect(server.url()).await;
+    js.query_account()
+        .await
+        .expect("JetStream answers while running");
 
     server.freeze().expect("freeze");
     assert!(server.is_running(), "a frozen server is still running");
-    let stalled = tokio::time::timeout(Duration::from_millis(500), client.flush()).await;
-    assert!(stalled.is_err(), "flush must hang while frozen");
+    let stalled = tokio::time::timeout(Duration::from_millis(500), js.query_account()).await;
+    assert!(
+        stalled.is_err(),
+        "a request must hang while frozen: {stalled:?}"
+    );
 
     server.thaw().expect("thaw");
-    tokio::time::timeout(DEADLINE, client.flush())
-        .await
-        .expect("flush after thaw within deadline")
-        .expect("flush after thaw");
+    eventually("JetStream after thaw", || js.query_account()).await;
+
+    server.freeze().expect("freeze again");
+    server.restart().await.expect("restart a frozen server");
+    eventually("JetStream after restart", || js.query_account()).await;
+
+    server.freeze().expect("freeze before drop");
+    let pid = server.pid().unwrap();
+    drop(server);
+    assert!(!process_exists(pid), "a frozen server is killed on drop");
 }
 
 #[tokio::test]

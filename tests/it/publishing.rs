@@ -1,0 +1,228 @@
+//! Provisioning and publishing against a real server: idempotent
+//! provisioning, refused destructive changes, unknown refreshers, splitting,
+//! pipelining, instance refreshers, KV checkpoints.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use invalog::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, KvStore};
+use invalog::node::NewNodePolicy;
+use invalog::refresher::InstanceRefresher;
+use invalog::stream::{ProvisionError, Provisioned};
+use invalog::{
+    Instruction, LogSettings, NodeId, PublishErrorKind, RefreshResult, Refresher, Storage,
+};
+
+use crate::support::{Call, Fixture};
+
+#[tokio::test]
+async fn provisioning_is_idempotent_and_refuses_data_loss() {
+    let f = Fixture::new().await;
+    let again = invalog::provision(&f.js, &f.log).await.unwrap();
+    assert!(matches!(again, Provisioned::Unchanged(_)));
+
+    let longer = LogSettings {
+        max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+        duplicate_window: Duration::from_secs(60),
+        ..f.log.clone()
+    };
+    match invalog::provision(&f.js, &longer).await.unwrap() {
+        Provisioned::Updated(info, changes) => {
+            let fields: Vec<_> = changes.iter().map(|c| c.field).collect();
+            assert_eq!(fields, vec!["max_age", "duplicate_window"]);
+            assert_eq!(info.config.max_age, Duration::from_secs(30 * 24 * 3600));
+        }
+        other => panic!("expected an update, got {other:?}"),
+    }
+
+    let shorter = LogSettings {
+        max_messages: Some(100),
+        ..longer.clone()
+    };
+    let err = invalog::provision(&f.js, &shorter).await.unwrap_err();
+    assert!(matches!(err, ProvisionError::WouldLoseData { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("max_messages: unlimited -> 100"), "{text}");
+    assert!(text.contains("--allow-data-loss"), "{text}");
+    invalog::provision_allowing_data_loss(&f.js, &shorter)
+        .await
+        .unwrap();
+
+    let memory = LogSettings {
+        storage: Storage::Memory,
+        ..shorter
+    };
+    let err = invalog::provision(&f.js, &memory).await.unwrap_err();
+    assert!(matches!(err, ProvisionError::Immutable { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn publishing_to_an_unknown_refresher_is_an_error() {
+    let f = Fixture::new().await;
+    let err = f
+        .publisher()
+        .refresh_ids("contnet", &[1])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, PublishErrorKind::UnknownRefresher);
+    assert_eq!(
+        err.to_string(),
+        "unknown refresher `contnet`; known refreshers: content, media, other"
+    );
+    let mut uow = f.publisher().unit_of_work();
+    uow.add("content", vec![Instruction::RefreshAll]);
+    uow.add("nope", vec![Instruction::RefreshAll]);
+    let err = uow.commit().await.unwrap_err();
+    assert_eq!(err.kind, PublishErrorKind::UnknownRefresher);
+    let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        0,
+        "nothing published"
+    );
+}
+
+#[tokio::test]
+async fn a_unit_of_work_deduplicates_splits_and_pipelines() {
+    let f = Fixture::new().await;
+    let p = f.publisher();
+    let mut uow = p.unit_of_work();
+    uow.add(
+        "content",
+        vec![Instruction::RefreshIds((0..2500).collect())],
+    );
+    uow.add(
+        "media",
+        vec![Instruction::RefreshKeys(vec!["a".into(), "b".into()])],
+    );
+    uow.add("content", vec![Instruction::RefreshIds((0..100).collect())]);
+    let receipt = uow.commit().await.unwrap();
+    let sequences: Vec<u64> = receipt.messages.iter().map(|m| m.sequence).collect();
+    assert_eq!(sequences, vec![1, 2, 3, 4]);
+    assert_eq!(receipt.sequence(), Some(4));
+    let entries = invalog::history::read_range(&f.js, &f.log, 1, None, 10)
+        .await
+        .unwrap();
+    let units: Vec<usize> = entries
+        .iter()
+        .map(|e| e.batch.as_ref().unwrap().units())
+        .collect();
+    assert_eq!(
+        units,
+        vec![1000, 1000, 500, 2],
+        "2600 ids de-duplicated to 2500, split by 1000"
+    );
+
+    let empty = p.refresh_ids("content", &[]).await.unwrap();
+    assert_eq!(empty.sequence(), None, "an empty id list is a no-op");
+}
+
+#[tokio::test]
+async fn an_instruction_over_the_message_limit_is_refused_and_batches_shrink_to_fit() {
+    let f = Fixture::with_log(LogSettings {
+        max_message_size: 4096,
+        ..LogSettings::default()
+    })
+    .await;
+    let p = f.publisher();
+    let big = "x".repeat(5000);
+    let err = p.refresh_keys("content", &[&big]).await.unwrap_err();
+    assert_eq!(err.kind, PublishErrorKind::TooLarge);
+    assert!(err.to_string().contains("max_message_size"), "{err}");
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("key-{i:04}-{}", "y".repeat(40)))
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let receipt = p.refresh_keys("content", &keys).await.unwrap();
+    assert!(receipt.messages.len() > 2, "split to fit 4 KiB");
+}
+
+#[derive(Default)]
+struct Local {
+    applied: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Refresher for Local {
+    async fn refresh_all(&self) -> RefreshResult {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl InstanceRefresher for Local {
+    type Instance = (i64, &'static str);
+    fn id_of(&self, instance: &Self::Instance) -> i64 {
+        instance.0
+    }
+    async fn refresh_instances(&self, instances: &[Self::Instance]) -> RefreshResult {
+        self.applied
+            .lock()
+            .unwrap()
+            .extend(instances.iter().map(|i| i.1.to_owned()));
+        Ok(())
+    }
+    async fn remove_instances(&self, _instances: &[Self::Instance]) -> RefreshResult {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn instance_refreshes_apply_locally_and_travel_as_ids() {
+    let f = Fixture::new().await;
+    let origin = f.node("test-publisher", NewNodePolicy::ReplayAll).await;
+    let other = f.node("other", NewNodePolicy::ReplayAll).await;
+    let local = Local::default();
+    let receipt = f
+        .publisher()
+        .refresh_instances("content", &local, &[(5, "five"), (6, "six")])
+        .await
+        .unwrap();
+    let seq = receipt.sequence().unwrap();
+    assert_eq!(*local.applied.lock().unwrap(), vec!["five", "six"]);
+    other.wait_applied(seq).await;
+    origin.wait_applied(seq).await;
+    assert_eq!(other.content.calls(), vec![Call::Ids(vec![5, 6])]);
+    assert!(
+        origin.content.calls().is_empty(),
+        "the origin applied it already"
+    );
+    assert_eq!(origin.node.stats().own_messages_skipped, 1);
+}
+
+#[tokio::test]
+async fn kv_checkpoints_round_trip_and_catch_a_shared_node_id() {
+    let f = Fixture::new().await;
+    let node = NodeId::new("web-1").unwrap();
+    let first = KvStore::open(&f.js, "invalog_nodes", 1, node.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.load().await.unwrap(), None);
+    let checkpoint = Checkpoint {
+        stream: "INVALOG".into(),
+        stream_created: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        sequence: 12,
+    };
+    first.save(&checkpoint).await.unwrap();
+    let second = KvStore::open(&f.js, "invalog_nodes", 1, node)
+        .await
+        .unwrap();
+    assert_eq!(second.load().await.unwrap(), Some(checkpoint.clone()));
+    second
+        .save(&Checkpoint {
+            sequence: 13,
+            ..checkpoint.clone()
+        })
+        .await
+        .unwrap();
+    let err = first
+        .save(&Checkpoint {
+            sequence: 14,
+            ..checkpoint
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CheckpointError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("configured on two nodes"), "{err}");
+}
