@@ -19,6 +19,11 @@
 //! - [`history`]: reading the log back, decoded.
 //! - [`embedded`]: a local `nats-server` for the demo and the tests.
 
+/// The README's examples compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod batch;
 pub mod checkpoint;
 pub mod embedded;
