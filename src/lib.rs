@@ -17,6 +17,11 @@
 //! - [`checkpoint`]: stored sequences, in a file or a JetStream KV bucket.
 //! - [`node`]: the replayer: start plan, apply loop, failure policy, readiness.
 //! - [`history`]: reading the log back, decoded.
+//! - [`secret`]: `Secret`, a string that never reaches logs.
+//! - [`connect`]: NATS connection from settings (auth, TLS, reconnect).
+//! - [`config`]: TOML + environment configuration, validated once.
+//! - [`applier`]: the agent's appliers (webhook, redis, command).
+//! - [`agent`]: the `invalog agent` sidecar: node + HTTP + metrics.
 //! - [`embedded`]: a local `nats-server` for the demo and the tests.
 
 /// The README's examples compile as doc tests.
@@ -24,14 +29,19 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod agent;
+pub mod applier;
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
+pub mod connect;
 pub mod embedded;
 pub mod history;
 pub mod model;
 pub mod node;
 pub mod publish;
 pub mod refresher;
+pub mod secret;
 pub mod stream;
 pub mod wire;
 
@@ -42,6 +52,7 @@ pub use publish::{
     PublishError, PublishErrorKind, Publisher, PublisherSettings, Receipt, UnitOfWork,
 };
 pub use refresher::{
-    InstanceRefresher, PayloadRefresher, Payloads, RefreshError, RefreshResult, Refresher, Registry,
+    BatchContext, InstanceRefresher, PayloadRefresher, Payloads, RefreshError, RefreshResult,
+    Refresher, Registry,
 };
 pub use stream::{provision, provision_allowing_data_loss, LogSettings, Storage};

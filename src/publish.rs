@@ -399,40 +399,90 @@ impl Publisher {
             in_flight.push(self.send_one(batch, body).await);
         }
         for ((batch, body), first) in encoded.iter().zip(in_flight) {
-            let mut outcome = match first {
+            let first = match first {
                 Ok(ack) => ack.await.map_err(nats_error),
                 Err(e) => Err(e),
             };
-            let mut attempt = 1;
-            while let Err((retryable, _)) = &outcome {
-                if !retryable || attempt >= self.inner.settings.attempts {
-                    break;
-                }
-                attempt += 1;
-                tracing::warn!(batch = %batch.id, attempt, "publish not acknowledged; sending again with the same batch id");
-                outcome = match self.send_one(batch, body).await {
-                    Ok(ack) => ack.await.map_err(nats_error),
-                    Err(e) => Err(e),
-                };
-            }
-            match outcome {
-                Ok(ack) => receipt.messages.push(PublishedMessage {
-                    batch_id: batch.id,
-                    refresher: batch.refresher.name.clone(),
-                    sequence: ack.sequence,
-                    duplicate: ack.duplicate,
-                }),
-                Err((_, mut error)) => {
-                    error.message = format!(
-                        "publishing batch {} to `{}`: {}",
-                        batch.id, batch.refresher.name, error.message
-                    );
+            match self.retry(batch, body, first).await {
+                Ok(message) => receipt.messages.push(message),
+                Err(mut error) => {
                     error.published = receipt.messages;
                     return Err(error);
                 }
             }
         }
+        self.restore_order(&encoded, &mut receipt).await?;
         Ok(receipt)
+    }
+
+    /// Sends a message again (same batch id) while its acknowledgement fails
+    /// in a retryable way, up to `attempts` in all.
+    async fn retry(
+        &self,
+        batch: &Batch,
+        body: &[u8],
+        first: Result<jetstream::publish::PublishAck, (bool, PublishError)>,
+    ) -> Result<PublishedMessage, PublishError> {
+        let mut outcome = first;
+        let mut attempt = 1;
+        while let Err((retryable, _)) = &outcome {
+            if !retryable || attempt >= self.inner.settings.attempts {
+                break;
+            }
+            attempt += 1;
+            tracing::warn!(batch = %batch.id, attempt, "publish not acknowledged; sending again with the same batch id");
+            outcome = match self.send_one(batch, body).await {
+                Ok(ack) => ack.await.map_err(nats_error),
+                Err(e) => Err(e),
+            };
+        }
+        match outcome {
+            Ok(ack) => Ok(PublishedMessage {
+                batch_id: batch.id,
+                refresher: batch.refresher.name.clone(),
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            Err((_, mut error)) => {
+                error.message = format!(
+                    "publishing batch {} to `{}`: {}",
+                    batch.id, batch.refresher.name, error.message
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// A message sent again after a timeout can be stored after later
+    /// messages of the same refresher. Those later messages are published
+    /// once more (new batch ids), so that the last copy of each stands in
+    /// publish order; applying one twice is harmless (refreshers are
+    /// idempotent), applying "refresh 7" before "remove 7" is not.
+    async fn restore_order(
+        &self,
+        encoded: &[(Batch, Vec<u8>)],
+        receipt: &mut Receipt,
+    ) -> Result<(), PublishError> {
+        let mut highest: HashMap<RefresherName, u64> = HashMap::new();
+        for (index, (batch, _)) in encoded.iter().enumerate() {
+            let name = &batch.refresher.name;
+            let before = highest.get(name).copied().unwrap_or(0);
+            if receipt.messages[index].sequence < before {
+                let again = Batch {
+                    id: Uuid::now_v7(),
+                    ..batch.clone()
+                };
+                let body = wire::encode(&again);
+                tracing::warn!(batch = %batch.id, again = %again.id, "a retried message overtook this one; publishing it again to keep the order");
+                let first = match self.send_one(&again, &body).await {
+                    Ok(ack) => ack.await.map_err(nats_error),
+                    Err(e) => Err(e),
+                };
+                receipt.messages[index] = self.retry(&again, &body, first).await?;
+            }
+            highest.insert(name.clone(), before.max(receipt.messages[index].sequence));
+        }
+        Ok(())
     }
 
     async fn send_one(

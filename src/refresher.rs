@@ -73,6 +73,17 @@ impl fmt::Display for RefreshError {
 /// What a refresher method returns.
 pub type RefreshResult = Result<(), RefreshError>;
 
+/// Where a batch being applied comes from: handed to [`Refresher::apply`],
+/// so a refresher that forwards whole batches (the agent's webhook) can pass
+/// the sequence and provenance along.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchContext<'a> {
+    /// The message's stream sequence.
+    pub sequence: u64,
+    /// The batch.
+    pub batch: &'a crate::model::Batch,
+}
+
 /// A handler for one cache (or family of caches) on this node.
 ///
 /// Delivery is at-least-once: every method must be idempotent. Methods other
@@ -82,6 +93,15 @@ pub type RefreshResult = Result<(), RefreshError>;
 pub trait Refresher: Send + Sync + 'static {
     /// Drops or reloads everything this refresher caches.
     async fn refresh_all(&self) -> RefreshResult;
+
+    /// Applies one batch; the default dispatches each instruction in order to
+    /// the per-kind methods. Override it to handle a batch at once.
+    async fn apply(&self, context: BatchContext<'_>) -> RefreshResult {
+        for instruction in &context.batch.instructions {
+            dispatch_dyn(self, instruction).await?;
+        }
+        Ok(())
+    }
 
     /// Refreshes entries by integer id.
     async fn refresh_ids(&self, _ids: &[i64]) -> RefreshResult {
@@ -127,6 +147,13 @@ pub trait Refresher: Send + Sync + 'static {
 
 /// Dispatches one instruction to the matching refresher method.
 pub async fn dispatch(refresher: &dyn Refresher, instruction: &Instruction) -> RefreshResult {
+    dispatch_dyn(refresher, instruction).await
+}
+
+async fn dispatch_dyn<R: Refresher + ?Sized>(
+    refresher: &R,
+    instruction: &Instruction,
+) -> RefreshResult {
     match instruction {
         Instruction::RefreshAll => refresher.refresh_all().await,
         Instruction::RefreshIds(ids) => refresher.refresh_ids(ids).await,

@@ -1,22 +1,33 @@
 //! Command-line interface: the subcommands and their arguments. Each
 //! subcommand lives in its own module and returns an exit code.
 
+// mod agent_cmd; (waits for the appliers and HTTP modules)
+mod config_cmd;
 mod demo;
+// mod publish_cmd; (waits for the config module)
 
 use clap::{Parser, Subcommand};
+use invalog::agent::LogFormat;
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
 /// Exit code for any failure not given its own code.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for an invalid configuration file, environment or arguments.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code when NATS cannot be reached or refuses the credentials.
+pub const EXIT_NATS: u8 = 3;
+/// Exit code when the stream cannot be provisioned as configured.
+pub const EXIT_STREAM: u8 = 4;
 
 /// invalog: a cache-invalidation log for fleets of servers, on NATS JetStream.
 #[derive(Debug, Parser)]
 #[command(name = "invalog", version, about, long_about = None)]
 pub struct Args {
-    /// Log filter (as RUST_LOG), for example `info` or `invalog=debug`.
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter (as RUST_LOG), for example `info` or `invalog=debug`;
+    /// overrides the configuration's `logging.level`.
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,21 +37,52 @@ enum Command {
     /// Runs a self-contained demo: starts a local nats-server, three nodes,
     /// publishes, stops and restarts a node, and shows it catching up.
     Demo(demo::DemoArgs),
+    /// Runs the sidecar beside one node: applies the log to the node's
+    /// caches through the configured appliers; serves /healthz, /readyz,
+    /// /metrics, /status and /applied.
+    Agent(AgentArgsPlaceholder),
+    /// Publishes instructions (arguments, or JSON lines on stdin) and prints
+    /// the sequence of each message.
+    Publish(AgentArgsPlaceholder),
+    /// Validates a configuration file and prints the effective
+    /// configuration, secrets redacted.
+    #[command(subcommand_value_name = "ACTION")]
+    Config(config_cmd::ConfigArgs),
 }
 
 /// Runs the parsed command.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    init_logging(&args.log);
+    let text_logs = |log: Option<String>| {
+        init_logging(log.as_deref().unwrap_or("warn"), LogFormat::Text);
+    };
     match args.command {
-        Command::Demo(demo) => demo::run(demo).await,
+        Command::Agent(_agent) => anyhow::bail!("not yet"),
+        Command::Demo(demo) => {
+            text_logs(args.log);
+            demo::run(demo).await
+        }
+        Command::Publish(_publish) => anyhow::bail!("not yet"),
+        Command::Config(config) => {
+            text_logs(args.log);
+            config_cmd::run(config).await
+        }
     }
 }
 
-fn init_logging(filter: &str) {
+/// Installs the log subscriber: text or JSON lines on stderr.
+pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
+
+
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgsPlaceholder {}

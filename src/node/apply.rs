@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::run::{Flow, Runner};
 use super::status::{NodeState, Stats};
-use crate::model::{Batch, Instruction};
-use crate::refresher::{dispatch, Hosted, RefreshResult};
+use crate::model::Batch;
+use crate::refresher::{BatchContext, Hosted};
 
 impl Runner {
     /// Applies a decoded batch with retries, escalating when they run out.
@@ -22,7 +22,8 @@ impl Runner {
         let policy = self.settings.retry;
         let mut failures = 0;
         loop {
-            let error = match apply_all(hosted, &batch.instructions).await {
+            let context = BatchContext { sequence, batch };
+            let error = match hosted.handler.apply(context).await {
                 Ok(()) => {
                     self.count_applied(hosted, batch);
                     return Flow::Continue;
@@ -110,12 +111,4 @@ impl Runner {
             counters.units.fetch_add(units, Relaxed);
         }
     }
-}
-
-/// Applies every instruction of a batch in order.
-async fn apply_all(hosted: &Hosted, instructions: &[Instruction]) -> RefreshResult {
-    for instruction in instructions {
-        dispatch(hosted.handler.as_ref(), instruction).await?;
-    }
-    Ok(())
 }

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use plan::{plan_start, NewNodePolicy, StartPlan};
 pub use status::{
-    ColdBootReason, NodeState, RefresherCounters, RefresherSnapshot, Stats, StatsSnapshot,
+    ColdBootReason, HistogramSnapshot, NodeState, Readiness, RefresherCounters, RefresherSnapshot,
+    Stats, StatsSnapshot, APPLY_BUCKETS,
 };
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
@@ -63,6 +64,16 @@ impl RetryPolicy {
     }
 }
 
+/// Fencing: when a node that is caught up still reports itself unready,
+/// rather than serve stale data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FenceSettings {
+    /// Unready when the stream has not been reachable for longer than this.
+    pub max_disconnected: Option<Duration>,
+    /// Unready when more than this many messages wait to be applied.
+    pub max_lag_messages: Option<u64>,
+}
+
 /// A node's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSettings {
@@ -77,6 +88,8 @@ pub struct NodeSettings {
     pub retry: RetryPolicy,
     /// How often the applied sequence is stored (and the stream checked).
     pub flush_interval: Duration,
+    /// When to report unready although caught up.
+    pub fence: FenceSettings,
 }
 
 impl NodeSettings {
@@ -88,6 +101,7 @@ impl NodeSettings {
             cold_boot_threshold: None,
             retry: RetryPolicy::default(),
             flush_interval: Duration::from_secs(1),
+            fence: FenceSettings::default(),
         }
     }
 }
@@ -114,6 +128,7 @@ pub enum NodeError {
 /// What the handle and the task share.
 pub(crate) struct Shared {
     node_id: NodeId,
+    fence: FenceSettings,
     state: watch::Sender<NodeState>,
     applied: watch::Sender<u64>,
     stats: Stats,
@@ -123,7 +138,7 @@ pub(crate) struct Shared {
 pub struct Node {
     shared: Arc<Shared>,
     cancel: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Node {
@@ -170,8 +185,12 @@ impl Node {
             "node starting"
         );
         let stats = Stats::new(registry.hosted().iter().map(|h| h.def.name.clone()));
+        stats
+            .last_contact_ms
+            .store(status::now_ms(), std::sync::atomic::Ordering::Relaxed);
         let shared = Arc::new(Shared {
             node_id: settings.node_id.clone(),
+            fence: settings.fence,
             state: watch::Sender::new(NodeState::Starting),
             applied: watch::Sender::new(stored.as_ref().map_or(0, |c| c.sequence)),
             stats,
@@ -192,7 +211,7 @@ impl Node {
         Ok(Node {
             shared,
             cancel,
-            task: Some(task),
+            task: std::sync::Mutex::new(Some(task)),
         })
     }
 
@@ -216,9 +235,45 @@ impl Node {
         Ok(())
     }
 
-    /// True when the node is ready now.
+    /// True when the node is ready now (caught up, not stalled, not fenced).
     pub fn is_ready(&self) -> bool {
-        self.shared.state.borrow().is_ready()
+        self.readiness().is_ready()
+    }
+
+    /// Whether the node should serve now, with the reason when not: not
+    /// caught up, stalled, or fenced (the stream unreachable for longer than
+    /// `fence.max_disconnected`, or more than `fence.max_lag_messages`
+    /// behind).
+    pub fn readiness(&self) -> Readiness {
+        let state = self.shared.state.borrow().clone();
+        if !state.is_ready() {
+            return Readiness::NotReady(state.to_string());
+        }
+        let fence = self.shared.fence;
+        if let Some(limit) = fence.max_disconnected {
+            let last = self
+                .shared
+                .stats
+                .last_contact_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let silent = Duration::from_millis(status::now_ms().saturating_sub(last));
+            if silent > limit {
+                return Readiness::NotReady(format!(
+                    "fenced: the stream has not been reachable for {}s (limit {}s)",
+                    silent.as_secs(),
+                    limit.as_secs()
+                ));
+            }
+        }
+        if let Some(limit) = fence.max_lag_messages {
+            let lag = self.shared.stats.snapshot().lag_messages;
+            if lag > limit {
+                return Readiness::NotReady(format!(
+                    "fenced: {lag} messages behind (limit {limit})"
+                ));
+            }
+        }
+        Readiness::Ready
     }
 
     /// The current state.
@@ -253,10 +308,11 @@ impl Node {
     }
 
     /// Stops cleanly: finishes the batch in hand, stores the applied
-    /// sequence, and waits for the task to end.
-    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+    /// sequence, and waits for the task to end. Later calls return at once.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
         self.cancel.cancel();
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
             if let Err(e) = task.await {
                 tracing::error!(node = %self.shared.node_id, error = %e, "node task failed");
             }
@@ -272,7 +328,7 @@ impl Node {
 impl Drop for Node {
     /// Aborts the task without storing the applied sequence (like a crash).
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        if let Some(task) = self.task.lock().unwrap().take() {
             task.abort();
             self.shared.state.send_replace(NodeState::Stopped);
         }

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::status::{ColdBootReason, NodeState, Stats};
+use super::status::{now_ms, ColdBootReason, NodeState, Stats};
 use super::{NodeSettings, Shared, StartPlan};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::refresher::Registry;
@@ -44,7 +44,12 @@ pub(super) struct Runner {
     target: u64,
     /// Last sequence handed to the store.
     stored: Option<u64>,
+    /// When `flush` last ran.
+    last_flush: Instant,
 }
+
+/// How often a running node checks the stream (recreation, gaps, contact).
+const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Runner {
     #[allow(clippy::too_many_arguments)]
@@ -79,6 +84,7 @@ impl Runner {
             next: stored_seq.map_or(1, |s| s + 1),
             target: position.last,
             stored: stored_seq,
+            last_flush: Instant::now(),
         }
     }
 
@@ -152,7 +158,7 @@ impl Runner {
             .messages()
             .await
             .map_err(|e| format!("starting consumer: {e}"))?;
-        let mut tick = tokio::time::interval(self.settings.flush_interval);
+        let mut tick = tokio::time::interval(self.settings.flush_interval.min(CHECK_INTERVAL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
@@ -208,7 +214,9 @@ impl Runner {
     }
 
     async fn on_tick(&mut self) -> Flow {
-        self.flush().await;
+        if self.last_flush.elapsed() >= self.settings.flush_interval {
+            self.flush().await;
+        }
         match self.position().await {
             Ok(position) => self.check_stream(position).await.unwrap_or(Flow::Continue),
             Err(e) => {
@@ -225,6 +233,7 @@ impl Runner {
         };
         let sequence = info.stream_sequence;
         let pending = info.pending;
+        self.stats().last_contact_ms.store(now_ms(), Relaxed);
         let published: SystemTime = info.published.into();
         if sequence < self.next {
             return Flow::Continue;
@@ -245,9 +254,7 @@ impl Runner {
             return flow;
         }
         let stats = self.stats();
-        stats
-            .apply_nanos_total
-            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        stats.apply_latency.observe(started.elapsed());
         stats
             .stream_last_sequence
             .fetch_max(sequence + pending, Relaxed);
@@ -373,6 +380,7 @@ impl Runner {
 
     /// Stores the applied sequence if it moved.
     pub(super) async fn flush(&mut self) {
+        self.last_flush = Instant::now();
         let applied = self.next.saturating_sub(1);
         if self.stored == Some(applied) {
             return;

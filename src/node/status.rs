@@ -106,6 +106,49 @@ pub enum NodeState {
     Stopped,
 }
 
+impl fmt::Display for NodeState {
+    /// Why the node is (not) ready, for `/readyz` and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeState::Starting => write!(f, "starting"),
+            NodeState::ColdBooting { reason } => write!(f, "cold boot: {reason}"),
+            NodeState::CatchingUp { target } => write!(f, "catching up to sequence {target}"),
+            NodeState::Ready => write!(f, "ready"),
+            NodeState::Stalled {
+                refresher,
+                sequence,
+                error,
+            } => write!(
+                f,
+                "stalled: refresher `{refresher}` keeps failing at sequence {sequence}: {error}"
+            ),
+            NodeState::Stopped => write!(f, "stopped"),
+        }
+    }
+}
+
+/// Whether a node should serve, with the reason when it should not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Caught up, not stalled, not fenced.
+    Ready,
+    /// Not ready, and why.
+    NotReady(String),
+}
+
+impl Readiness {
+    /// True for `Ready`.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready)
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl NodeState {
     /// True only for `Ready`.
     pub fn is_ready(&self) -> bool {
@@ -136,6 +179,60 @@ pub struct RefresherCounters {
     pub escalations: AtomicU64,
 }
 
+/// Upper bounds (seconds) of the apply-latency histogram's buckets.
+pub const APPLY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket histogram of apply latency, lock-free.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Count per bucket of [`APPLY_BUCKETS`] (not cumulative), then +Inf.
+    buckets: [AtomicU64; APPLY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let index = APPLY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(APPLY_BUCKETS.len());
+        self.buckets[index].fetch_add(1, Relaxed);
+        self.sum_nanos
+            .fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound (Prometheus style), the total
+    /// count and the sum in seconds.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = Vec::with_capacity(APPLY_BUCKETS.len());
+        let mut running = 0;
+        for (i, bound) in APPLY_BUCKETS.iter().enumerate() {
+            running += self.buckets[i].load(Relaxed);
+            cumulative.push((*bound, running));
+        }
+        running += self.buckets[APPLY_BUCKETS.len()].load(Relaxed);
+        HistogramSnapshot {
+            buckets: cumulative,
+            count: running,
+            sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// Copy of a histogram.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    /// `(upper bound in seconds, cumulative count)`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of observations in seconds.
+    pub sum_seconds: f64,
+}
+
 /// A node's counters. Written by the apply loop, read by anyone.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -154,7 +251,9 @@ pub struct Stats {
     pub(crate) stored_sequence: AtomicU64,
     pub(crate) stream_last_sequence: AtomicU64,
     pub(crate) last_applied_published_ms: AtomicU64,
-    pub(crate) apply_nanos_total: AtomicU64,
+    pub(crate) apply_latency: LatencyHistogram,
+    /// Unix millis of the last successful contact with the stream.
+    pub(crate) last_contact_ms: AtomicU64,
     pub(crate) per_refresher: BTreeMap<RefresherName, RefresherCounters>,
 }
 
@@ -196,7 +295,7 @@ impl Stats {
             lag_messages: last - applied,
             last_applied_published_at: (published_ms > 0)
                 .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(published_ms)),
-            apply_seconds_total: self.apply_nanos_total.load(Relaxed) as f64 / 1e9,
+            apply_latency: self.apply_latency.snapshot(),
             per_refresher: self
                 .per_refresher
                 .iter()
@@ -261,8 +360,8 @@ pub struct StatsSnapshot {
     pub lag_messages: u64,
     /// When the last applied message was published.
     pub last_applied_published_at: Option<SystemTime>,
-    /// Seconds spent in refreshers.
-    pub apply_seconds_total: f64,
+    /// Time spent applying each message.
+    pub apply_latency: HistogramSnapshot,
     /// Per hosted refresher.
     pub per_refresher: BTreeMap<RefresherName, RefresherSnapshot>,
 }

@@ -28,7 +28,7 @@ pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
     let record = Record {
         format: 1,
         stream: checkpoint.stream.clone(),
-        stream_created: OffsetDateTime::from(checkpoint.stream_created),
+        stream_created: super::v1::to_offset(checkpoint.stream_created),
         sequence: checkpoint.sequence,
         written_at: OffsetDateTime::now_utc(),
     };

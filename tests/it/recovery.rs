@@ -304,3 +304,36 @@ async fn a_crash_between_apply_and_flush_reapplies_and_loses_nothing() {
         "applied again after the crash"
     );
 }
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_fences_itself_then_recovers() {
+    let mut f = Fixture::new().await;
+    let a = f
+        .node_with("a", |s| {
+            s.new_node = NewNodePolicy::ReplayAll;
+            s.fence.max_disconnected = Some(Duration::from_secs(1));
+        })
+        .await;
+    a.ready().await;
+    assert_eq!(a.node.readiness(), invalog::node::Readiness::Ready);
+    f.server.kill().unwrap();
+    eventually(Duration::from_secs(10), "fenced after 1 s without NATS", || {
+        matches!(a.node.readiness(), invalog::node::Readiness::NotReady(ref why) if why.starts_with("fenced: the stream has not been reachable"))
+    })
+    .await;
+    assert_eq!(a.node.state(), NodeState::Ready, "caught up, yet not serving");
+    f.server.restart().await.unwrap();
+    let seq = within(Duration::from_secs(20), async {
+        loop {
+            if let Ok(receipt) = f.publisher().refresh_ids("content", &[5]).await {
+                break receipt.sequence().unwrap();
+            }
+        }
+    })
+    .await;
+    a.wait_applied(seq).await;
+    eventually(Duration::from_secs(10), "ready again after reconnecting", || {
+        a.node.is_ready()
+    })
+    .await;
+}

@@ -1,0 +1,434 @@
+//! Raw configuration → typed settings: the one place where defaults are
+//! applied and every rule of docs/configuration.md is checked. Tables are
+//! checked in the order of the reference and the first problem is
+//! reported. What only
+//! one role needs (a node id for the agent, an applier per refresher) is
+//! checked later by `Config::agent`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::raw::{RawCheckpoint, RawConfig, RawNats, RawNode, RawPublisher, RawStream};
+use super::refreshers::refreshers;
+use super::values::{Cx, Result};
+use crate::agent::{CheckpointSettings, HttpSettings, LogFormat, LoggingSettings};
+use crate::applier::ApplierSettings;
+use crate::connect::{NatsAuth, NatsSettings, TlsSettings};
+use crate::model::{NodeId, RefresherDef};
+use crate::node::{FenceSettings, NewNodePolicy, NodeSettings, RetryPolicy};
+use crate::publish::PublisherSettings;
+use crate::stream::{LogSettings, Storage};
+
+/// Everything the file configures, validated, with defaults filled in.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    /// `None` without `node.id`.
+    pub node: Option<NodeSettings>,
+    pub nats: NatsSettings,
+    pub log: LogSettings,
+    pub provision: bool,
+    /// `None` when it depends on a node id that is not configured.
+    pub checkpoint: Option<CheckpointSettings>,
+    pub http: HttpSettings,
+    pub logging: LoggingSettings,
+    pub publisher: PublisherSettings,
+    pub refreshers: Vec<(RefresherDef, Option<ApplierSettings>)>,
+}
+
+/// Validates the whole file.
+pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
+    let node = raw.node.as_ref().map(|n| node(cx, n)).transpose()?.flatten();
+    let node_id = node.as_ref().map(|n| &n.node_id);
+    let nats = nats(cx, &raw.nats)?;
+    let (log, provision) = stream(cx, &raw.stream)?;
+    Ok(Settings {
+        checkpoint: checkpoint(cx, raw.checkpoint.as_ref(), node_id)?,
+        http: HttpSettings {
+            listen: match &raw.http.listen {
+                Some(text) => text.trim().parse::<SocketAddr>().map_err(|_| {
+                    cx.invalid(
+                        "http.listen",
+                        format!("`{text}` is not an IP address and port, like `127.0.0.1:9464`"),
+                    )
+                })?,
+                None => HttpSettings::default().listen,
+            },
+        },
+        logging: logging(cx, raw)?,
+        publisher: publisher(cx, &raw.publisher, node_id)?,
+        refreshers: refreshers(cx, &raw.refreshers)?,
+        node,
+        nats,
+        log,
+        provision,
+    })
+}
+
+fn node(cx: &Cx, raw: &RawNode) -> Result<Option<NodeSettings>> {
+    let defaults = RetryPolicy::default();
+    let retry = RetryPolicy {
+        attempts: match raw.retry.attempts {
+            Some(0) => return Err(cx.invalid("node.retry.attempts", "use at least 1")),
+            Some(attempts) => attempts,
+            None => defaults.attempts,
+        },
+        initial_backoff: cx.duration_or(
+            "node.retry.initial_backoff",
+            raw.retry.initial_backoff.as_ref(),
+            defaults.initial_backoff,
+        )?,
+        max_backoff: cx.duration_or(
+            "node.retry.max_backoff",
+            raw.retry.max_backoff.as_ref(),
+            defaults.max_backoff,
+        )?,
+    };
+    if retry.max_backoff < retry.initial_backoff {
+        return Err(cx.conflict(
+            "node.retry.max_backoff",
+            "`node.retry.max_backoff` is shorter than `node.retry.initial_backoff`".into(),
+        ));
+    }
+    let fence = FenceSettings {
+        max_disconnected: raw
+            .fence
+            .max_disconnected
+            .as_ref()
+            .map(|d| cx.duration("node.fence.max_disconnected", d))
+            .transpose()?,
+        max_lag_messages: raw
+            .fence
+            .max_lag_messages
+            .map(|n| cx.within("node.fence.max_lag_messages", n, 1, u64::MAX))
+            .transpose()?,
+    };
+    let new_node = match &raw.new_node {
+        Some(policy) => cx.choice(
+            "node.new_node",
+            policy,
+            &[
+                ("cold_boot", NewNodePolicy::ColdBoot),
+                ("replay_all", NewNodePolicy::ReplayAll),
+                ("tail", NewNodePolicy::Tail),
+            ],
+        )?,
+        None => NewNodePolicy::default(),
+    };
+    let cold_boot_threshold = raw
+        .cold_boot_threshold
+        .map(|n| cx.within("node.cold_boot_threshold", n, 1, u64::MAX))
+        .transpose()?;
+    let flush_interval = cx.duration_or(
+        "node.flush_interval",
+        raw.flush_interval.as_ref(),
+        Duration::from_secs(1),
+    )?;
+    let Some(id) = &raw.id else { return Ok(None) };
+    let node_id = NodeId::new(id.as_str()).map_err(|e| {
+        cx.invalid(
+            "node.id",
+            format!("`{}` is not a valid node id: {}", e.value, e.why),
+        )
+    })?;
+    Ok(Some(NodeSettings {
+        new_node,
+        cold_boot_threshold,
+        retry,
+        flush_interval,
+        fence,
+        ..NodeSettings::new(node_id)
+    }))
+}
+
+fn nats(cx: &Cx, raw: &RawNats) -> Result<NatsSettings> {
+    let defaults = NatsSettings::default();
+    let urls = match &raw.urls {
+        Some(urls) => urls.0.clone(),
+        None => defaults.urls,
+    };
+    if urls.is_empty() || urls.iter().all(String::is_empty) {
+        return Err(cx.invalid("nats.urls", "give at least one server URL"));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        cx.url(&format!("nats.urls.{i}"), url, &["nats", "tls", "ws", "wss"])?;
+    }
+    let tls = raw.tls.as_ref().map(|tls| TlsSettings {
+        ca_file: tls.ca_file.clone(),
+        cert_file: tls.cert_file.clone(),
+        key_file: tls.key_file.clone(),
+        required: tls.required.unwrap_or(false),
+    });
+    if let Some(tls) = &tls {
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => {
+                return Err(cx.missing(
+                    "nats.tls.key_file",
+                    "a client certificate (`cert_file`) needs its private key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(cx.missing(
+                    "nats.tls.cert_file",
+                    "a private key (`key_file`) needs its client certificate",
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(name) = &raw.name {
+        if name.trim().is_empty() {
+            return Err(cx.invalid("nats.name", "the name is empty"));
+        }
+    }
+    Ok(NatsSettings {
+        urls,
+        auth: nats_auth(cx, raw)?,
+        tls,
+        name: raw.name.clone(),
+        connect_timeout: cx.duration_or(
+            "nats.connect_timeout",
+            raw.connect_timeout.as_ref(),
+            defaults.connect_timeout,
+        )?,
+        request_timeout: cx.duration_or(
+            "nats.request_timeout",
+            raw.request_timeout.as_ref(),
+            defaults.request_timeout,
+        )?,
+    })
+}
+
+/// At most one way to authenticate.
+fn nats_auth(cx: &Cx, raw: &RawNats) -> Result<NatsAuth> {
+    let password = cx.secret(
+        "nats.password",
+        raw.password.as_ref(),
+        raw.password_file.as_ref(),
+    )?;
+    let token = cx.secret("nats.token", raw.token.as_ref(), raw.token_file.as_ref())?;
+    let seed = cx.secret(
+        "nats.nkey_seed",
+        raw.nkey_seed.as_ref(),
+        raw.nkey_seed_file.as_ref(),
+    )?;
+    if let Some(seed) = &seed {
+        if !seed.expose().starts_with("SU") {
+            let key = if raw.nkey_seed.is_some() { "nats.nkey_seed" } else { "nats.nkey_seed_file" };
+            return Err(cx.invalid(key, "not a user nkey seed (those start with `SU`)"));
+        }
+    }
+    let mut chosen: Vec<(&str, NatsAuth)> = Vec::new();
+    match (&raw.user, password) {
+        (Some(user), Some(password)) => chosen.push((
+            "nats.user",
+            NatsAuth::UserPassword {
+                user: user.clone(),
+                password,
+            },
+        )),
+        (Some(_), None) => {
+            return Err(cx.missing(
+                "nats.password",
+                "`nats.user` needs a password (`password` or `password_file`)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(cx.missing("nats.user", "a password needs its user name"))
+        }
+        (None, None) => {}
+    }
+    if let Some(token) = token {
+        let key = if raw.token.is_some() { "nats.token" } else { "nats.token_file" };
+        chosen.push((key, NatsAuth::Token(token)));
+    }
+    if let Some(seed) = seed {
+        let key = if raw.nkey_seed.is_some() { "nats.nkey_seed" } else { "nats.nkey_seed_file" };
+        chosen.push((key, NatsAuth::NkeySeed(seed)));
+    }
+    if let Some(creds) = &raw.creds_file {
+        chosen.push(("nats.creds_file", NatsAuth::CredsFile(creds.clone())));
+    }
+    match chosen.len() {
+        0 => Ok(NatsAuth::None),
+        1 => Ok(chosen.pop().expect("one").1),
+        _ => Err(cx.conflict(
+            chosen[1].0,
+            format!(
+                "`{}` conflicts with `{}`; authenticate one way only: user and password, token, nkey seed or creds file",
+                chosen[1].0, chosen[0].0
+            ),
+        )),
+    }
+}
+
+fn stream(cx: &Cx, raw: &RawStream) -> Result<(LogSettings, bool)> {
+    let defaults = LogSettings::default();
+    let max_age = match &raw.max_age {
+        Some(text) if text.0.trim() == "unlimited" => None,
+        Some(text) => Some(cx.duration("stream.max_age", text)?),
+        None => defaults.max_age,
+    };
+    let duplicate_window = cx.duration_or(
+        "stream.duplicate_window",
+        raw.duplicate_window.as_ref(),
+        defaults.duplicate_window,
+    )?;
+    if max_age.is_some_and(|age| duplicate_window > age) {
+        return Err(cx.conflict(
+            "stream.duplicate_window",
+            "`stream.duplicate_window` is longer than `stream.max_age`; shorten it or keep messages longer".into(),
+        ));
+    }
+    let max_message_size = match &raw.max_message_size {
+        Some(size) => {
+            let bytes = cx.size("stream.max_message_size", size)?;
+            let bytes = cx.within("stream.max_message_size", bytes, 1024, u64::from(u32::MAX))?;
+            u32::try_from(bytes).expect("checked range")
+        }
+        None => defaults.max_message_size,
+    };
+    let subject_prefix = match &raw.subject_prefix {
+        Some(prefix) => {
+            for token in prefix.split('.') {
+                cx.token("stream.subject_prefix", token).map_err(|_| {
+                    cx.invalid(
+                        "stream.subject_prefix",
+                        format!("`{prefix}` is not a subject prefix; use dot-separated tokens of letters, digits, `_` and `-`, like `invalog` or `acme.invalog`"),
+                    )
+                })?;
+            }
+            prefix.clone()
+        }
+        None => defaults.subject_prefix,
+    };
+    let log = LogSettings {
+        stream: match &raw.name {
+            Some(name) => cx.token("stream.name", name)?,
+            None => defaults.stream,
+        },
+        subject_prefix,
+        storage: match &raw.storage {
+            Some(storage) => cx.choice(
+                "stream.storage",
+                storage,
+                &[("file", Storage::File), ("memory", Storage::Memory)],
+            )?,
+            None => defaults.storage,
+        },
+        replicas: match raw.replicas {
+            Some(n) => cx.within("stream.replicas", n, 1, 5)? as usize,
+            None => defaults.replicas,
+        },
+        max_age,
+        max_messages: raw
+            .max_messages
+            .map(|n| cx.within("stream.max_messages", n, 1, u64::MAX))
+            .transpose()?,
+        max_bytes: match &raw.max_bytes {
+            Some(size) => {
+                let bytes = cx.size("stream.max_bytes", size)?;
+                Some(cx.within("stream.max_bytes", bytes, 1, u64::MAX)?)
+            }
+            None => defaults.max_bytes,
+        },
+        max_message_size,
+        duplicate_window,
+    };
+    Ok((log, raw.provision.unwrap_or(true)))
+}
+
+fn checkpoint(
+    cx: &Cx,
+    raw: Option<&RawCheckpoint>,
+    node_id: Option<&NodeId>,
+) -> Result<Option<CheckpointSettings>> {
+    let default_raw = RawCheckpoint::default();
+    let raw = raw.unwrap_or(&default_raw);
+    let store = match &raw.store {
+        Some(store) => cx.choice("checkpoint.store", store, &[("file", true), ("kv", false)])?,
+        None => true,
+    };
+    let foreign = if store {
+        [("bucket", raw.bucket.is_some()), ("replicas", raw.replicas.is_some())]
+    } else {
+        [("path", raw.path.is_some()), ("", false)]
+    };
+    if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
+        let path = format!("checkpoint.{key}");
+        let other = if store { "kv" } else { "file" };
+        return Err(cx.conflict(
+            &path,
+            format!("`{path}` applies to `checkpoint.store = \"{other}\"` only; remove it or change the store"),
+        ));
+    }
+    if store {
+        let path = raw.path.clone().or_else(|| {
+            node_id.map(|id| format!("./invalog-{id}.checkpoint.json").into())
+        });
+        return Ok(path.map(|path| CheckpointSettings::File { path }));
+    }
+    Ok(Some(CheckpointSettings::Kv {
+        bucket: match &raw.bucket {
+            Some(bucket) => cx.token("checkpoint.bucket", bucket)?,
+            None => "invalog_checkpoints".into(),
+        },
+        replicas: match raw.replicas {
+            Some(n) => cx.within("checkpoint.replicas", n, 1, 5)? as usize,
+            None => 1,
+        },
+    }))
+}
+
+fn logging(cx: &Cx, raw: &RawConfig) -> Result<LoggingSettings> {
+    let defaults = LoggingSettings::default();
+    let level = match &raw.logging.level {
+        Some(level) if level.trim().is_empty() => {
+            return Err(cx.invalid("logging.level", "the filter is empty; use `info`, `debug` or `invalog=debug,warn`"))
+        }
+        Some(level) => level.trim().to_owned(),
+        None => defaults.level,
+    };
+    let format = match &raw.logging.format {
+        Some(format) => cx.choice(
+            "logging.format",
+            format,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?,
+        None => defaults.format,
+    };
+    Ok(LoggingSettings { format, level })
+}
+
+fn publisher(cx: &Cx, raw: &RawPublisher, node_id: Option<&NodeId>) -> Result<PublisherSettings> {
+    let origin = match (&raw.origin, node_id) {
+        (Some(origin), _) => {
+            if origin.trim().is_empty() || origin.len() > 255 || origin.chars().any(char::is_control) {
+                return Err(cx.invalid(
+                    "publisher.origin",
+                    "use 1 to 255 printable characters, like `cms` or `web-1`",
+                ));
+            }
+            origin.clone()
+        }
+        (None, Some(id)) => id.to_string(),
+        (None, None) => "invalog-cli".into(),
+    };
+    let defaults = PublisherSettings::new(origin);
+    Ok(PublisherSettings {
+        max_units_per_message: match raw.max_units_per_message {
+            Some(n) => cx.within("publisher.max_units_per_message", n, 1, 100_000)? as usize,
+            None => defaults.max_units_per_message,
+        },
+        ack_timeout: cx.duration_or(
+            "publisher.ack_timeout",
+            raw.ack_timeout.as_ref(),
+            defaults.ack_timeout,
+        )?,
+        attempts: match raw.attempts {
+            Some(0) => return Err(cx.invalid("publisher.attempts", "use at least 1")),
+            Some(n) => n,
+            None => defaults.attempts,
+        },
+        ..defaults
+    })
+}
