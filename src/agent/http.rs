@@ -1,7 +1,7 @@
 //! The agent's HTTP API (axum): `/healthz` (the process runs), `/readyz`
 //! (200 only while the node is caught up, not stalled and not fenced; 503
 //! with the reason otherwise), `/metrics` (OpenMetrics text, see
-//! [`super::metrics`]), `/status` (JSON for people and `invalog status`) and
+//! [`super::metrics`]), `/status` (JSON for people and scripts) and
 //! `/applied?seq=N&timeout=5s`, the read-your-writes wait: it answers once the
 //! node has applied sequence `N`. Bodies are built with `serde_json::json!`
 //! (only `wire` and `config` derive serde). `docs/http-api.md` documents every
@@ -106,9 +106,6 @@ pub async fn serve(
         state,
         closing: closing.clone(),
     });
-    if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "HTTP API listening");
-    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -95,3 +95,6 @@ pub struct AgentSettings {
 }
 pub mod http;
 pub mod metrics;
+mod run;
+
+pub use run::{run, AgentError};

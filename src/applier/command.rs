@@ -204,10 +204,15 @@ async fn read_tail(stream: Option<impl AsyncRead + Unpin>) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// Names of the agent's `INVALOG_*` variables, kept from the program.
+/// Names of the agent's `INVALOG_*` variables (any case, as configuration
+/// reads them), kept from the program.
 fn own_env_names() -> Vec<OsString> {
     std::env::vars_os()
         .map(|(name, _)| name)
-        .filter(|name| name.to_string_lossy().starts_with(OWN_ENV_PREFIX))
+        .filter(|name| {
+            name.to_string_lossy()
+                .to_ascii_uppercase()
+                .starts_with(OWN_ENV_PREFIX)
+        })
         .collect()
 }

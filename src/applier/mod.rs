@@ -67,6 +67,7 @@ pub enum ApplierSettings {
 
 mod command;
 mod redis;
+mod template;
 mod webhook;
 
 use std::sync::Arc;
@@ -76,6 +77,7 @@ use crate::refresher::Refresher;
 
 pub use self::redis::RedisApplier;
 pub use command::CommandApplier;
+pub use template::{check_key_template, key_template_pattern};
 pub use webhook::{WebhookApplier, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 
 /// Why an applier could not be built from its settings. Messages name the

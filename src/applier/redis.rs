@@ -13,7 +13,9 @@ use std::time::Duration;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError, RedisResult};
 use async_trait::async_trait;
+use uuid::Uuid;
 
+use super::template::{Placeholder, Template};
 use super::{ApplierError, RedisRefreshAll, RedisSettings};
 use crate::model::{Instruction, RefresherDef};
 use crate::refresher::{BatchContext, RefreshError, RefreshResult, Refresher};
@@ -23,109 +25,6 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keys per UNLINK command, and the COUNT hint of each SCAN.
 const KEYS_PER_COMMAND: usize = 1000;
-
-/// Which values a template takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placeholder {
-    /// `{id}`: integer ids.
-    Id,
-    /// `{uuid}`: UUIDs, lowercase with hyphens.
-    Uuid,
-    /// `{key}`: string keys.
-    Key,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Literal(String),
-    Value,
-}
-
-/// A parsed key template: literals and one kind of placeholder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Template {
-    placeholder: Placeholder,
-    parts: Vec<Part>,
-}
-
-impl Template {
-    /// Parses `content:{id}`; `{{` and `}}` are literal braces.
-    fn parse(text: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut literal = String::new();
-        let mut placeholder = None;
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '{' if chars.peek() == Some(&'{') => {
-                    chars.next();
-                    literal.push('{');
-                }
-                '}' if chars.peek() == Some(&'}') => {
-                    chars.next();
-                    literal.push('}');
-                }
-                '{' => {
-                    let mut name = String::new();
-                    let mut closed = false;
-                    for c in chars.by_ref() {
-                        if c == '}' {
-                            closed = true;
-                            break;
-                        }
-                        name.push(c);
-                    }
-                    if !closed {
-                        return Err(format!(
-                            "template `{text}` has a lone `{{` (write `{{{{` for a brace)"
-                        ));
-                    }
-                    let found = match name.as_str() {
-                        "id" => Placeholder::Id,
-                        "uuid" => Placeholder::Uuid,
-                        "key" => Placeholder::Key,
-                        _ => {
-                            return Err(format!(
-                                "template `{text}` has an unknown placeholder `{{{name}` \
-                                 (use {{id}}, {{uuid}} or {{key}}; write {{{{ and }}}} for braces)"
-                            ))
-                        }
-                    };
-                    if placeholder.is_some_and(|p| p != found) {
-                        return Err(format!(
-                            "template `{text}` mixes placeholders; use one of {{id}}, {{uuid}}, {{key}}"
-                        ));
-                    }
-                    placeholder = Some(found);
-                    parts.push(Part::Literal(std::mem::take(&mut literal)));
-                    parts.push(Part::Value);
-                }
-                '}' => {
-                    return Err(format!(
-                        "template `{text}` has a lone `}}` (write `}}}}` for a brace)"
-                    ))
-                }
-                c => literal.push(c),
-            }
-        }
-        parts.push(Part::Literal(literal));
-        parts.retain(|p| *p != Part::Literal(String::new()));
-        let placeholder = placeholder.ok_or_else(|| {
-            format!("template `{text}` has no placeholder; use {{id}}, {{uuid}} or {{key}}")
-        })?;
-        Ok(Template { placeholder, parts })
-    }
-
-    fn render(&self, value: &str) -> String {
-        self.parts
-            .iter()
-            .map(|p| match p {
-                Part::Literal(text) => text.as_str(),
-                Part::Value => value,
-            })
-            .collect()
-    }
-}
 
 /// A `redis` applier. See the module docs.
 pub struct RedisApplier {
@@ -209,12 +108,11 @@ impl RedisApplier {
     }
 
     /// The keys `values` render to through the templates of `placeholder`;
-    /// `None` when no template takes that placeholder.
-    fn render(
-        &self,
-        placeholder: Placeholder,
-        values: impl Iterator<Item = String> + Clone,
-    ) -> Option<Vec<String>> {
+    /// `None` when no template takes that placeholder (and there are values).
+    fn render(&self, placeholder: Placeholder, values: Vec<String>) -> Option<Vec<String>> {
+        if values.is_empty() {
+            return Some(Vec::new());
+        }
         let templates: Vec<_> = self
             .templates
             .iter()
@@ -226,7 +124,7 @@ impl RedisApplier {
         Some(
             templates
                 .iter()
-                .flat_map(|t| values.clone().map(|v| t.render(&v)))
+                .flat_map(|t| values.iter().map(|v| t.render(v)))
                 .collect(),
         )
     }
@@ -316,27 +214,14 @@ impl Refresher for RedisApplier {
                 Instruction::RefreshAll
                 | Instruction::RefreshJson(_)
                 | Instruction::RefreshPayloads(_) => None,
-                Instruction::RefreshIds(ids) | Instruction::RemoveIds(ids) if ids.is_empty() => {
-                    Some(Vec::new())
-                }
                 Instruction::RefreshIds(ids) | Instruction::RemoveIds(ids) => {
-                    self.render(Placeholder::Id, ids.iter().map(i64::to_string))
-                }
-                Instruction::RefreshUuids(ids) | Instruction::RemoveUuids(ids)
-                    if ids.is_empty() =>
-                {
-                    Some(Vec::new())
+                    self.render(Placeholder::Id, ids.iter().map(i64::to_string).collect())
                 }
                 Instruction::RefreshUuids(ids) | Instruction::RemoveUuids(ids) => {
-                    self.render(Placeholder::Uuid, ids.iter().map(uuid::Uuid::to_string))
+                    self.render(Placeholder::Uuid, ids.iter().map(Uuid::to_string).collect())
                 }
-                Instruction::RefreshKeys(list) | Instruction::RemoveKeys(list)
-                    if list.is_empty() =>
-                {
-                    Some(Vec::new())
-                }
-                Instruction::RefreshKeys(list) | Instruction::RemoveKeys(list) => {
-                    self.render(Placeholder::Key, list.iter().cloned())
+                Instruction::RefreshKeys(keys) | Instruction::RemoveKeys(keys) => {
+                    self.render(Placeholder::Key, keys.clone())
                 }
             };
             match rendered {
@@ -361,29 +246,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates_render_their_placeholder() {
-        let t = Template::parse("content:{id}").unwrap();
-        assert_eq!(t.placeholder, Placeholder::Id);
-        assert_eq!(t.render("42"), "content:42");
-        let t = Template::parse("{{tenant}}:page:{key}:{key}").unwrap();
-        assert_eq!(t.placeholder, Placeholder::Key);
-        assert_eq!(t.render("/en/"), "{tenant}:page:/en/:/en/");
-        assert_eq!(
-            Template::parse("p:{uuid}").unwrap().placeholder,
-            Placeholder::Uuid
-        );
-    }
-
-    #[test]
-    fn bad_templates_are_refused() {
-        for bad in ["content", "content:{name}", "{id}:{key}", "a}b", "a{id"] {
-            assert!(Template::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn the_url_never_appears_in_errors() {
-        let def = RefresherDef::new(uuid::Uuid::from_u128(1), "content").unwrap();
+        let def = RefresherDef::new(Uuid::from_u128(1), "content").unwrap();
         let settings = RedisSettings {
             url: crate::secret::Secret::new("http://user:hunter2@host/0"),
             key_templates: vec!["content:{id}".into()],

@@ -255,6 +255,31 @@ mod tests {
         assert!(WebhookApplier::new(&def(), &zero).is_err());
     }
 
+    #[tokio::test]
+    async fn connection_errors_are_retryable_and_explained_without_secrets() {
+        // Port 1 on loopback: nothing listens, the connection is refused.
+        let mut s = settings("http://user:pw@127.0.0.1:1/hook?token=query-secret");
+        s.bearer_token = Some(Secret::new("bearer-secret"));
+        let applier = WebhookApplier::new(&def(), &s).unwrap();
+        let error = applier.refresh_all().await.unwrap_err();
+        let text = error.to_string();
+        assert!(!error.is_permanent(), "{text}");
+        assert!(
+            text.starts_with("webhook http://127.0.0.1:1/hook of refresher `content`: "),
+            "{text}"
+        );
+        assert!(text.to_lowercase().contains("connect"), "{text}");
+        for secret in ["pw", "query-secret", "bearer-secret"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_https_client_builds_with_the_installed_crypto_provider() {
+        WebhookApplier::new(&def(), &settings("https://app.internal/hook")).unwrap();
+        WebhookApplier::new(&def(), &settings("https://app.internal/hook")).unwrap();
+    }
+
     #[test]
     fn shown_urls_drop_credentials_and_query() {
         let url = Url::parse("https://user:pw@app.local:8443/hook?token=t#f").unwrap();

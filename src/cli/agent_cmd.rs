@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use invalog::agent::{self, AgentError};
 
-use super::{init_logging, load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK, EXIT_STREAM};
+use super::{
+    init_logging, load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK, EXIT_STREAM,
+};
 
 /// Arguments of `invalog agent`.
 #[derive(Debug, clap::Args)]

@@ -1,10 +1,10 @@
 //! Command-line interface: the subcommands and their arguments. Each
 //! subcommand lives in its own module and returns an exit code.
 
-// mod agent_cmd; (waits for the appliers and HTTP modules)
+mod agent_cmd;
 mod config_cmd;
 mod demo;
-// mod publish_cmd; (waits for the config module)
+mod publish_cmd;
 
 use clap::{Parser, Subcommand};
 use invalog::agent::LogFormat;
@@ -40,10 +40,10 @@ enum Command {
     /// Runs the sidecar beside one node: applies the log to the node's
     /// caches through the configured appliers; serves /healthz, /readyz,
     /// /metrics, /status and /applied.
-    Agent(AgentArgsPlaceholder),
+    Agent(agent_cmd::AgentArgs),
     /// Publishes instructions (arguments, or JSON lines on stdin) and prints
     /// the sequence of each message.
-    Publish(AgentArgsPlaceholder),
+    Publish(publish_cmd::PublishArgs),
     /// Validates a configuration file and prints the effective
     /// configuration, secrets redacted.
     #[command(subcommand_value_name = "ACTION")]
@@ -56,12 +56,15 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         init_logging(log.as_deref().unwrap_or("warn"), LogFormat::Text);
     };
     match args.command {
-        Command::Agent(_agent) => anyhow::bail!("not yet"),
+        Command::Agent(agent) => agent_cmd::run(agent, args.log).await,
         Command::Demo(demo) => {
             text_logs(args.log);
             demo::run(demo).await
         }
-        Command::Publish(_publish) => anyhow::bail!("not yet"),
+        Command::Publish(publish) => {
+            text_logs(args.log);
+            publish_cmd::run(publish).await
+        }
         Command::Config(config) => {
             text_logs(args.log);
             config_cmd::run(config).await
@@ -82,7 +85,7 @@ pub fn init_logging(filter: &str, format: LogFormat) {
     };
 }
 
-
-
-#[derive(Debug, clap::Args)]
-pub struct AgentArgsPlaceholder {}
+/// Loads a configuration file (and `INVALOG_…` environment overrides).
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<invalog::config::Config> {
+    Ok(invalog::config::load(path)?)
+}

@@ -121,7 +121,10 @@ pub(super) fn env_var_for(path: &str) -> String {
     format!(
         "{}{}",
         super::ENV_PREFIX,
-        path.split('.').collect::<Vec<_>>().join("__").to_uppercase()
+        path.split('.')
+            .collect::<Vec<_>>()
+            .join("__")
+            .to_uppercase()
     )
 }
 
@@ -168,7 +171,10 @@ mod tests {
             "refreshers[0].applier.kind"
         );
         assert_eq!(display_key("nats.urls"), "nats.urls");
-        assert_eq!(env_var_for("nats.connect_timeout"), "INVALOG_NATS__CONNECT_TIMEOUT");
+        assert_eq!(
+            env_var_for("nats.connect_timeout"),
+            "INVALOG_NATS__CONNECT_TIMEOUT"
+        );
     }
 
     #[test]

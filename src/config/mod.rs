@@ -10,13 +10,14 @@
 //! - `source`: reads the file and the environment, merges them, and
 //!   remembers where each value came from.
 //! - `raw`: the file as written (serde, unknown keys denied).
-//! - `validate` and `refreshers`: raw → typed, defaults applied; `values`
-//!   parses single values (durations, sizes, URLs, secrets).
+//! - `validate`, `nats` and `refreshers`: raw → typed, defaults applied;
+//!   `values` parses single values (durations, sizes, URLs, secrets).
 //! - `render`: the effective configuration as TOML, secrets redacted.
 //! - `error`: [`ConfigError`], which names the file or the environment
 //!   variable, the key, the problem and the fix, and never a secret.
 
 mod error;
+mod nats;
 mod raw;
 mod refreshers;
 mod render;
@@ -71,13 +72,9 @@ pub struct Config {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let mut env = Vec::new();
     for (name, value) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        let prefixed = name
-            .get(..ENV_PREFIX.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX));
-        if !prefixed || !name.contains("__") {
+        let Some(name) = name.to_str().filter(|name| source::is_override(name)) else {
             continue;
-        }
+        };
         let value = value.into_string().map_err(|_| {
             ConfigError::new(
                 ConfigErrorKind::InvalidValue,

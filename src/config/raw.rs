@@ -151,6 +151,7 @@ pub(super) struct RawRefresher {
 pub(super) struct RawApplier {
     pub kind: Option<String>,
     pub url: Option<String>,
+    pub url_file: Option<PathBuf>,
     pub timeout: Option<DurationText>,
     pub bearer_token: Option<String>,
     pub bearer_token_file: Option<PathBuf>,
@@ -167,6 +168,7 @@ impl RawApplier {
     pub fn keys_set(&self) -> Vec<&'static str> {
         let set = [
             ("url", self.url.is_some()),
+            ("url_file", self.url_file.is_some()),
             ("timeout", self.timeout.is_some()),
             ("bearer_token", self.bearer_token.is_some()),
             ("bearer_token_file", self.bearer_token_file.is_some()),

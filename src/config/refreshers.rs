@@ -1,13 +1,11 @@
 //! Validation of `[[refreshers]]` and their `[refreshers.applier]` tables:
 //! names and UUIDs (each unique), the applier kind and only that kind's
-//! keys, URLs, secrets and Redis key templates.
-//!
-//! Key templates: a template must contain the placeholder `{id}` at least
-//! once, and no other `{` or `}`. The applier replaces `{id}` with each
-//! integer id, UUID (hyphenated, lowercase) or string key of an
-//! instruction. Without `refresh_all`, refresh-all deletes the keys that
-//! match the templates with `{id}` replaced by `*` (glob characters of the
-//! rest escaped).
+//! keys, required keys, durations and secrets, and Redis key templates
+//! (with the applier's own parser). What each applier requires of the rest
+//! of its settings (URL schemes, header-safe tokens) is checked by building
+//! it with [`crate::applier::build`], which contacts nothing, so the rules
+//! live in one place and `config check` refuses exactly what the agent
+//! would refuse at start.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,10 +16,10 @@ use super::error::{display_key, suggestion};
 use super::raw::{RawApplier, RawRefreshAll, RawRefresher};
 use super::values::{Cx, Result};
 use crate::applier::{
-    ApplierSettings, CommandSettings, RedisRefreshAll, RedisSettings, WebhookSettings,
+    check_key_template, key_template_pattern, ApplierError, ApplierSettings, CommandSettings,
+    RedisRefreshAll, RedisSettings, WebhookSettings,
 };
 use crate::model::{RefresherDef, RefresherName};
-use crate::secret::Secret;
 
 /// The applier kinds and the keys each accepts besides `kind`.
 const KINDS: &[(&str, &[&str])] = &[
@@ -36,7 +34,7 @@ const KINDS: &[(&str, &[&str])] = &[
             "hmac_secret_file",
         ],
     ),
-    ("redis", &["url", "keys", "refresh_all"]),
+    ("redis", &["url", "url_file", "keys", "refresh_all"]),
     ("command", &["program", "args", "timeout"]),
 ];
 
@@ -59,7 +57,7 @@ pub(super) fn refreshers(
             return Err(cx.conflict(
                 &format!("{at}.name"),
                 format!(
-                    "refresher name `{}` is used by `refreshers[{first}]` and `refreshers[{i}]`; give each refresher its own name",
+                    "duplicate refresher name `{}` in `refreshers[{i}].name` (also in `refreshers[{first}]`); give each refresher its own name",
                     def.name
                 ),
             ));
@@ -68,7 +66,7 @@ pub(super) fn refreshers(
             return Err(cx.conflict(
                 &format!("{at}.id"),
                 format!(
-                    "refresher id `{}` is used by `refreshers[{first}]` and `refreshers[{i}]`; give each refresher its own UUID",
+                    "duplicate refresher id `{}` in `refreshers[{i}].id` (also in `refreshers[{first}]`); give each refresher its own UUID",
                     def.id
                 ),
             ));
@@ -76,7 +74,7 @@ pub(super) fn refreshers(
         let applier = refresher
             .applier
             .as_ref()
-            .map(|applier| self::applier(cx, &format!("{at}.applier"), applier))
+            .map(|applier| self::applier(cx, &def, &format!("{at}.applier"), applier))
             .transpose()?;
         defs.push((def, applier));
     }
@@ -104,8 +102,12 @@ fn definition(cx: &Cx, at: &str, raw: &RawRefresher) -> Result<RefresherDef> {
             "give every refresher a stable UUID, like `id = \"6902e22c-3a5e-4f7b-9e0f-2d1c4b8a7e55\"` (`uuidgen` makes one), and never change it",
         ));
     };
-    let id = Uuid::parse_str(id.trim())
-        .map_err(|_| cx.invalid(&id_key, format!("`{id}` is not a UUID; `uuidgen` makes one")))?;
+    let id = Uuid::parse_str(id.trim()).map_err(|_| {
+        cx.invalid(
+            &id_key,
+            format!("`{id}` is not a UUID; `uuidgen` makes one"),
+        )
+    })?;
     if id.is_nil() {
         return Err(cx.invalid(
             &id_key,
@@ -115,19 +117,31 @@ fn definition(cx: &Cx, at: &str, raw: &RawRefresher) -> Result<RefresherDef> {
     Ok(RefresherDef { id, name })
 }
 
-fn applier(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
+/// One applier's settings, checked by building the applier.
+fn applier(cx: &Cx, def: &RefresherDef, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
+    let settings = settings_of(cx, at, raw)?;
+    match crate::applier::build(def, &settings) {
+        Ok(_applier) => Ok(settings),
+        Err(ApplierError::InvalidSetting { key, message, .. }) => {
+            Err(cx.invalid(&format!("{at}.{key}"), message))
+        }
+        Err(other @ ApplierError::Client { .. }) => Err(cx.invalid(at, other)),
+    }
+}
+
+fn settings_of(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
     let kind_key = format!("{at}.kind");
     let Some(kind) = &raw.kind else {
-        return Err(cx.missing(
-            &kind_key,
-            "set it to `webhook`, `redis` or `command`",
-        ));
+        return Err(cx.missing(&kind_key, "set it to `webhook`, `redis` or `command`"));
     };
     let Some((kind, allowed)) = KINDS.iter().find(|(name, _)| name == kind) else {
         let names: Vec<&str> = KINDS.iter().map(|(name, _)| *name).collect();
         return Err(cx.invalid(
             &kind_key,
-            format!("unknown applier kind `{kind}`; {}", suggestion(kind, &names)),
+            format!(
+                "unknown applier kind `{kind}`; {}",
+                suggestion(kind, &names)
+            ),
         ));
     };
     if let Some(foreign) = raw.keys_set().into_iter().find(|k| !allowed.contains(k)) {
@@ -154,7 +168,6 @@ fn applier(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
                     "a webhook needs the URL to POST to, like `url = \"http://127.0.0.1:8080/invalidate\"`",
                 ));
             };
-            cx.url(&key("url"), &url, &["http", "https"])?;
             Ok(ApplierSettings::Webhook(WebhookSettings {
                 url,
                 timeout: cx.duration_or(&key("timeout"), raw.timeout.as_ref(), WEBHOOK_TIMEOUT)?,
@@ -191,97 +204,38 @@ fn applier(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
 fn redis(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
     let url_key = format!("{at}.url");
     let keys_key = format!("{at}.keys");
-    let Some(url) = &raw.url else {
+    let Some(url) = cx.secret(&url_key, raw.url.as_ref(), raw.url_file.as_ref())? else {
         return Err(cx.missing(
             &url_key,
-            "a redis applier needs the server, like `url = \"redis://127.0.0.1:6379/0\"`",
+            "a redis applier needs the server, like `url = \"redis://127.0.0.1:6379/0\"` (or `url_file`)",
         ));
     };
-    cx.url(&url_key, url, &["redis", "rediss"])?;
-    let database = super::values::UrlParts::split(url).map_or("", |parts| parts.rest);
-    let database = database.trim_start_matches('/');
-    if !database.is_empty() && database.parse::<u32>().is_err() {
-        return Err(cx.invalid(
-            &url_key,
-            "the URL's path must be a database number, like `/0`",
+    let Some(templates) = raw.keys.clone().filter(|keys| !keys.is_empty()) else {
+        return Err(cx.missing(
+            &keys_key,
+            "a redis applier needs key templates, like `keys = [\"content:{id}\"]`",
         ));
-    }
-    let templates = match &raw.keys {
-        Some(keys) if !keys.is_empty() => keys.clone(),
-        _ => {
-            return Err(cx.missing(
-                &keys_key,
-                "a redis applier needs key templates, like `keys = [\"content:{id}\"]`",
-            ))
-        }
     };
     for (i, template) in templates.iter().enumerate() {
-        check_template(template)
-            .map_err(|why| cx.invalid(&format!("{keys_key}.{i}"), format!("`{template}`: {why}")))?;
+        check_key_template(template).map_err(|why| cx.invalid(&format!("{keys_key}.{i}"), why))?;
     }
     let refresh_all = match &raw.refresh_all {
-        None => RedisRefreshAll::Patterns(templates.iter().map(|t| pattern_of(t)).collect()),
+        None => RedisRefreshAll::Patterns(
+            templates
+                .iter()
+                .map(|t| key_template_pattern(t).expect("checked above"))
+                .collect(),
+        ),
         Some(RawRefreshAll::Named(name)) => cx.choice(
             &format!("{at}.refresh_all"),
             name,
             &[("flushdb", RedisRefreshAll::FlushDb)],
         )?,
-        Some(RawRefreshAll::Patterns(patterns)) => {
-            if patterns.is_empty() || patterns.iter().any(|p| p.trim().is_empty()) {
-                return Err(cx.invalid(
-                    &format!("{at}.refresh_all.patterns"),
-                    "give at least one non-empty pattern, like `[\"content:*\"]`",
-                ));
-            }
-            RedisRefreshAll::Patterns(patterns.clone())
-        }
+        Some(RawRefreshAll::Patterns(patterns)) => RedisRefreshAll::Patterns(patterns.clone()),
     };
     Ok(ApplierSettings::Redis(RedisSettings {
-        url: Secret::new(url.clone()),
+        url,
         key_templates: templates,
         refresh_all,
     }))
-}
-
-/// A key template holds `{id}` and no other braces.
-fn check_template(template: &str) -> std::result::Result<(), &'static str> {
-    if !template.contains("{id}") {
-        return Err("a key template needs the placeholder `{id}`, like `content:{id}`");
-    }
-    if template.replace("{id}", "").contains(['{', '}']) {
-        return Err("the only placeholder is `{id}`");
-    }
-    Ok(())
-}
-
-/// The SCAN pattern that matches every key a template renders.
-fn pattern_of(template: &str) -> String {
-    template
-        .split("{id}")
-        .map(|literal| {
-            literal
-                .chars()
-                .flat_map(|c| match c {
-                    '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
-                    c => vec![c],
-                })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("*")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn templates_become_patterns() {
-        assert_eq!(pattern_of("content:{id}"), "content:*");
-        assert_eq!(pattern_of("page:{id}:html"), "page:*:html");
-        assert_eq!(pattern_of("odd*key:{id}"), "odd\\*key:*");
-        assert!(check_template("content:{id}").is_ok());
-        assert!(check_template("content:{ids}").is_err());
-        assert!(check_template("content").is_err());
-    }
 }

@@ -144,7 +144,10 @@ pub(super) fn effective_toml(settings: &Settings) -> String {
     let publisher = &settings.publisher;
     out.table("publisher");
     out.string("origin", &publisher.origin);
-    out.int("max_units_per_message", publisher.max_units_per_message as u64);
+    out.int(
+        "max_units_per_message",
+        publisher.max_units_per_message as u64,
+    );
     out.duration("ack_timeout", publisher.ack_timeout);
     out.int("attempts", publisher.attempts.into());
 
@@ -180,11 +183,7 @@ fn applier_table(out: &mut Toml, applier: &ApplierSettings) {
             match &redis.refresh_all {
                 RedisRefreshAll::FlushDb => out.string("refresh_all", "flushdb"),
                 RedisRefreshAll::Patterns(patterns) => {
-                    let _ = writeln!(
-                        out.0,
-                        "refresh_all = {{ patterns = {} }}",
-                        array(patterns)
-                    );
+                    let _ = writeln!(out.0, "refresh_all = {{ patterns = {} }}", array(patterns));
                 }
             }
         }
@@ -232,7 +231,10 @@ impl Toml {
     /// Whole KiB, MiB or GiB with their unit, anything else in bytes.
     fn size(&mut self, key: &str, bytes: u64) {
         const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-        match UNITS.iter().find(|(unit, _)| bytes > 0 && bytes % unit == 0) {
+        match UNITS
+            .iter()
+            .find(|(unit, _)| bytes > 0 && bytes.is_multiple_of(*unit))
+        {
             Some((unit, name)) => self.string(key, &format!("{}{name}", bytes / unit)),
             None => self.int(key, bytes),
         }

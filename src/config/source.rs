@@ -104,7 +104,7 @@ impl Sources {
     fn convert(&self, error: figment::Error) -> ConfigError {
         let path = error.path.join(".");
         let origin = self.origin(&path);
-        let key = display_key(&path);
+        let mut key = display_key(&path);
         let (kind, message) = match &error.kind {
             Kind::UnknownField(field, valid) => {
                 let table = path
@@ -114,7 +114,10 @@ impl Sources {
                 let fix = match (closest(field, valid.iter().copied()), &origin) {
                     (Some(best), Origin::Env(_)) => {
                         let full = [table, best].join(".");
-                        format!("did you mean `{}`?", env_var_for(full.trim_start_matches('.')))
+                        format!(
+                            "did you mean `{}`?",
+                            env_var_for(full.trim_start_matches('.'))
+                        )
                     }
                     (Some(best), Origin::File(_)) => format!("did you mean `{best}`?"),
                     (None, _) => format!("valid keys here: {}", quoted_list(valid)),
@@ -125,10 +128,10 @@ impl Sources {
                 )
             }
             Kind::MissingField(field) => {
-                let full = display_key(&format!("{path}.{field}"));
+                key = display_key(&format!("{path}.{field}"));
                 (
                     ConfigErrorKind::MissingKey,
-                    format!("missing required key `{full}`"),
+                    format!("missing required key `{key}`"),
                 )
             }
             Kind::InvalidType(actual, expected) => (
@@ -163,8 +166,9 @@ impl Sources {
 }
 
 /// The `INVALOG_<TABLE>__<KEY>` variables as a figment provider. Variables
-/// without `__` (such as `INVALOG_CONFIG` or `INVALOG_TEST_LOG`) are not
-/// configuration keys and are left to whoever reads them.
+/// without `__` (such as `INVALOG_TEST_LOG`, or the `INVALOG_REFRESHER` a
+/// command applier sets for its program) are not configuration keys and
+/// are left to whoever reads them.
 struct EnvOverrides(Dict);
 
 impl EnvOverrides {
@@ -206,6 +210,11 @@ impl Provider for EnvOverrides {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.0.clone()))
     }
+}
+
+/// Whether the variable `name` overrides a configuration key.
+pub(super) fn is_override(name: &str) -> bool {
+    config_path(name).is_some()
 }
 
 /// `INVALOG_NATS__CONNECT_TIMEOUT` → `["nats", "connect_timeout"]`; `None`
@@ -259,13 +268,13 @@ fn quoted_list(items: &[&str]) -> String {
 /// Serde's "expected" in the words of the docs.
 fn expected_text(expected: &str) -> String {
     match expected {
-        "u8" | "u16" | "u32" | "u64" | "usize" => format!(
-            "a whole number from 0 to {}",
+        "u64" | "usize" => "a whole number".into(),
+        "u8" | "u16" | "u32" => format!(
+            "a whole number up to {}",
             match expected {
-                "u8" => u64::from(u8::MAX),
-                "u16" => u64::from(u16::MAX),
-                "u32" => u64::from(u32::MAX),
-                _ => u64::MAX,
+                "u8" => u32::from(u8::MAX),
+                "u16" => u32::from(u16::MAX),
+                _ => u32::MAX,
             }
         ),
         "a sequence" => "an array".into(),

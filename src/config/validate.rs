@@ -1,19 +1,19 @@
 //! Raw configuration → typed settings: the one place where defaults are
 //! applied and every rule of docs/configuration.md is checked. Tables are
 //! checked in the order of the reference and the first problem is
-//! reported. What only
-//! one role needs (a node id for the agent, an applier per refresher) is
-//! checked later by `Config::agent`.
+//! reported. What only one role needs (a node id for the agent, an applier
+//! per refresher) is checked later by `Config::agent`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::raw::{RawCheckpoint, RawConfig, RawNats, RawNode, RawPublisher, RawStream};
+use super::nats::nats;
+use super::raw::{RawCheckpoint, RawConfig, RawNode, RawPublisher, RawStream};
 use super::refreshers::refreshers;
 use super::values::{Cx, Result};
 use crate::agent::{CheckpointSettings, HttpSettings, LogFormat, LoggingSettings};
 use crate::applier::ApplierSettings;
-use crate::connect::{NatsAuth, NatsSettings, TlsSettings};
+use crate::connect::NatsSettings;
 use crate::model::{NodeId, RefresherDef};
 use crate::node::{FenceSettings, NewNodePolicy, NodeSettings, RetryPolicy};
 use crate::publish::PublisherSettings;
@@ -37,7 +37,12 @@ pub(super) struct Settings {
 
 /// Validates the whole file.
 pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
-    let node = raw.node.as_ref().map(|n| node(cx, n)).transpose()?.flatten();
+    let node = raw
+        .node
+        .as_ref()
+        .map(|n| node(cx, n))
+        .transpose()?
+        .flatten();
     let node_id = node.as_ref().map(|n| &n.node_id);
     let nats = nats(cx, &raw.nats)?;
     let (log, provision) = stream(cx, &raw.stream)?;
@@ -140,127 +145,6 @@ fn node(cx: &Cx, raw: &RawNode) -> Result<Option<NodeSettings>> {
     }))
 }
 
-fn nats(cx: &Cx, raw: &RawNats) -> Result<NatsSettings> {
-    let defaults = NatsSettings::default();
-    let urls = match &raw.urls {
-        Some(urls) => urls.0.clone(),
-        None => defaults.urls,
-    };
-    if urls.is_empty() || urls.iter().all(String::is_empty) {
-        return Err(cx.invalid("nats.urls", "give at least one server URL"));
-    }
-    for (i, url) in urls.iter().enumerate() {
-        cx.url(&format!("nats.urls.{i}"), url, &["nats", "tls", "ws", "wss"])?;
-    }
-    let tls = raw.tls.as_ref().map(|tls| TlsSettings {
-        ca_file: tls.ca_file.clone(),
-        cert_file: tls.cert_file.clone(),
-        key_file: tls.key_file.clone(),
-        required: tls.required.unwrap_or(false),
-    });
-    if let Some(tls) = &tls {
-        match (&tls.cert_file, &tls.key_file) {
-            (Some(_), None) => {
-                return Err(cx.missing(
-                    "nats.tls.key_file",
-                    "a client certificate (`cert_file`) needs its private key",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(cx.missing(
-                    "nats.tls.cert_file",
-                    "a private key (`key_file`) needs its client certificate",
-                ))
-            }
-            _ => {}
-        }
-    }
-    if let Some(name) = &raw.name {
-        if name.trim().is_empty() {
-            return Err(cx.invalid("nats.name", "the name is empty"));
-        }
-    }
-    Ok(NatsSettings {
-        urls,
-        auth: nats_auth(cx, raw)?,
-        tls,
-        name: raw.name.clone(),
-        connect_timeout: cx.duration_or(
-            "nats.connect_timeout",
-            raw.connect_timeout.as_ref(),
-            defaults.connect_timeout,
-        )?,
-        request_timeout: cx.duration_or(
-            "nats.request_timeout",
-            raw.request_timeout.as_ref(),
-            defaults.request_timeout,
-        )?,
-    })
-}
-
-/// At most one way to authenticate.
-fn nats_auth(cx: &Cx, raw: &RawNats) -> Result<NatsAuth> {
-    let password = cx.secret(
-        "nats.password",
-        raw.password.as_ref(),
-        raw.password_file.as_ref(),
-    )?;
-    let token = cx.secret("nats.token", raw.token.as_ref(), raw.token_file.as_ref())?;
-    let seed = cx.secret(
-        "nats.nkey_seed",
-        raw.nkey_seed.as_ref(),
-        raw.nkey_seed_file.as_ref(),
-    )?;
-    if let Some(seed) = &seed {
-        if !seed.expose().starts_with("SU") {
-            let key = if raw.nkey_seed.is_some() { "nats.nkey_seed" } else { "nats.nkey_seed_file" };
-            return Err(cx.invalid(key, "not a user nkey seed (those start with `SU`)"));
-        }
-    }
-    let mut chosen: Vec<(&str, NatsAuth)> = Vec::new();
-    match (&raw.user, password) {
-        (Some(user), Some(password)) => chosen.push((
-            "nats.user",
-            NatsAuth::UserPassword {
-                user: user.clone(),
-                password,
-            },
-        )),
-        (Some(_), None) => {
-            return Err(cx.missing(
-                "nats.password",
-                "`nats.user` needs a password (`password` or `password_file`)",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(cx.missing("nats.user", "a password needs its user name"))
-        }
-        (None, None) => {}
-    }
-    if let Some(token) = token {
-        let key = if raw.token.is_some() { "nats.token" } else { "nats.token_file" };
-        chosen.push((key, NatsAuth::Token(token)));
-    }
-    if let Some(seed) = seed {
-        let key = if raw.nkey_seed.is_some() { "nats.nkey_seed" } else { "nats.nkey_seed_file" };
-        chosen.push((key, NatsAuth::NkeySeed(seed)));
-    }
-    if let Some(creds) = &raw.creds_file {
-        chosen.push(("nats.creds_file", NatsAuth::CredsFile(creds.clone())));
-    }
-    match chosen.len() {
-        0 => Ok(NatsAuth::None),
-        1 => Ok(chosen.pop().expect("one").1),
-        _ => Err(cx.conflict(
-            chosen[1].0,
-            format!(
-                "`{}` conflicts with `{}`; authenticate one way only: user and password, token, nkey seed or creds file",
-                chosen[1].0, chosen[0].0
-            ),
-        )),
-    }
-}
-
 fn stream(cx: &Cx, raw: &RawStream) -> Result<(LogSettings, bool)> {
     let defaults = LogSettings::default();
     let max_age = match &raw.max_age {
@@ -349,7 +233,10 @@ fn checkpoint(
         None => true,
     };
     let foreign = if store {
-        [("bucket", raw.bucket.is_some()), ("replicas", raw.replicas.is_some())]
+        [
+            ("bucket", raw.bucket.is_some()),
+            ("replicas", raw.replicas.is_some()),
+        ]
     } else {
         [("path", raw.path.is_some()), ("", false)]
     };
@@ -362,9 +249,10 @@ fn checkpoint(
         ));
     }
     if store {
-        let path = raw.path.clone().or_else(|| {
-            node_id.map(|id| format!("./invalog-{id}.checkpoint.json").into())
-        });
+        let path = raw
+            .path
+            .clone()
+            .or_else(|| node_id.map(|id| format!("./invalog-{id}.checkpoint.json").into()));
         return Ok(path.map(|path| CheckpointSettings::File { path }));
     }
     Ok(Some(CheckpointSettings::Kv {
@@ -383,7 +271,10 @@ fn logging(cx: &Cx, raw: &RawConfig) -> Result<LoggingSettings> {
     let defaults = LoggingSettings::default();
     let level = match &raw.logging.level {
         Some(level) if level.trim().is_empty() => {
-            return Err(cx.invalid("logging.level", "the filter is empty; use `info`, `debug` or `invalog=debug,warn`"))
+            return Err(cx.invalid(
+                "logging.level",
+                "the filter is empty; use `info`, `debug` or `invalog=debug,warn`",
+            ))
         }
         Some(level) => level.trim().to_owned(),
         None => defaults.level,
@@ -402,7 +293,10 @@ fn logging(cx: &Cx, raw: &RawConfig) -> Result<LoggingSettings> {
 fn publisher(cx: &Cx, raw: &RawPublisher, node_id: Option<&NodeId>) -> Result<PublisherSettings> {
     let origin = match (&raw.origin, node_id) {
         (Some(origin), _) => {
-            if origin.trim().is_empty() || origin.len() > 255 || origin.chars().any(char::is_control) {
+            if origin.trim().is_empty()
+                || origin.len() > 255
+                || origin.chars().any(char::is_control)
+            {
                 return Err(cx.invalid(
                     "publisher.origin",
                     "use 1 to 255 printable characters, like `cms` or `web-1`",

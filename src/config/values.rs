@@ -109,10 +109,7 @@ impl Cx<'_> {
         if (min..=max).contains(&value) {
             Ok(value)
         } else {
-            Err(self.invalid(
-                path,
-                format!("{value} is out of range; use {min} to {max}"),
-            ))
+            Err(self.invalid(path, format!("{value} is out of range; use {min} to {max}")))
         }
     }
 
@@ -220,8 +217,6 @@ pub(super) struct UrlParts<'a> {
     pub port: Option<&'a str>,
     /// Everything after the userinfo: `host:port/path?query`.
     pub after_userinfo: &'a str,
-    /// `/path?query` (may be empty).
-    pub rest: &'a str,
 }
 
 impl<'a> UrlParts<'a> {
@@ -251,7 +246,6 @@ impl<'a> UrlParts<'a> {
             host,
             port,
             after_userinfo,
-            rest,
         })
     }
 }
@@ -274,9 +268,10 @@ mod tests {
     fn urls_split_into_parts() {
         let parts = UrlParts::split("redis://:pw@redis:6379/0").unwrap();
         assert_eq!(
-            (parts.scheme, parts.userinfo, parts.host, parts.port, parts.rest),
-            ("redis", Some(":pw"), "redis", Some("6379"), "/0")
+            (parts.scheme, parts.userinfo, parts.host, parts.port),
+            ("redis", Some(":pw"), "redis", Some("6379"))
         );
+        assert_eq!(parts.after_userinfo, "redis:6379/0");
         let parts = UrlParts::split("nats://[::1]:4222").unwrap();
         assert_eq!((parts.host, parts.port), ("::1", Some("4222")));
         assert!(UrlParts::split("127.0.0.1:4222").is_none());

@@ -59,6 +59,22 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// Like [`start`](Self::start), with `config` (nats-server configuration
+    /// syntax: `authorization { … }`, `tls { … }`, `operator: …`) written to
+    /// `<tempdir>/server.conf` and passed with `-c`. The command-line flags
+    /// (address, port, name, JetStream store) override the file; the file
+    /// stays for [`restart`](Self::restart). Readiness is still a TCP
+    /// connect, so TLS and authenticated servers start too.
+    pub async fn start_with_config(config: &str) -> Result<Self, EmbeddedError> {
+        let name = format!("invalog-{}", unique_suffix());
+        let mut server = Self::prepare(find_binary_blocking().await?, name, None, Vec::new())?;
+        let path = server.dir.path().join("server.conf");
+        std::fs::write(&path, config).map_err(io_err(format!("writing {}", path.display())))?;
+        server.args.extend(flag("-c", &path));
+        server.launch().await?;
+        Ok(server)
+    }
+
     /// Creates the temp dir and the command line without starting anything.
     pub(super) fn prepare(
         binary: PathBuf,

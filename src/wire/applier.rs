@@ -13,7 +13,7 @@ use crate::model::{Instruction, RefresherDef};
 use crate::refresher::BatchContext;
 
 /// Version of the applier body (its `format` field).
-pub const APPLIER_FORMAT_VERSION: u32 = 1;
+const APPLIER_FORMAT_VERSION: u32 = 1;
 
 /// Why an applier body was sent (its `trigger` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ mod checkpoint;
 mod request;
 mod v1;
 
-pub use applier::{encode_applier_body, encode_refresh_all_body, ApplierTrigger, APPLIER_FORMAT_VERSION};
+pub use applier::{encode_applier_body, encode_refresh_all_body, ApplierTrigger};
 pub use checkpoint::{decode_checkpoint, encode_checkpoint, CheckpointDecodeError};
 pub use request::{decode_publish_request, PublishRequest};
 pub use v1::format_time;

@@ -321,7 +321,11 @@ async fn a_node_cut_off_from_nats_fences_itself_then_recovers() {
         matches!(a.node.readiness(), invalog::node::Readiness::NotReady(ref why) if why.starts_with("fenced: the stream has not been reachable"))
     })
     .await;
-    assert_eq!(a.node.state(), NodeState::Ready, "caught up, yet not serving");
+    assert_eq!(
+        a.node.state(),
+        NodeState::Ready,
+        "caught up, yet not serving"
+    );
     f.server.restart().await.unwrap();
     let seq = within(Duration::from_secs(20), async {
         loop {
@@ -332,8 +336,10 @@ async fn a_node_cut_off_from_nats_fences_itself_then_recovers() {
     })
     .await;
     a.wait_applied(seq).await;
-    eventually(Duration::from_secs(10), "ready again after reconnecting", || {
-        a.node.is_ready()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "ready again after reconnecting",
+        || a.node.is_ready(),
+    )
     .await;
 }

@@ -40,6 +40,9 @@ impl Fixture {
     }
 
     pub async fn with_log(log: LogSettings) -> Fixture {
+        // reqwest is built without a default TLS provider (the agent installs
+        // ring's); test HTTP clients need it installed too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         if let Ok(filter) = std::env::var("INVALOG_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)

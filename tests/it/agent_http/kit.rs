@@ -186,6 +186,7 @@ pub fn parse_openmetrics(text: &str) -> HashMap<String, f64> {
                         "`{line}`"
                     );
                     (family, kind) = (name.to_owned(), value.to_owned());
+                    last_bucket = 0.0;
                     families.push(family.clone());
                 }
                 _ => panic!("unknown comment `{line}`"),

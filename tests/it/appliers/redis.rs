@@ -2,8 +2,9 @@
 //! or `PATH`) started per test on a free loopback port without persistence:
 //! rendered keys are unlinked, templates of another kind are not rendered,
 //! refresh-all by patterns deletes only matching keys (more than one SCAN
-//! page), `flushdb` empties only its database, JSON falls back to the
-//! refresh-all, and failures stall the node without showing the password.
+//! page), `flushdb` empties only its database, JSON and unrendered uuids
+//! fall back to the refresh-all, and failures stall the node without
+//! showing the password.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -232,6 +233,13 @@ async fn redis_refresh_all_scans_and_unlinks_only_matching_keys() {
     assert!(existing(&mut connection, &["content:1", "page:x"])
         .await
         .is_empty());
+    assert_eq!(existing(&mut connection, &other_refs).await, others);
+
+    // So do uuids when no template takes `{uuid}`.
+    set(&mut connection, &strings(&["content:2"])).await;
+    let uuids = publish(&p, vec![Instruction::RemoveUuids(vec![Uuid::from_u128(5)])]).await;
+    applied(&node, uuids).await;
+    assert!(existing(&mut connection, &["content:2"]).await.is_empty());
     assert_eq!(existing(&mut connection, &other_refs).await, others);
     assert_eq!(node.stats().escalations, 0);
 }

@@ -126,21 +126,40 @@ fn header<'a>(request: &'a Request, name: &str) -> &'a str {
         .unwrap()
 }
 
-/// What a receiver does to check a request: HMAC-SHA256 of
-/// `"<Invalog-Timestamp>.<raw body>"`, compared in constant time.
-fn signature_verifies(secret: &[u8], request: &Request) -> bool {
-    let timestamp = header(request, "Invalog-Timestamp");
-    let Some(hex_signature) = header(request, "Invalog-Signature").strip_prefix("sha256=") else {
+/// The verification example of docs/appliers.md (as rustfmt lays it out).
+fn verify(secret: &[u8], timestamp: &str, signature: &str, body: &[u8], now_unix: u64) -> bool {
+    let Ok(sent_at) = timestamp.parse::<u64>() else {
         return false;
     };
-    let Ok(signature) = hex::decode(hex_signature) else {
+    if now_unix.abs_diff(sent_at) > 300 {
+        return false; // too old (a replay) or clocks too far apart
+    }
+    let Some(Ok(expected)) = signature.strip_prefix("sha256=").map(hex::decode) else {
         return false;
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(timestamp.as_bytes());
     mac.update(b".");
-    mac.update(&request.raw);
-    mac.verify_slice(&signature).is_ok()
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok() // constant-time comparison
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// What a receiver does to check a request.
+fn signature_verifies(secret: &[u8], request: &Request, now_unix: u64) -> bool {
+    verify(
+        secret,
+        header(request, "Invalog-Timestamp"),
+        header(request, "Invalog-Signature"),
+        &request.raw,
+        now_unix,
+    )
 }
 
 #[tokio::test]
@@ -205,10 +224,7 @@ async fn webhook_posts_each_batch_in_order_with_token_and_signature() {
         json!([{"kind": "refresh_uuids", "uuids": [uuid.to_string()]}])
     );
 
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     for request in &requests {
         assert_eq!(header(request, "content-type"), "application/json");
         assert_eq!(header(request, "authorization"), "Bearer s3cr3t-token");
@@ -217,20 +233,23 @@ async fn webhook_posts_each_batch_in_order_with_token_and_signature() {
             now.abs_diff(timestamp) <= 60,
             "timestamp {timestamp} vs {now}"
         );
+        assert!(signature_verifies(b"hmac-key", request, now), "verifies");
+        assert!(!signature_verifies(b"other-key", request, now), "keyed");
         assert!(
-            signature_verifies(b"hmac-key", request),
-            "signature verifies"
-        );
-        assert!(
-            !signature_verifies(b"other-key", request),
-            "the key matters"
+            !signature_verifies(b"hmac-key", request, now + 600),
+            "replay"
         );
     }
     let mut tampered = requests[1].clone();
     tampered.raw = Bytes::from(String::from_utf8_lossy(&tampered.raw).replace("[1,2]", "[1,3]"));
     assert!(
-        !signature_verifies(b"hmac-key", &tampered),
+        !signature_verifies(b"hmac-key", &tampered, now),
         "the body is signed"
+    );
+    let vector = "sha256=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae";
+    assert!(
+        verify(b"key", "1700000000", vector, b"{}", 1_700_000_000),
+        "documented vector"
     );
 }
 
