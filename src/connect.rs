@@ -296,7 +296,7 @@ fn check_tls_files(tls: &TlsSettings) -> Result<(), ConnectError> {
         let found = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>();
         match found {
             Ok(certs) if !certs.is_empty() => Ok(()),
-            Ok(_) => Err("no PEM certificate (`-----BEGIN CERTIFICATE-----`) in it".to_owned()),
+            Ok(_) => Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".to_owned()),
             Err(e) => Err(format!("not a PEM certificate file: {e}")),
         }
         .map_err(|message| ConnectError::TlsFile {
@@ -341,7 +341,7 @@ fn explain(error: &async_nats::ConnectError, auth: &NatsAuth, settings: &NatsSet
         }
         ConnectErrorKind::Authentication => match auth {
             NatsAuth::NkeySeed(_) => "could not sign the server's challenge: \
-                 check nats.nkey_seed, it must be a user nkey seed (`SU…`)"
+                 check nats.nkey_seed, it must be a user nkey seed (SU…)"
                 .into(),
             NatsAuth::CredsFile(path) => format!(
                 "could not sign the server's challenge: check nats.creds_file {}",
@@ -370,7 +370,7 @@ fn auth_hint(auth: &NatsAuth) -> String {
         NatsAuth::UserPassword { .. } => "check nats.user/nats.password".into(),
         NatsAuth::Token(_) => "check nats.token".into(),
         NatsAuth::NkeySeed(_) => {
-            "check nats.nkey_seed: the server must list its public key (`U…`)".into()
+            "check nats.nkey_seed: the server must list its public key (U…)".into()
         }
         NatsAuth::CredsFile(path) => format!(
             "check nats.creds_file {}: its user JWT must be signed by an account the \

@@ -16,7 +16,11 @@
 //! - [`publish`]: the [`Publisher`] (Umbraco's `DistributedCache` API).
 //! - [`checkpoint`]: stored sequences, in a file or a JetStream KV bucket.
 //! - [`node`]: the replayer: start plan, apply loop, failure policy, readiness.
-//! - [`history`]: reading the log back, decoded.
+//! - [`history`]: reading the log back, filtered and decoded.
+//! - [`presence`]: nodes report their position to a KV bucket.
+//! - [`fleet`]: the stream and every node's position; explaining an id.
+//! - [`replay`]: re-applying a range through a node's appliers.
+//! - [`probe`]: canary instructions timed on every node.
 //! - [`secret`]: `Secret`, a string that never reaches logs.
 //! - [`connect`]: NATS connection from settings (auth, TLS, reconnect).
 //! - [`config`]: TOML + environment configuration, validated once.
@@ -36,11 +40,15 @@ pub mod checkpoint;
 pub mod config;
 pub mod connect;
 pub mod embedded;
+pub mod fleet;
 pub mod history;
 pub mod model;
 pub mod node;
+pub mod presence;
+pub mod probe;
 pub mod publish;
 pub mod refresher;
+pub mod replay;
 pub mod secret;
 pub mod stream;
 pub mod wire;

@@ -4,6 +4,11 @@
 mod agent_cmd;
 mod config_cmd;
 mod demo;
+mod explain_cmd;
+mod history_cmd;
+mod probe_cmd;
+mod replay_cmd;
+mod status_cmd;
 mod publish_cmd;
 
 use clap::{Parser, Subcommand};
@@ -48,27 +53,40 @@ enum Command {
     /// configuration, secrets redacted.
     #[command(subcommand_value_name = "ACTION")]
     Config(config_cmd::ConfigArgs),
+    /// Shows what was invalidated, when, by whom: filtered by sequence,
+    /// time, refresher, id, origin or actor; as a table or JSON lines;
+    /// `--follow` tails the log.
+    History(history_cmd::Args),
+    /// Shows the stream and every node's position, lag and readiness; exits
+    /// non-zero when a node is unready or stale.
+    Status(status_cmd::Args),
+    /// Explains why an entry may be stale: the last instructions that
+    /// touched it and whether each node has applied them.
+    Explain(explain_cmd::Args),
+    /// Re-applies a range of the log through a node's appliers (or prints
+    /// it with --dry-run); never moves a stored sequence.
+    Replay(replay_cmd::Args),
+    /// Publishes canary instructions and measures when every live node
+    /// applied them.
+    Probe(probe_cmd::Args),
 }
 
 /// Runs the parsed command.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let text_logs = |log: Option<String>| {
-        init_logging(log.as_deref().unwrap_or("warn"), LogFormat::Text);
-    };
+    // The agent sets up logging from its configuration; the rest log text.
+    if !matches!(args.command, Command::Agent(_)) {
+        init_logging(args.log.as_deref().unwrap_or("warn"), LogFormat::Text);
+    }
     match args.command {
-        Command::Agent(agent) => agent_cmd::run(agent, args.log).await,
-        Command::Demo(demo) => {
-            text_logs(args.log);
-            demo::run(demo).await
-        }
-        Command::Publish(publish) => {
-            text_logs(args.log);
-            publish_cmd::run(publish).await
-        }
-        Command::Config(config) => {
-            text_logs(args.log);
-            config_cmd::run(config).await
-        }
+        Command::Agent(a) => agent_cmd::run(a, args.log).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::Publish(a) => publish_cmd::run(a).await,
+        Command::Config(a) => config_cmd::run(a).await,
+        Command::History(a) => history_cmd::run(a).await,
+        Command::Status(a) => status_cmd::run(a).await,
+        Command::Explain(a) => explain_cmd::run(a).await,
+        Command::Replay(a) => replay_cmd::run(a).await,
+        Command::Probe(a) => probe_cmd::run(a).await,
     }
 }
 

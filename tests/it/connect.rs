@@ -539,7 +539,11 @@ async fn least_privilege_publisher_and_agent() {
         .await
         .expect("creates the bucket");
 
-    let publisher_js = js_of(&connect(&as_user("publisher", "publisher-pw")).await.unwrap());
+    let publisher_js = js_of(
+        &connect(&as_user("publisher", "publisher-pw"))
+            .await
+            .unwrap(),
+    );
     let publisher = Publisher::new(
         publisher_js.clone(),
         log.clone(),
@@ -560,9 +564,15 @@ async fn least_privilege_publisher_and_agent() {
     let mut node_settings = NodeSettings::new(node_id.clone());
     node_settings.new_node = invalog::node::NewNodePolicy::ReplayAll;
     node_settings.flush_interval = Duration::from_millis(50);
-    let node = Node::start(agent_js.clone(), log.clone(), node_settings, registry, store)
-        .await
-        .expect("the agent starts its node");
+    let node = Node::start(
+        agent_js.clone(),
+        log.clone(),
+        node_settings,
+        registry,
+        store,
+    )
+    .await
+    .expect("the agent starts its node");
     // A denied request shows up as a timeout; the server log says which.
     let violations = || {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -575,10 +585,13 @@ async fn least_privilege_publisher_and_agent() {
         .unwrap_or_else(|_| panic!("{}", explained("not ready")))
         .expect("ready");
     let second = publisher.refresh_ids("content", &[3]).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(20), node.wait_applied(second.sequence().unwrap()))
-        .await
-        .unwrap_or_else(|_| panic!("{}", explained("not applied")))
-        .expect("applied");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        node.wait_applied(second.sequence().unwrap()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{}", explained("not applied")))
+    .expect("applied");
     assert_eq!(
         content.calls(),
         vec![
@@ -611,7 +624,11 @@ async fn least_privilege_publisher_and_agent() {
     assert_eq!(violations(), "", "no permission was missing");
     node.shutdown().await.expect("stores its checkpoint");
     let bucket = admin.get_key_value(BUCKET).await.unwrap();
-    let stored = bucket.entry("web-1").await.unwrap().expect("checkpoint stored");
+    let stored = bucket
+        .entry("web-1")
+        .await
+        .unwrap()
+        .expect("checkpoint stored");
     assert!(stored.revision >= 1);
     assert!(second.sequence() > first.sequence());
 
