@@ -158,6 +158,9 @@ impl Runner {
             .messages()
             .await
             .map_err(|e| format!("starting consumer: {e}"))?;
+        // After a reconnect the ordered consumer only notices it was lost
+        // when heartbeats go missing (seconds); recreate it at once instead.
+        let connects = self.connects();
         let mut tick = tokio::time::interval(self.settings.flush_interval.min(CHECK_INTERVAL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -170,12 +173,21 @@ impl Runner {
                     Some(Err(e)) => return Err(format!("consumer: {e}")),
                     None => return Err("consumer ended".into()),
                 },
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => if self.connects() == connects {
+                    self.on_tick().await
+                } else {
+                    Flow::Restart
+                },
             };
             if !matches!(flow, Flow::Continue) {
                 return Ok(flow);
             }
         }
+    }
+
+    /// How many times the client has connected (grows on every reconnect).
+    fn connects(&self) -> u64 {
+        self.js.client().statistics().connects.load(Relaxed)
     }
 
     /// Reads the stream's first/last sequence and incarnation.
@@ -282,6 +294,10 @@ impl Runner {
                 return self.escalate(&hosted, sequence).await;
             }
         };
+        if batch.refresher.name.as_str() == crate::probe::PROBE_REFRESHER {
+            self.answer_canaries(sequence, &batch).await;
+            return Flow::Continue;
+        }
         let Some(hosted) = self.registry.get(batch.refresher.name.as_str()).cloned() else {
             Stats::bump(&self.stats().unhosted_messages);
             return Flow::Continue;
@@ -291,6 +307,29 @@ impl Runner {
             return Flow::Continue;
         }
         self.apply_batch(&hosted, &batch, sequence).await
+    }
+
+    /// Answers the canaries of `invalog probe` (see `crate::probe`): every
+    /// node applies them in order like any message, and replies.
+    async fn answer_canaries(&self, sequence: u64, batch: &crate::model::Batch) {
+        Stats::bump(&self.stats().probe_messages);
+        for instruction in &batch.instructions {
+            let crate::model::Instruction::RefreshJson(json) = instruction else {
+                continue;
+            };
+            let Some(canary) = wire::parse_canary(json) else {
+                continue;
+            };
+            let reply = wire::encode_probe_reply(&wire::ProbeReply {
+                probe: canary.probe,
+                canary: canary.canary,
+                node: self.settings.node_id.to_string(),
+                sequence,
+            });
+            if let Err(error) = self.js.client().publish(canary.reply, reply.into()).await {
+                tracing::debug!(node = %self.settings.node_id, %error, "cannot answer a probe canary");
+            }
+        }
     }
 
     /// Records `sequence` as applied and updates readiness.

@@ -240,6 +240,7 @@ pub struct Stats {
     pub(crate) applied_units: AtomicU64,
     pub(crate) unhosted_messages: AtomicU64,
     pub(crate) own_messages_skipped: AtomicU64,
+    pub(crate) probe_messages: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) escalations: AtomicU64,
@@ -282,6 +283,7 @@ impl Stats {
             applied_units: self.applied_units.load(Relaxed),
             unhosted_messages: self.unhosted_messages.load(Relaxed),
             own_messages_skipped: self.own_messages_skipped.load(Relaxed),
+            probe_messages: self.probe_messages.load(Relaxed),
             decode_errors: self.decode_errors.load(Relaxed),
             retries: self.retries.load(Relaxed),
             escalations: self.escalations.load(Relaxed),
@@ -336,6 +338,8 @@ pub struct StatsSnapshot {
     pub unhosted_messages: u64,
     /// Messages this node published and had already applied locally.
     pub own_messages_skipped: u64,
+    /// Canaries of `invalog probe` answered.
+    pub probe_messages: u64,
     /// Messages that could not be decoded.
     pub decode_errors: u64,
     /// Retries of a failing refresher.

@@ -408,6 +408,20 @@ async fn mutual_tls() {
         text.contains("nats.tls.cert_file needs nats.tls.key_file"),
         "{text}"
     );
+
+    // A key file without a key is named, and its content is not quoted.
+    let junk = "not-a-key-but-could-be-secret";
+    std::fs::write(pki.path("junk-key.pem"), junk).unwrap();
+    let junk_key = TlsSettings {
+        key_file: Some(pki.path("junk-key.pem")),
+        ..pki.with_client_cert()
+    };
+    let text = refused(&with_tls(vec![server.url()], junk_key)).await;
+    assert!(
+        text.contains("junk-key.pem") && text.contains("no PEM private key"),
+        "{text}"
+    );
+    assert_hides(&text, &[junk]);
 }
 
 // ------------------------------------------------------- URLs and reconnect
