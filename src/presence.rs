@@ -1,1 +1,362 @@
-//! (being written)
+//! Presence: every node reports its position to a JetStream KV bucket, so
+//! that `invalog status` (and `invalog explain`) can show the whole fleet.
+//!
+//! A [`Presence`] handle owns a task that, every `interval` (default 5 s),
+//! puts a [`NodeReport`] under the node id in the bucket (default
+//! [`DEFAULT_BUCKET`]): version, applied / stored / stream-last sequence and
+//! lag, state, readiness and its reason, start time and hosted refreshers.
+//! Dropping the handle stops the task (as a crash would: the entry stays and
+//! becomes stale); [`Presence::stop`] writes one last report with state
+//! `stopped` first, so the fleet view tells a node that left cleanly from one
+//! that disappeared. Nothing is ever deleted: the bucket keeps one value per
+//! key (history 1) and forgets a key [`ENTRY_MAX_AGE`] (1 day) after its
+//! last report, so nodes that are gone for good eventually vanish.
+//!
+//! [`read_all`] reads every node's latest report. A report's `last_seen` is
+//! the time the NATS server stored it, not the node's clock, so a node whose
+//! clock is wrong is neither hidden nor flagged stale by mistake.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, kv};
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::RefresherName;
+use crate::node::{Node, Readiness};
+use crate::wire;
+
+/// The bucket nodes report to unless configured otherwise.
+pub const DEFAULT_BUCKET: &str = "invalog_nodes";
+
+/// How long the bucket keeps a report after it was written: a node that
+/// stopped reporting disappears from the fleet view after this long.
+pub const ENTRY_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The state a node's last report gives after a clean [`Presence::stop`].
+pub const STOPPED: &str = "stopped";
+
+/// How a node reports its presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSettings {
+    /// The KV bucket (created if missing).
+    pub bucket: String,
+    /// Time between two reports.
+    pub interval: Duration,
+    /// Replicas of the bucket when this node creates it (3 on a cluster).
+    pub replicas: usize,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self {
+            bucket: DEFAULT_BUCKET.to_owned(),
+            interval: Duration::from_secs(5),
+            replicas: 1,
+        }
+    }
+}
+
+/// One node's latest report, as read from the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The node id (the key).
+    pub node: String,
+    /// The invalog version the node runs.
+    pub version: String,
+    /// Last sequence applied.
+    pub applied: u64,
+    /// Last sequence stored (file or KV checkpoint).
+    pub stored: u64,
+    /// The stream's last sequence as the node last saw it.
+    pub stream_last: u64,
+    /// Messages the node had still to apply when it reported.
+    pub lag: u64,
+    /// The node's state name: `starting`, `cold_booting`, `catching_up`,
+    /// `ready`, `stalled`, `stopped`.
+    pub state: String,
+    /// Whether the node serves (caught up, not stalled, not fenced).
+    pub ready: bool,
+    /// Why it is not ready.
+    pub reason: Option<String>,
+    /// When the node's reporter started.
+    pub started_at: SystemTime,
+    /// When the server stored the report.
+    pub last_seen: SystemTime,
+    /// The refreshers the node hosts.
+    pub refreshers: Vec<String>,
+}
+
+/// A key of the bucket whose value could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The key (a node id, presumably).
+    pub key: String,
+    /// Why.
+    pub error: String,
+}
+
+/// Every report in the bucket, and the keys that could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reports {
+    /// Readable reports, sorted by node id.
+    pub reports: Vec<NodeReport>,
+    /// Entries that are not valid reports (written by a newer invalog, or by
+    /// something else).
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Why presence could not be reported or read.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    /// The bucket does not exist (no node has reported yet).
+    #[error("presence bucket `{bucket}` does not exist: no node has reported yet, or the bucket is configured differently")]
+    NoBucket {
+        /// The bucket.
+        bucket: String,
+    },
+    /// The bucket could not be created, read or written.
+    #[error("presence bucket `{bucket}`: {message}")]
+    Kv {
+        /// The bucket.
+        bucket: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A running reporter; see the module docs.
+pub struct Presence {
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    reporter: Arc<Reporter>,
+}
+
+struct Reporter {
+    store: kv::Store,
+    bucket: String,
+    node: Arc<Node>,
+    refreshers: Vec<String>,
+    started_at: SystemTime,
+}
+
+impl Presence {
+    /// Opens (creating if needed) the bucket, writes a first report, and
+    /// starts reporting every `settings.interval`. Errors when the bucket
+    /// cannot be created or written (missing permissions, for example);
+    /// failures after start are logged and retried at the next interval.
+    pub async fn start(
+        js: jetstream::Context,
+        settings: PresenceSettings,
+        node: Arc<Node>,
+        refreshers: Vec<RefresherName>,
+    ) -> Result<Presence, PresenceError> {
+        let store = open_or_create(&js, &settings).await?;
+        let reporter = Arc::new(Reporter {
+            store,
+            bucket: settings.bucket.clone(),
+            node,
+            refreshers: refreshers.iter().map(|r| r.to_string()).collect(),
+            started_at: SystemTime::now(),
+        });
+        reporter.put(None).await?;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(report_loop(
+            reporter.clone(),
+            settings.interval.max(Duration::from_millis(10)),
+            cancel.clone(),
+        ));
+        Ok(Presence {
+            cancel,
+            task: Some(task),
+            reporter,
+        })
+    }
+
+    /// Stops reporting and writes a last report with state [`STOPPED`] (not
+    /// ready, reason `stopped cleanly`), so `invalog status` shows the node as
+    /// stopped rather than stale. Deletes nothing. Call it before shutting
+    /// the node down or after: either way the last report says `stopped`.
+    pub async fn stop(mut self) -> Result<(), PresenceError> {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.reporter.put(Some("stopped cleanly")).await
+    }
+}
+
+impl Drop for Presence {
+    /// Stops the task without a last report: the entry becomes stale.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn report_loop(reporter: Arc<Reporter>, interval: Duration, cancel: CancellationToken) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = reporter.put(None) => result,
+        };
+        match result {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!(bucket = %reporter.bucket, "presence reports are written again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot write the presence report; retrying every interval");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl Reporter {
+    /// Puts the node's current report; `stopped` overrides state and
+    /// readiness for the last report of a clean stop.
+    async fn put(&self, stopped: Option<&str>) -> Result<(), PresenceError> {
+        let stats = self.node.stats();
+        let (state, ready, reason) = match stopped {
+            Some(why) => (STOPPED.to_owned(), false, Some(why.to_owned())),
+            None => match self.node.readiness() {
+                Readiness::Ready => (self.node.state().name().to_owned(), true, None),
+                Readiness::NotReady(why) => (self.node.state().name().to_owned(), false, Some(why)),
+            },
+        };
+        let report = NodeReport {
+            node: self.node.node_id().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            applied: stats.applied_sequence,
+            stored: stats.stored_sequence,
+            stream_last: stats.stream_last_sequence,
+            lag: stats.lag_messages,
+            state,
+            ready,
+            reason,
+            started_at: self.started_at,
+            last_seen: SystemTime::now(),
+            refreshers: self.refreshers.clone(),
+        };
+        self.store
+            .put(
+                report.node.as_str(),
+                wire::encode_node_report(&report).into(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| PresenceError::Kv {
+                bucket: self.bucket.clone(),
+                message: format!("cannot write key `{}`: {e}", report.node),
+            })
+    }
+}
+
+async fn open_or_create(
+    js: &jetstream::Context,
+    settings: &PresenceSettings,
+) -> Result<kv::Store, PresenceError> {
+    let bucket = settings.bucket.as_str();
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: bucket.to_owned(),
+            description: "invalog: each node's position and readiness".into(),
+            history: 1,
+            max_age: ENTRY_MAX_AGE,
+            num_replicas: settings.replicas.max(1),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another node may have created it meanwhile.
+        Err(e) => js
+            .get_key_value(bucket)
+            .await
+            .map_err(|_| PresenceError::Kv {
+                bucket: bucket.to_owned(),
+                message: format!("cannot create it: {e}"),
+            }),
+    }
+}
+
+/// Every node's latest report, sorted by node id. Entries that are not
+/// readable reports are skipped with a warning; [`read_reports`] returns
+/// them too.
+pub async fn read_all(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<Vec<NodeReport>, PresenceError> {
+    let all = read_reports(js, bucket).await?;
+    for u in &all.unreadable {
+        tracing::warn!(bucket, key = %u.key, error = %u.error, "skipping an unreadable presence report");
+    }
+    Ok(all.reports)
+}
+
+/// Every node's latest report, sorted by node id, and the keys whose value
+/// is not a readable report.
+pub async fn read_reports(js: &jetstream::Context, bucket: &str) -> Result<Reports, PresenceError> {
+    let kv_err = |message: String| PresenceError::Kv {
+        bucket: bucket.to_owned(),
+        message,
+    };
+    if let Err(e) = js.get_stream(format!("KV_{bucket}")).await {
+        let not_found = matches!(
+            e.kind(),
+            jetstream::context::GetStreamErrorKind::JetStream(ref js)
+                if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+        );
+        return Err(if not_found {
+            PresenceError::NoBucket {
+                bucket: bucket.to_owned(),
+            }
+        } else {
+            kv_err(format!("cannot open it: {e}"))
+        });
+    }
+    let store = js
+        .get_key_value(bucket)
+        .await
+        .map_err(|e| kv_err(format!("cannot open it: {e}")))?;
+    let keys: Vec<String> = store
+        .keys()
+        .await
+        .map_err(|e| kv_err(format!("cannot list keys: {e}")))?
+        .try_collect()
+        .await
+        .map_err(|e| kv_err(format!("cannot list keys: {e}")))?;
+    let mut out = Reports::default();
+    for key in keys {
+        let entry = store
+            .entry(key.as_str())
+            .await
+            .map_err(|e| kv_err(format!("cannot read key `{key}`: {e}")))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            continue; // deleted or expired since it was listed
+        };
+        match wire::decode_node_report(&entry.value, entry.created.into()) {
+            Ok(report) => out.reports.push(report),
+            Err(e) => out.unreadable.push(Unreadable {
+                key,
+                error: e.to_string(),
+            }),
+        }
+    }
+    out.reports.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(out)
+}

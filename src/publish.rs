@@ -200,6 +200,26 @@ impl Publisher {
         uow.commit().await
     }
 
+    /// Publishes many independent groups of instructions at once, pipelined:
+    /// each `(refresher, instructions)` group becomes its own message(s)
+    /// (de-duplicated and split within the group only, never merged with
+    /// another group), all are sent before any acknowledgement is awaited,
+    /// and the receipt lists them in the order given. For bulk producers
+    /// (imports, backfills) that would otherwise await one acknowledgement
+    /// per call. An unknown refresher anywhere publishes nothing.
+    pub async fn publish_many<S: AsRef<str>>(
+        &self,
+        groups: impl IntoIterator<Item = (S, Vec<Instruction>)>,
+        provenance: &Provenance,
+    ) -> Result<Receipt, PublishError> {
+        let mut batches = Vec::new();
+        for (refresher, instructions) in groups {
+            let def = self.refresher(refresher.as_ref())?.clone();
+            batches.extend(self.batches(&def, instructions, provenance, false));
+        }
+        self.send(batches).await
+    }
+
     /// Refreshes everything in `refresher`'s cache on every node.
     pub async fn refresh_all(&self, refresher: &str) -> Result<Receipt, PublishError> {
         self.one(refresher, Instruction::RefreshAll).await

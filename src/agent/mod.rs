@@ -11,6 +11,7 @@ use crate::applier::ApplierSettings;
 use crate::connect::NatsSettings;
 use crate::model::RefresherDef;
 use crate::node::NodeSettings;
+use crate::presence::PresenceSettings;
 use crate::stream::LogSettings;
 
 /// Where the node's stored sequence lives.
@@ -90,6 +91,8 @@ pub struct AgentSettings {
     pub http: HttpSettings,
     /// Logging.
     pub logging: LoggingSettings,
+    /// Reporting this node's position to the presence bucket.
+    pub presence: PresenceSettings,
     /// The refreshers this node hosts and how each is applied.
     pub refreshers: Vec<(RefresherDef, ApplierSettings)>,
 }

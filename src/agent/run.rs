@@ -1,5 +1,6 @@
-//! Running the agent: connect, provision, build appliers, start the node,
-//! serve HTTP, and stop cleanly when the shutdown future completes.
+//! Running the agent: connect, provision, build appliers, start the node
+//! and its presence reporter, serve HTTP, and stop cleanly when the
+//! shutdown future completes.
 
 use std::net::SocketAddr;
 
@@ -26,6 +27,10 @@ pub enum AgentError {
     /// The node could not start.
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
+    /// The presence reporter could not start (the bucket cannot be
+    /// created or written).
+    #[error(transparent)]
+    Presence(#[from] crate::presence::PresenceError),
     /// The HTTP listener could not be opened or failed.
     #[error("HTTP on {listen}: {source}")]
     Http {
@@ -68,6 +73,17 @@ pub async fn run(
         }
     };
     let node = std::sync::Arc::new(node);
+    let presence = crate::presence::Presence::start(
+        js.clone(),
+        settings.presence.clone(),
+        node.clone(),
+        settings
+            .refreshers
+            .iter()
+            .map(|(d, _)| d.name.clone())
+            .collect(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
         .map_err(|source| AgentError::Http {
@@ -96,6 +112,11 @@ pub async fn run(
     shutdown.await;
     tracing::info!(node = %node_id, "shutting down: finishing the batch in hand");
     node.shutdown().await?;
+    // The last report says `stopped`, so `invalog status` does not call
+    // this node stale.
+    if let Err(e) = presence.stop().await {
+        tracing::warn!(node = %node_id, error = %e, "cannot write the last presence report");
+    }
     stop.cancel();
     match server.await {
         Ok(Ok(())) => Ok(()),

@@ -1,10 +1,189 @@
-//! `invalog explain` (being written).
+//! `invalog explain`: "why is this page stale?" — the last changes that
+//! touched one entry of one refresher (read from the log, filtered on the
+//! server by the refresher's subject) and, for every node or one, whether it
+//! has applied the newest of them (from the presence bucket). Prints a table
+//! and one answer line per node, or one JSON document
+//! (`wire::encode_explanation`).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use invalog::history::explain::{self, Explanation, Question, Verdict};
+use invalog::history::{HistoryError, Target};
+use invalog::RefresherName;
+
+use super::history_cmd::{format_row, millis, what};
+use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
 
 /// Arguments of `invalog explain`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = "Examples:\n  invalog explain -c config/publisher.toml --refresher content --id 42\n  invalog explain -c config/publisher.toml --refresher content --id home --node web-3 --json")]
+pub struct Args {
+    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
+    #[arg(long, short, default_value = "config/publisher.toml")]
+    config: PathBuf,
+    /// The refresher that caches the entry.
+    #[arg(long, short)]
+    refresher: String,
+    /// The entry: an integer id, a UUID or a key.
+    #[arg(long)]
+    id: String,
+    /// Only this node (default: every node that reports its presence).
+    #[arg(long)]
+    node: Option<String>,
+    /// How many of the last changes to show.
+    #[arg(long, short = 'n', default_value_t = 10, value_name = "N")]
+    last: usize,
+    /// The presence bucket (default: `presence.bucket`, else `invalog_nodes`).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// A node whose last report is older than this is stale (default:
+    /// `presence.stale_after`, else 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stale_after: Option<Duration>,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Runs `invalog explain`.
-pub async fn run(_args: Args) -> anyhow::Result<u8> {
-    anyhow::bail!("not yet")
+pub async fn run(args: Args) -> anyhow::Result<u8> {
+    let settings = match load_config(&args.config).and_then(|c| c.client().map_err(Into::into)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("invalog: {error:#}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let refresher = match RefresherName::new(args.refresher.trim()) {
+        Ok(name) => name,
+        Err(error) => {
+            eprintln!("invalog: {error}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let question = Question {
+        refresher,
+        target: Target::parse(&args.id),
+        node: args.node.clone(),
+        last: args.last.max(1),
+        bucket: args.bucket.clone().unwrap_or(settings.presence.bucket.clone()),
+        stale_after: args.stale_after.unwrap_or(settings.stale_after),
+    };
+    let client = match invalog::connect::connect(&settings.nats).await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("invalog: {error}");
+            return Ok(EXIT_NATS);
+        }
+    };
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(settings.nats.request_timeout)
+        .build(client);
+    let explanation = match explain::explain(&js, &settings.log, question).await {
+        Ok(x) => x,
+        Err(error) => {
+            eprintln!("invalog: {error}");
+            return Ok(match error {
+                explain::ExplainError::History(HistoryError::Query(_)) => EXIT_CONFIG,
+                _ => EXIT_FAILURE,
+            });
+        }
+    };
+    let text = if args.json {
+        format!("{}\n", invalog::wire::encode_explanation(&explanation))
+    } else {
+        render(&explanation)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_OK),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The table of changes, the table of nodes, and one answer per node.
+fn render(x: &Explanation) -> String {
+    let q = &x.question;
+    let mut out = String::new();
+    let log = format!(
+        "the log holds sequences {} to {}",
+        x.first_sequence, x.last_sequence
+    );
+    if x.changes.is_empty() {
+        out.push_str(&format!(
+            "No change to {} {} is in the log ({log}).\n",
+            q.refresher, q.target
+        ));
+    } else {
+        let n = x.changes.len();
+        let changes = if n == 1 { "change" } else { "changes" };
+        out.push_str(&format!(
+            "Last {n} {changes} to {} {} ({log}):\n\n",
+            q.refresher, q.target
+        ));
+        let mut rows = vec![["SEQ", "TIME", "ORIGIN", "TOUCH", "WHAT"].map(String::from)];
+        for c in &x.changes {
+            rows.push([
+                c.entry.sequence.to_string(),
+                millis(c.entry.stored_at),
+                c.entry
+                    .batch
+                    .as_ref()
+                    .map_or_else(|_| "-".to_owned(), |b| b.origin.clone()),
+                c.touch.as_str().to_owned(),
+                what(&c.entry),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    out.push('\n');
+    if let Some(why) = &x.no_presence {
+        out.push_str(&format!("No node positions: {why}.\n"));
+        return out;
+    }
+    if x.nodes.is_empty() {
+        out.push_str("No node has reported its position.\n");
+        return out;
+    }
+    let mut rows = vec![["NODE", "APPLIED", "STATE", "READY", "LAST SEEN", "VERDICT"].map(String::from)];
+    for n in &x.nodes {
+        let r = &n.status.report;
+        rows.push([
+            r.node.clone(),
+            r.applied.to_string(),
+            r.state.clone(),
+            match (n.status.stale, r.ready) {
+                (true, _) => "STALE".to_owned(),
+                (false, true) => "yes".to_owned(),
+                (false, false) => "no".to_owned(),
+            },
+            format!("{}s ago", n.status.seen_ago.as_secs()),
+            match n.verdict {
+                Verdict::Behind { newest } => {
+                    format!("behind ({} to go)", newest.saturating_sub(r.applied))
+                }
+                v => v.as_str().replace('_', " "),
+            },
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out.push('\n');
+    for n in &x.nodes {
+        out.push_str(&n.sentence(q));
+        out.push('\n');
+    }
+    out
+}
+
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = vec![0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter().map(|row| format_row(row, &widths)).collect()
 }

@@ -1,10 +1,296 @@
-//! `invalog probe` (being written).
+//! `invalog probe`: publishes canaries to the reserved `_probe` refresher at
+//! a given rate and reports when every live node applied each of them (see
+//! `invalog::probe`), as a table or one JSON document (`--json`). Live nodes
+//! are those whose presence report is recent, those named with `--node`,
+//! and any node that answers. Exits [`EXIT_PROBE_MISSED`] unless every
+//! canary reached every live node within `--timeout`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use invalog::probe::{Latencies, ProbeReport, ProbeSettings};
+
+use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
+
+/// Exit code when a canary did not reach every live node within
+/// `--timeout`, could not be published, or no node answered.
+pub const EXIT_PROBE_MISSED: u8 = 6;
 
 /// Arguments of `invalog probe`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    after_help = "Exit codes: 0 every canary reached every live node within --timeout; 6 a canary was missed, not published, or no node answered; 1 NATS or the stream failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog probe -c config/publisher.toml\n  invalog probe -c config/publisher.toml --rate 5 --duration 5m --within 50ms --json"
+)]
+pub struct Args {
+    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
+    #[arg(long, short, default_value = "config/publisher.toml")]
+    config: PathBuf,
+    /// Canaries per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// How many canaries to send.
+    #[arg(long, default_value_t = 100, conflicts_with = "duration")]
+    count: u64,
+    /// Send canaries for this long instead of --count (rate × duration canaries).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// The T of "N of M canaries applied on all nodes within T".
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    within: Duration,
+    /// A canary not applied on a live node within this long is missed; the
+    /// probe waits at most this long after the last canary.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// A node that must answer (repeatable), in addition to the nodes with a
+    /// recent presence report.
+    #[arg(long = "node", value_name = "NODE_ID")]
+    nodes: Vec<String>,
+    /// The presence bucket (default: `presence.bucket`, else `invalog_nodes`).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// A node whose last presence report is older than this is not expected
+    /// to answer (default: `presence.stale_after`, else 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stale_after: Option<Duration>,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Runs `invalog probe`.
-pub async fn run(_args: Args) -> anyhow::Result<u8> {
-    anyhow::bail!("not yet")
+pub async fn run(args: Args) -> anyhow::Result<u8> {
+    let settings = match load_config(&args.config).and_then(|c| c.client().map_err(Into::into)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("invalog: {error:#}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let count = match args.duration {
+        Some(d) => (args.rate * d.as_secs_f64()).ceil() as u64,
+        None => args.count,
+    };
+    if !(args.rate.is_finite() && args.rate > 0.0) || count == 0 || args.timeout.is_zero() {
+        eprintln!("invalog: --rate, --count (or --duration) and --timeout must be more than 0");
+        return Ok(EXIT_CONFIG);
+    }
+    let bucket = args.bucket.unwrap_or(settings.presence.bucket.clone());
+    let stale_after = args.stale_after.unwrap_or(settings.stale_after);
+    let client = match invalog::connect::connect(&settings.nats).await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("invalog: {error}");
+            return Ok(EXIT_NATS);
+        }
+    };
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(settings.nats.request_timeout)
+        .build(client.clone());
+    let mut expected = args.nodes.clone();
+    match invalog::presence::read_all(&js, &bucket).await {
+        Ok(reports) => {
+            let now = SystemTime::now();
+            for r in reports {
+                let age = now.duration_since(r.last_seen).unwrap_or_default();
+                if r.state != "stopped" && age <= stale_after && !expected.contains(&r.node) {
+                    expected.push(r.node);
+                }
+            }
+        }
+        Err(error) => eprintln!(
+            "invalog: warning: {error}; only nodes named with --node and nodes that answer are counted"
+        ),
+    }
+    let probe = ProbeSettings {
+        rate: args.rate,
+        count,
+        within: args.within,
+        timeout: args.timeout,
+        expected_nodes: expected,
+    };
+    if !args.json {
+        eprintln!(
+            "probing: {count} canaries at {}/s to `{}`, expecting {} live node(s)…",
+            args.rate,
+            invalog::probe::PROBE_REFRESHER,
+            probe.expected_nodes.len()
+        );
+    }
+    let report = match invalog::probe::run(&js, &settings.log, settings.publisher, &probe).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("invalog: {error}");
+            return Ok(EXIT_FAILURE);
+        }
+    };
+    client.flush().await.ok();
+    let out = if args.json {
+        report.to_json()
+    } else {
+        render(&report).into_bytes()
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    stdout.flush()?;
+    Ok(if report.is_ok() {
+        EXIT_OK
+    } else {
+        EXIT_PROBE_MISSED
+    })
+}
+
+/// `1.234 ms`, `12.3 ms`, `1.25 s`.
+fn duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+fn latency(l: &Latencies, value: Option<Duration>) -> String {
+    match value {
+        Some(d) => duration(d),
+        None if l.samples == 0 => "-".to_owned(),
+        None => "missed".to_owned(),
+    }
+}
+
+/// The table: a header, one row per node and one for the fleet, the "N of
+/// M" line and a verdict.
+fn render(r: &ProbeReport) -> String {
+    let s = &r.settings;
+    let within = humantime::format_duration(s.within).to_string();
+    let timeout = humantime::format_duration(s.timeout).to_string();
+    let mut out = format!(
+        "probe {} at {}: {} canaries at {}/s in {}\n",
+        r.probe,
+        invalog::wire::format_time(r.started_at),
+        r.sent,
+        s.rate,
+        duration(r.duration)
+    );
+    out.push_str(&format!(
+        "published {} of {}; acknowledged by JetStream p50 {}, p99 {}, max {}\n\n",
+        r.published,
+        r.sent,
+        latency(&r.publish_ack, r.publish_ack.p50),
+        latency(&r.publish_ack, r.publish_ack.p99),
+        latency(&r.publish_ack, r.publish_ack.max),
+    ));
+    let mut rows = vec![vec![
+        "NODE".to_owned(),
+        "EXPECTED".to_owned(),
+        "APPLIED".to_owned(),
+        format!("WITHIN {within}"),
+        "MISSED".to_owned(),
+        "P50".to_owned(),
+        "P99".to_owned(),
+        "MAX".to_owned(),
+    ]];
+    for n in &r.nodes {
+        let name = if n.listed {
+            n.node.clone()
+        } else {
+            format!("{} (unlisted)", n.node)
+        };
+        rows.push(vec![
+            name,
+            n.expected.to_string(),
+            n.applied.to_string(),
+            n.within.to_string(),
+            n.missed.to_string(),
+            latency(&n.latency, n.latency.p50),
+            latency(&n.latency, n.latency.p99),
+            latency(&n.latency, n.latency.max),
+        ]);
+    }
+    rows.push(vec![
+        "all nodes".to_owned(),
+        r.published.to_string(),
+        r.all_within_timeout.to_string(),
+        r.all_within.to_string(),
+        (r.published - r.all_within_timeout).to_string(),
+        latency(&r.fleet, r.fleet.p50),
+        latency(&r.fleet, r.fleet.p99),
+        latency(&r.fleet, r.fleet.max),
+    ]);
+    out.push_str(&table(&rows));
+    out.push('\n');
+    out.push_str(&format!(
+        "{} of {} canaries applied on all {} node(s) within {within} ({:.2}%, {} nines)\n",
+        r.all_within,
+        r.published,
+        r.nodes.len(),
+        r.fraction_within() * 100.0,
+        r.nines()
+    ));
+    for f in &r.publish_failures {
+        out.push_str(&format!("canary {} not published: {}\n", f.canary, f.error));
+    }
+    if r.is_ok() {
+        out.push_str(&format!(
+            "OK: every canary reached every live node within {timeout}\n"
+        ));
+    } else if r.nodes.is_empty() {
+        out.push_str("MISSED: no node answered; are nodes running invalog with this stream?\n");
+    } else {
+        let missed: Vec<String> = r
+            .nodes
+            .iter()
+            .filter(|n| n.missed > 0)
+            .map(|n| match n.first_missed {
+                Some(first) => format!("{} missed {} (first: canary {first})", n.node, n.missed),
+                None => format!("{} missed {}", n.node, n.missed),
+            })
+            .collect();
+        let mut problems = missed;
+        if !r.publish_failures.is_empty() {
+            problems.push(format!(
+                "{} canaries not published",
+                r.publish_failures.len()
+            ));
+        }
+        out.push_str(&format!(
+            "MISSED within {timeout}: {}\n",
+            problems.join(", ")
+        ));
+    }
+    out
+}
+
+/// Aligns columns with two spaces between them; numbers right-aligned.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let pad = " ".repeat(widths[c] - cell.chars().count());
+            if c == 0 {
+                line.push_str(cell);
+                line.push_str(&pad);
+            } else {
+                line.push_str("  ");
+                line.push_str(&pad);
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -1,10 +1,328 @@
-//! `invalog status` (being written).
+//! `invalog status`: the log's stream and every node's position, as an
+//! aligned table or one JSON document (`--json`, `wire::encode_fleet_status`).
+//! The exit code is for monitoring: 0 when every node is ready and has
+//! reported recently, [`EXIT_UNHEALTHY`] when one is not.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use invalog::fleet::{FleetStatus, NodeStatus};
+
+use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
+
+/// Exit code when a node is not ready, is stale, or its report is
+/// unreadable.
+pub const EXIT_UNHEALTHY: u8 = 5;
 
 /// Arguments of `invalog status`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    after_help = "Exit codes: 0 every node ready and seen recently; 5 a node is not ready, stale, or unreadable; 1 NATS or the stream failed; 2 invalid configuration; 3 NATS unreachable.\n\nExamples:\n  invalog status -c config/publisher.toml\n  invalog status -c config/publisher.toml --json --stale-after 1m"
+)]
+pub struct Args {
+    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
+    #[arg(long, short, default_value = "config/publisher.toml")]
+    config: PathBuf,
+    /// The presence bucket (default: `presence.bucket`, else `invalog_nodes`).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// A node whose last report is older than this is stale (default:
+    /// `presence.stale_after`, else 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stale_after: Option<Duration>,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Runs `invalog status`.
-pub async fn run(_args: Args) -> anyhow::Result<u8> {
-    anyhow::bail!("not yet")
+pub async fn run(args: Args) -> anyhow::Result<u8> {
+    let settings = match load_config(&args.config).and_then(|c| c.client().map_err(Into::into)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("invalog: {error:#}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let bucket = args.bucket.unwrap_or(settings.presence.bucket);
+    let stale_after = args.stale_after.unwrap_or(settings.stale_after);
+    let client = match invalog::connect::connect(&settings.nats).await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("invalog: {error}");
+            return Ok(EXIT_NATS);
+        }
+    };
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(settings.nats.request_timeout)
+        .build(client);
+    let status = match invalog::fleet::fleet_status(&js, &settings.log, &bucket, stale_after).await
+    {
+        Ok(status) => status,
+        Err(error) => {
+            eprintln!("invalog: {error}");
+            return Ok(EXIT_FAILURE);
+        }
+    };
+    let out = if args.json {
+        invalog::wire::encode_fleet_status(&status)
+    } else {
+        render(&status).into_bytes()
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    stdout.flush()?;
+    Ok(if status.healthy() {
+        EXIT_OK
+    } else {
+        EXIT_UNHEALTHY
+    })
+}
+
+/// The table: the stream block, the nodes, and a verdict line.
+fn render(status: &FleetStatus) -> String {
+    let s = &status.stream;
+    let mut block = vec![
+        vec!["STREAM".to_owned(), s.name.clone()],
+        vec![
+            "SEQUENCES".to_owned(),
+            format!(
+                "{} to {} ({} messages, {})",
+                s.first_sequence,
+                s.last_sequence,
+                s.messages,
+                bytes(s.bytes)
+            ),
+        ],
+        vec![
+            "OLDEST".to_owned(),
+            match (s.oldest_at, s.oldest_age) {
+                (Some(at), Some(age)) => {
+                    format!("{} ago ({})", ago(age), invalog::wire::format_time(at))
+                }
+                _ => "(empty)".to_owned(),
+            },
+        ],
+        vec!["REPLICAS".to_owned(), s.replicas.to_string()],
+    ];
+    if let Some(cluster) = &s.cluster {
+        let leader = cluster.leader.as_deref().unwrap_or("(none)");
+        let name = cluster
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" (cluster {n})"));
+        block.push(vec!["LEADER".to_owned(), format!("{leader}{name}")]);
+    }
+    let mut out = table(&block, &[false, false]);
+    if let Some(cluster) = s.cluster.as_ref().filter(|c| c.replicas.len() > 1) {
+        let mut rows = vec![["SERVER", "ROLE", "CURRENT", "SEEN", "LAG"]
+            .map(String::from)
+            .to_vec()];
+        for r in &cluster.replicas {
+            rows.push(vec![
+                r.name.clone(),
+                if r.leader { "leader" } else { "follower" }.to_owned(),
+                match (r.offline, r.current) {
+                    (true, _) => "OFFLINE".to_owned(),
+                    (false, true) => "yes".to_owned(),
+                    (false, false) => "NO".to_owned(),
+                },
+                if r.leader {
+                    "-".to_owned()
+                } else {
+                    format!("{} ago", ago(r.active))
+                },
+                r.lag.to_string(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&indent(&table(&rows, &[false, false, false, true, true])));
+    }
+    out.push('\n');
+    if status.nodes.is_empty() {
+        out.push_str("(no node has reported)\n");
+    } else {
+        let mut rows = vec![[
+            "NODE",
+            "STATE",
+            "READY",
+            "APPLIED",
+            "LAG",
+            "LAST SEEN",
+            "VERSION",
+            "REASON",
+        ]
+        .map(String::from)
+        .to_vec()];
+        rows.extend(status.nodes.iter().map(|n| node_row(n, status.stale_after)));
+        out.push_str(&table(
+            &rows,
+            &[false, false, false, true, true, true, false, false],
+        ));
+    }
+    for u in &status.unreadable {
+        out.push_str(&format!("unreadable report `{}`: {}\n", u.key, u.error));
+    }
+    out.push('\n');
+    out.push_str(&verdict(status));
+    out.push('\n');
+    out
+}
+
+fn node_row(n: &NodeStatus, stale_after: Duration) -> Vec<String> {
+    let r = &n.report;
+    let reason = if n.stale {
+        let why = format!(
+            "stale: no report for {} (limit {})",
+            ago(n.seen_ago),
+            ago(stale_after)
+        );
+        match &r.reason {
+            Some(last) => format!("{why}; last reported: {last}"),
+            None => why,
+        }
+    } else {
+        r.reason.clone().unwrap_or_default()
+    };
+    vec![
+        r.node.clone(),
+        r.state.clone(),
+        match (n.stale, r.ready) {
+            (true, _) => "STALE".to_owned(),
+            (false, true) => "yes".to_owned(),
+            (false, false) if n.stopped() => "-".to_owned(),
+            (false, false) => "NO".to_owned(),
+        },
+        r.applied.to_string(),
+        n.lag.to_string(),
+        format!("{} ago", ago(n.seen_ago)),
+        r.version.clone(),
+        reason,
+    ]
+}
+
+fn verdict(status: &FleetStatus) -> String {
+    let live = status.nodes.iter().filter(|n| !n.stopped()).count();
+    let stopped = status.nodes.len() - live;
+    let stopped = if stopped > 0 {
+        format!(", {stopped} stopped")
+    } else {
+        String::new()
+    };
+    if status.healthy() {
+        return format!("healthy: {live} node(s) ready{stopped}");
+    }
+    let mut problems: Vec<String> = status
+        .nodes
+        .iter()
+        .filter(|n| !n.healthy())
+        .map(|n| {
+            let what = if n.stale { "stale" } else { "not ready" };
+            format!("{} {what}", n.report.node)
+        })
+        .collect();
+    problems.extend(
+        status
+            .unreadable
+            .iter()
+            .map(|u| format!("{} unreadable", u.key)),
+    );
+    format!("UNHEALTHY: {}", problems.join(", "))
+}
+
+/// Aligns columns with two spaces between them; `right[i]` right-aligns
+/// column `i`. The last column is not padded.
+fn table(rows: &[Vec<String>], right: &[bool]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[c] - cell.chars().count();
+            let last = c + 1 == row.len();
+            if right.get(c).copied().unwrap_or(false) {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                if !last {
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// A short duration: `0.4s`, `12s`, `3m 12s`, `2h 3m`, `4d 2h`.
+fn ago(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=9 => format!("{:.1}s", d.as_secs_f64()),
+        10..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// Bytes with a binary unit: `812 B`, `12.3 KiB`, `4.0 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_are_short() {
+        assert_eq!(ago(Duration::from_millis(400)), "0.4s");
+        assert_eq!(ago(Duration::from_secs(42)), "42s");
+        assert_eq!(ago(Duration::from_secs(192)), "3m 12s");
+        assert_eq!(ago(Duration::from_secs(7380)), "2h 3m");
+        assert_eq!(bytes(812), "812 B");
+        assert_eq!(bytes(12_595), "12.3 KiB");
+    }
+
+    #[test]
+    fn tables_align_and_trim() {
+        let rows = vec![
+            vec!["A".to_owned(), "NUM".to_owned(), "X".to_owned()],
+            vec!["long".to_owned(), "7".to_owned(), String::new()],
+        ];
+        assert_eq!(
+            table(&rows, &[false, true, false]),
+            "A     NUM  X\nlong    7\n"
+        );
+    }
 }

@@ -29,12 +29,14 @@ mod values;
 mod tests;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrorKind, Origin};
 
 use crate::agent::AgentSettings;
 use crate::connect::NatsSettings;
 use crate::model::RefresherDef;
+use crate::presence::PresenceSettings;
 use crate::publish::PublisherSettings;
 use crate::stream::LogSettings;
 use source::Sources;
@@ -57,6 +59,10 @@ pub struct ClientSettings {
     pub publisher: PublisherSettings,
     /// The refreshers one can publish to.
     pub refreshers: Vec<RefresherDef>,
+    /// The presence bucket nodes report to (`invalog status`, `explain`).
+    pub presence: PresenceSettings,
+    /// `presence.stale_after`: a node whose last report is older is stale.
+    pub stale_after: Duration,
 }
 
 /// A configuration file, merged with the environment and validated.
@@ -143,6 +149,7 @@ impl Config {
             checkpoint: checkpoint.clone(),
             http: s.http.clone(),
             logging: s.logging.clone(),
+            presence: s.presence.clone(),
             refreshers,
         })
     }
@@ -155,6 +162,8 @@ impl Config {
             log: s.log.clone(),
             publisher: s.publisher.clone(),
             refreshers: s.refreshers.iter().map(|(def, _)| def.clone()).collect(),
+            presence: s.presence.clone(),
+            stale_after: s.stale_after,
         })
     }
 

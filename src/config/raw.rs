@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     pub http: RawHttp,
     pub logging: RawLogging,
     pub publisher: RawPublisher,
+    pub presence: RawPresence,
     pub refreshers: Vec<RawRefresher>,
 }
 
@@ -133,6 +134,16 @@ pub(super) struct RawPublisher {
     pub max_units_per_message: Option<u64>,
     pub ack_timeout: Option<DurationText>,
     pub attempts: Option<u32>,
+}
+
+/// `[presence]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawPresence {
+    pub bucket: Option<String>,
+    pub interval: Option<DurationText>,
+    pub replicas: Option<u64>,
+    pub stale_after: Option<DurationText>,
 }
 
 /// One `[[refreshers]]` entry.

@@ -151,6 +151,13 @@ pub(super) fn effective_toml(settings: &Settings) -> String {
     out.duration("ack_timeout", publisher.ack_timeout);
     out.int("attempts", publisher.attempts.into());
 
+    let presence = &settings.presence;
+    out.table("presence");
+    out.string("bucket", &presence.bucket);
+    out.duration("interval", presence.interval);
+    out.int("replicas", presence.replicas as u64);
+    out.duration("stale_after", settings.stale_after);
+
     for (def, applier) in &settings.refreshers {
         out.0.push_str("\n[[refreshers]]\n");
         out.string("name", def.name.as_str());

@@ -303,3 +303,34 @@ fn the_effective_configuration_is_redacted_and_loads_again_unchanged() {
     let again = check(&effective, &[]).unwrap();
     assert_eq!(again.effective_toml(), effective);
 }
+
+#[test]
+fn presence_has_defaults_and_stale_after_outlasts_the_interval() {
+    use crate::presence::PresenceSettings;
+    let client = check("", &[]).unwrap().client().unwrap();
+    assert_eq!(client.presence, PresenceSettings::default());
+    assert_eq!(client.stale_after, Duration::from_secs(30));
+    let config = check(
+        &agent_toml("[node]\nid = \"web-1\"\n[presence]\nbucket = \"nodes\"\ninterval = \"2s\"\nreplicas = 3\nstale_after = \"10s\""),
+        &[("INVALOG_PRESENCE__INTERVAL", "1s")],
+    )
+    .unwrap();
+    let agent = config.agent().unwrap();
+    assert_eq!(
+        agent.presence,
+        PresenceSettings {
+            bucket: "nodes".into(),
+            interval: Duration::from_secs(1),
+            replicas: 3,
+        }
+    );
+    assert_eq!(
+        config.client().unwrap().stale_after,
+        Duration::from_secs(10)
+    );
+    assert!(error("[presence]\nstale_after = \"5s\"", &[])
+        .contains("`presence.stale_after` is not longer than `presence.interval`"));
+    assert!(error("[presence]\nreplicas = 0", &[]).contains("`presence.replicas`"));
+    assert!(error("[presence]\nbucket = \"a.b\"", &[]).contains("`presence.bucket`"));
+    assert!(error("[presence]\nintervall = \"1s\"", &[]).contains("did you mean `interval`"));
+}

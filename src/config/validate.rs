@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::nats::nats;
-use super::raw::{RawCheckpoint, RawConfig, RawNode, RawPublisher, RawStream};
+use super::raw::{RawCheckpoint, RawConfig, RawNode, RawPresence, RawPublisher, RawStream};
 use super::refreshers::refreshers;
 use super::values::{Cx, Result};
 use crate::agent::{CheckpointSettings, HttpSettings, LogFormat, LoggingSettings};
@@ -16,6 +16,7 @@ use crate::applier::ApplierSettings;
 use crate::connect::NatsSettings;
 use crate::model::{NodeId, RefresherDef};
 use crate::node::{FenceSettings, NewNodePolicy, NodeSettings, RetryPolicy};
+use crate::presence::PresenceSettings;
 use crate::publish::PublisherSettings;
 use crate::stream::{LogSettings, Storage};
 
@@ -32,8 +33,14 @@ pub(super) struct Settings {
     pub http: HttpSettings,
     pub logging: LoggingSettings,
     pub publisher: PublisherSettings,
+    pub presence: PresenceSettings,
+    /// `presence.stale_after`: when `invalog status` calls a node stale.
+    pub stale_after: Duration,
     pub refreshers: Vec<(RefresherDef, Option<ApplierSettings>)>,
 }
+
+/// `presence.stale_after` unless configured.
+pub(super) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// Validates the whole file.
 pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
@@ -46,6 +53,7 @@ pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
     let node_id = node.as_ref().map(|n| &n.node_id);
     let nats = nats(cx, &raw.nats)?;
     let (log, provision) = stream(cx, &raw.stream)?;
+    let (presence, stale_after) = presence(cx, &raw.presence)?;
     Ok(Settings {
         checkpoint: checkpoint(cx, raw.checkpoint.as_ref(), node_id)?,
         http: HttpSettings {
@@ -61,6 +69,8 @@ pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
         },
         logging: logging(cx, raw)?,
         publisher: publisher(cx, &raw.publisher, node_id)?,
+        presence,
+        stale_after,
         refreshers: refreshers(cx, &raw.refreshers)?,
         node,
         nats,
@@ -325,4 +335,35 @@ fn publisher(cx: &Cx, raw: &RawPublisher, node_id: Option<&NodeId>) -> Result<Pu
         },
         ..defaults
     })
+}
+
+fn presence(cx: &Cx, raw: &RawPresence) -> Result<(PresenceSettings, Duration)> {
+    let defaults = PresenceSettings::default();
+    let settings = PresenceSettings {
+        bucket: match &raw.bucket {
+            Some(bucket) => cx.token("presence.bucket", bucket)?,
+            None => defaults.bucket,
+        },
+        interval: cx.duration_or(
+            "presence.interval",
+            raw.interval.as_ref(),
+            defaults.interval,
+        )?,
+        replicas: match raw.replicas {
+            Some(n) => cx.within("presence.replicas", n, 1, 5)? as usize,
+            None => defaults.replicas,
+        },
+    };
+    let stale_after = cx.duration_or(
+        "presence.stale_after",
+        raw.stale_after.as_ref(),
+        DEFAULT_STALE_AFTER,
+    )?;
+    if stale_after <= settings.interval {
+        return Err(cx.conflict(
+            "presence.stale_after",
+            "`presence.stale_after` is not longer than `presence.interval`: every node would look stale between two reports; use at least 3 intervals".into(),
+        ));
+    }
+    Ok((settings, stale_after))
 }

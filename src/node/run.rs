@@ -179,6 +179,8 @@ impl Runner {
                     Flow::Restart
                 },
             };
+            // `biased` polls messages before the tick: during a catch-up the tick may never run.
+            if self.last_flush.elapsed() >= self.settings.flush_interval { self.flush().await; }
             if !matches!(flow, Flow::Continue) {
                 return Ok(flow);
             }

@@ -1,1 +1,400 @@
-//! (being written)
+//! The fleet view: nodes report their position to the presence bucket,
+//! `read_all` and `fleet_status` read it back (stale when a reporter goes
+//! silent, `stopped` after a clean stop), the real `invalog status` prints
+//! it as JSON and a table with exit 0 when healthy and 5 when a node is not
+//! ready or stale, and a 3-server cluster shows the stream's leader and
+//! replicas.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use invalog::embedded::NatsCluster;
+use invalog::fleet::{fleet_status, FleetStatus};
+use invalog::presence::{read_all, Presence, PresenceSettings};
+use invalog::{LogSettings, Node, RefresherName};
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::agent_support::BIN;
+use crate::support::{within, Fixture, Recorder, TestNode};
+
+const BUCKET: &str = "fleet_test_nodes";
+const INTERVAL: Duration = Duration::from_millis(100);
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn settings(replicas: usize) -> PresenceSettings {
+    PresenceSettings {
+        bucket: BUCKET.into(),
+        interval: INTERVAL,
+        replicas,
+    }
+}
+
+/// A node with its reporter; `media` is its media refresher's recorder.
+struct Reporting {
+    node: Arc<Node>,
+    presence: Option<Presence>,
+    media: Arc<Recorder>,
+}
+
+async fn reporting(f: &Fixture, name: &str) -> Reporting {
+    let TestNode { node, media, .. } = f.node_with(name, |_| {}).await;
+    let node = Arc::new(node);
+    within(LIMIT, node.ready()).await.expect("ready");
+    let refreshers = ["content", "media"].map(|r| RefresherName::new(r).unwrap());
+    let presence = Presence::start(f.js.clone(), settings(1), node.clone(), refreshers.to_vec())
+        .await
+        .expect("presence starts");
+    Reporting {
+        node,
+        presence: Some(presence),
+        media,
+    }
+}
+
+/// Retries `attempt` every 20 ms until it returns `Some`, failing after
+/// [`LIMIT`].
+async fn until<T, Fut: Future<Output = Option<T>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> Fut,
+) -> T {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reached within {LIMIT:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status(f: &Fixture, stale_after: Duration) -> FleetStatus {
+    fleet_status(&f.js, &f.log, BUCKET, stale_after)
+        .await
+        .expect("fleet status")
+}
+
+/// A client configuration with a `[presence]` table.
+fn status_config(dir: &std::path::Path, urls: &[String], extra: &str) -> PathBuf {
+    let path = dir.join("status.toml");
+    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    let text = format!(
+        "[nats]\nurls = [{}]\n{extra}\n[presence]\nbucket = \"{BUCKET}\"\ninterval = \"100ms\"\nstale_after = \"2s\"\n",
+        urls.join(", ")
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `invalog status` with `args`; returns exit code, stdout, stderr.
+async fn invalog_status(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = within(
+        LIMIT,
+        Command::new(BIN)
+            .args(["status", "--config"])
+            .arg(config)
+            .args(args)
+            .output(),
+    )
+    .await
+    .unwrap();
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn node<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == name)
+        .unwrap_or_else(|| panic!("node {name} in {doc:#}"))
+}
+
+#[tokio::test]
+async fn reports_are_read_back_and_a_silent_node_turns_stale() {
+    let f = Fixture::new().await;
+    let a = reporting(&f, "web-a").await;
+    let mut b = reporting(&f, "web-b").await;
+    let seq = f.publisher().refresh_ids("content", &[1]).await.unwrap();
+    let seq = seq.sequence().unwrap();
+
+    let reports = until("both reports show the applied sequence", || async {
+        let reports = read_all(&f.js, BUCKET).await.unwrap();
+        (reports.len() == 2 && reports.iter().all(|r| r.applied == seq)).then_some(reports)
+    })
+    .await;
+    assert_eq!(reports[0].node, "web-a", "sorted by node id");
+    assert_eq!(reports[1].node, "web-b");
+    for r in &reports {
+        assert_eq!(r.version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            (r.state.as_str(), r.ready, r.reason.as_deref()),
+            ("ready", true, None)
+        );
+        assert_eq!((r.stream_last, r.lag), (seq, 0));
+        assert_eq!(r.refreshers, ["content", "media"]);
+        assert!(r.started_at <= r.last_seen);
+    }
+
+    let fleet = status(&f, Duration::from_secs(5)).await;
+    assert!(fleet.healthy(), "{fleet:#?}");
+    assert_eq!(fleet.stream.last_sequence, seq);
+    assert!(fleet.stream.oldest_at.is_some());
+    assert!(fleet.nodes.iter().all(|n| !n.stale && n.lag == 0));
+
+    // b's reporter dies without a word (its node keeps running): stale.
+    drop(b.presence.take());
+    let stale_after = Duration::from_millis(500);
+    let fleet = until("web-b is stale", || async {
+        let fleet = status(&f, stale_after).await;
+        fleet.nodes[1].stale.then_some(fleet)
+    })
+    .await;
+    assert!(!fleet.nodes[0].stale, "web-a still reports");
+    assert!(!fleet.healthy());
+    assert!(fleet.nodes[1].seen_ago > stale_after);
+
+    // A message b has not applied (b's lag is measured against the stream
+    // now, not against what b last reported).
+    let next = f.publisher().refresh_ids("content", &[2]).await.unwrap();
+    let next = next.sequence().unwrap();
+    a.node.wait_applied(next).await.unwrap();
+    let fleet = until("web-a reported the new message", || async {
+        let fleet = status(&f, stale_after).await;
+        (fleet.nodes[0].report.applied == next).then_some(fleet)
+    })
+    .await;
+    assert_eq!((fleet.nodes[0].lag, fleet.nodes[1].lag), (0, next - seq));
+
+    // A clean stop says so: not stale, and not unhealthy.
+    a.presence.unwrap().stop().await.unwrap();
+    let fleet = status(&f, stale_after).await;
+    assert_eq!(fleet.nodes[0].report.state, "stopped");
+    assert!(fleet.nodes[0].stopped() && fleet.nodes[0].healthy());
+    within(LIMIT, async {
+        while !status(&f, stale_after).await.nodes[0]
+            .seen_ago
+            .gt(&stale_after)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let fleet = status(&f, stale_after).await;
+    assert!(!fleet.nodes[0].stale, "a stopped node never turns stale");
+    b.node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_status_binary_prints_json_and_a_table_and_exits_5_when_unhealthy() {
+    let f = Fixture::new().await;
+    let config = status_config(f.dir.path(), &[f.server.url()], "");
+
+    // Before any node reported: the bucket is missing, a failure.
+    let (code, _, stderr) = invalog_status(&config, &["--json"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(BUCKET), "{stderr}");
+
+    let a = reporting(&f, "web-a").await;
+    let mut b = reporting(&f, "web-b").await;
+    let seq = f.publisher().refresh_ids("content", &[1]).await.unwrap();
+    let seq = seq.sequence().unwrap();
+    let doc = until("both nodes report the message", || async {
+        let (code, stdout, stderr) = invalog_status(&config, &["--json"]).await;
+        assert!(code == 0 || code == 5, "{code}: {stderr}");
+        let doc: Value = serde_json::from_str(&stdout).expect("one JSON document");
+        let applied = doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["applied"] == seq);
+        (code == 0 && applied.count() == 2).then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["format"], 1);
+    assert_eq!(doc["healthy"], true);
+    assert_eq!(doc["stream"]["name"], "INVALOG");
+    assert_eq!(doc["stream"]["last_sequence"], seq);
+    assert_eq!(doc["stream"]["replicas"], 1);
+    assert_eq!(doc["stale_after_seconds"], 2.0);
+    for name in ["web-a", "web-b"] {
+        let n = node(&doc, name);
+        assert_eq!(n["state"], "ready");
+        assert_eq!(
+            (&n["ready"], &n["stale"], &n["lag"]),
+            (&Value::from(true), &Value::from(false), &Value::from(0))
+        );
+        assert_eq!(n["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(n["refreshers"], serde_json::json!(["content", "media"]));
+    }
+
+    let (code, table, _) = invalog_status(&config, &[]).await;
+    assert_eq!(code, 0, "{table}");
+    let header = table.lines().find(|l| l.starts_with("NODE")).expect(&table);
+    for column in [
+        "STATE",
+        "READY",
+        "APPLIED",
+        "LAG",
+        "LAST SEEN",
+        "VERSION",
+        "REASON",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web-a ") && l.contains(" ready ")),
+        "{table}"
+    );
+    assert!(table.contains("healthy: 2 node(s) ready"), "{table}");
+
+    // b's media refresher fails, even its refresh-all: b stalls, exit 5.
+    b.media.fail_calls.store(u32::MAX, Ordering::SeqCst);
+    b.media.fail_refresh_all.store(u32::MAX, Ordering::SeqCst);
+    f.publisher().refresh_ids("media", &[9]).await.unwrap();
+    let doc = until("web-b reports itself stalled", || async {
+        let (code, stdout, _) = invalog_status(&config, &["--json"]).await;
+        let doc: Value = serde_json::from_str(&stdout).unwrap();
+        (code == 5 && node(&doc, "web-b")["state"] == "stalled").then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["healthy"], false);
+    let stalled = node(&doc, "web-b");
+    assert_eq!(
+        (&stalled["ready"], &stalled["stale"]),
+        (&Value::from(false), &Value::from(false))
+    );
+    assert!(
+        stalled["reason"].as_str().unwrap().contains("media"),
+        "{stalled:#}"
+    );
+    assert_eq!(node(&doc, "web-a")["healthy"], true);
+    let (code, table, _) = invalog_status(&config, &[]).await;
+    assert_eq!(code, 5);
+    assert!(table.contains("UNHEALTHY: web-b not ready"), "{table}");
+
+    // b recovers; then its reporter dies: stale, exit 5 again.
+    b.media.fail_calls.store(0, Ordering::SeqCst);
+    b.media.fail_refresh_all.store(0, Ordering::SeqCst);
+    until("web-b ready again", || async {
+        (invalog_status(&config, &["--json"]).await.0 == 0).then_some(())
+    })
+    .await;
+    drop(b.presence.take());
+    let doc = until("web-b is stale", || async {
+        let (code, stdout, _) =
+            invalog_status(&config, &["--json", "--stale-after", "300ms"]).await;
+        let doc: Value = serde_json::from_str(&stdout).unwrap();
+        (code == 5 && node(&doc, "web-b")["stale"] == true).then_some(doc)
+    })
+    .await;
+    assert_eq!(
+        node(&doc, "web-b")["ready"],
+        true,
+        "it was ready when last seen"
+    );
+    assert_eq!(node(&doc, "web-a")["stale"], false);
+    let (code, table, _) = invalog_status(&config, &["--stale-after", "300ms"]).await;
+    assert_eq!(code, 5);
+    assert!(
+        table.contains("STALE") && table.contains("UNHEALTHY: web-b stale"),
+        "{table}"
+    );
+
+    // A configuration error exits 2.
+    let bad = status_config(f.dir.path(), &[f.server.url()], "[presense]\n");
+    let (code, _, stderr) = invalog_status(&bad, &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("presense"), "{stderr}");
+    a.node.shutdown().await.unwrap();
+    b.node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cluster_shows_the_leader_and_three_replicas() {
+    let cluster = NatsCluster::start(3).await.expect("cluster starts");
+    cluster
+        .wait_for_jetstream(LIMIT)
+        .await
+        .expect("JetStream on the cluster");
+    let client = async_nats::connect(cluster.urls()[0].clone()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let log = LogSettings {
+        replicas: 3,
+        ..LogSettings::default()
+    };
+    until("the R3 stream is provisioned", || async {
+        invalog::provision(&js, &log).await.ok()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        js.clone(),
+        log.clone(),
+        invalog::NodeSettings::new(invalog::NodeId::new("web-1").unwrap()),
+        invalog::Registry::new(),
+        invalog::FileStore::new(dir.path().join("c.json")),
+    )
+    .await
+    .unwrap();
+    let node = Arc::new(node);
+    let presence = until("presence starts with an R3 bucket", || async {
+        Presence::start(js.clone(), settings(3), node.clone(), vec![])
+            .await
+            .ok()
+    })
+    .await;
+
+    let fleet = until("every replica is current", || async {
+        let fleet = fleet_status(&js, &log, BUCKET, Duration::from_secs(10))
+            .await
+            .ok()?;
+        let cluster = fleet.stream.cluster.as_ref()?;
+        (cluster.replicas.len() == 3 && cluster.replicas.iter().all(|r| r.healthy()))
+            .then_some(fleet)
+    })
+    .await;
+    assert_eq!(fleet.stream.replicas, 3);
+    let c = fleet.stream.cluster.as_ref().unwrap();
+    let leader = c.leader.clone().expect("a leader");
+    assert_eq!(c.replicas.iter().filter(|r| r.leader).count(), 1);
+    assert_eq!(c.replicas[0].name, leader, "the leader comes first");
+    let mut names: Vec<&str> = c.replicas.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 3, "three distinct servers");
+
+    let config = status_config(dir.path(), &cluster.urls(), "[stream]\nreplicas = 3\n");
+    let (code, stdout, stderr) = invalog_status(&config, &["--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["stream"]["replicas"], 3);
+    assert_eq!(
+        doc["stream"]["cluster"]["replicas"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(doc["stream"]["cluster"]["leader"].is_string());
+    let (code, table, _) = invalog_status(&config, &[]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("LEADER") && table.contains("follower"),
+        "{table}"
+    );
+    presence.stop().await.unwrap();
+    node.shutdown().await.unwrap();
+}

@@ -4,7 +4,9 @@
 
 mod agent_bin;
 mod agent_http;
+mod agent_support;
 mod appliers;
+mod compose_topology;
 mod config;
 mod connect;
 mod fleet;
@@ -12,6 +14,8 @@ mod harness;
 mod history_cmd;
 mod probe_replay;
 mod publishing;
+mod python_publisher;
 mod recovery;
+mod reliability;
 mod replay;
 mod support;

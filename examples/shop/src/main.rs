@@ -1,0 +1,117 @@
+//! The shop's executable: reads its settings from the environment, connects
+//! to NATS (or starts a local nats-server), starts the invalog node (or
+//! waits for its agent), waits until the cache has caught up with the log,
+//! and only then binds its listener.
+//!
+//! | Variable | Default | Meaning |
+//! |---|---|---|
+//! | `SHOP_LISTEN` | `127.0.0.1:8080` | address to serve on |
+//! | `SHOP_NODE_ID` | `shop-1` | the node's stable id (keys its stored sequence) and the publisher's origin |
+//! | `SHOP_NATS_URLS` | `nats://127.0.0.1:4222` | comma-separated server URLs |
+//! | `SHOP_EMBEDDED_NATS` | unset | `1`: start a local nats-server (`invalog::embedded`) instead |
+//! | `SHOP_AGENT_URL` | unset | an `invalog agent`'s base URL: no embedded node; the agent POSTs to `/invalidate` |
+//! | `SHOP_DATABASE` | `memory` | `memory`, or `kv` for a NATS key-value bucket shared by all app nodes |
+//! | `SHOP_CHECKPOINT` | `./shop-<node id>.checkpoint.json` | the embedded node's stored sequence |
+
+use std::sync::Arc;
+
+use invalog::{FileStore, LogSettings, Node, NodeId, NodeSettings, Publisher, PublisherSettings};
+use shop::{cache::ProductCache, db::Database, CacheSync, Shop};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(var("RUST_LOG", "info"))
+        .init();
+    let node_id = var("SHOP_NODE_ID", "shop-1");
+    let listen = var("SHOP_LISTEN", "127.0.0.1:8080");
+
+    // Keeps a local server alive as long as the app runs.
+    let mut _local_server = None;
+    let urls: Vec<String> = if std::env::var("SHOP_EMBEDDED_NATS").as_deref() == Ok("1") {
+        let server = invalog::embedded::NatsServer::start().await?;
+        tracing::info!(url = %server.url(), "started a local nats-server");
+        let url = server.url();
+        _local_server = Some(server);
+        vec![url]
+    } else {
+        var("SHOP_NATS_URLS", "nats://127.0.0.1:4222")
+            .split(',')
+            .map(str::to_owned)
+            .collect()
+    };
+    let client = async_nats::connect(urls.clone()).await?;
+    let js = async_nats::jetstream::new(client);
+    let log = LogSettings::default();
+
+    let db = match var("SHOP_DATABASE", "memory").as_str() {
+        "kv" => Database::kv(&js, "shop_products")
+            .await
+            .map_err(|e| e.0)?,
+        _ => Database::memory(),
+    };
+    let cache = ProductCache::default();
+    let publisher = Publisher::new(
+        js.clone(),
+        log.clone(),
+        PublisherSettings::new(node_id.clone()),
+        shop::refresher_defs(),
+    );
+
+    let sync = match std::env::var("SHOP_AGENT_URL") {
+        Ok(base) => {
+            // The agent applies the log (and provisions the stream); wait
+            // until it has caught up before serving.
+            let client = reqwest::Client::new();
+            tracing::info!(%base, "waiting for the agent to be ready");
+            loop {
+                let ready = client.get(format!("{base}/readyz")).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            CacheSync::Agent { base, client }
+        }
+        Err(_) => {
+            invalog::provision(&js, &log).await?; // idempotent
+            let checkpoint = var("SHOP_CHECKPOINT", &format!("./shop-{node_id}.checkpoint.json"));
+            let node = Node::start(
+                js.clone(),
+                log,
+                NodeSettings::new(NodeId::new(&node_id)?),
+                shop::registry(&cache),
+                FileStore::new(checkpoint),
+            )
+            .await?;
+            tracing::info!("catching up with the log");
+            node.ready().await?;
+            CacheSync::Embedded(Arc::new(node))
+        }
+    };
+
+    // Caught up: only now accept traffic.
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    tracing::info!(%listen, node = %node_id, "serving");
+    let shop = Shop {
+        db,
+        cache,
+        publisher,
+        sync: sync.clone(),
+    };
+    axum::serve(listener, shop::router(shop))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    if let CacheSync::Embedded(node) = sync {
+        node.shutdown().await?; // stores the applied sequence
+    }
+    Ok(())
+}

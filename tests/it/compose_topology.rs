@@ -1,0 +1,143 @@
+//! The topology of docker-compose.yml as local processes: a three-node
+//! JetStream cluster (`invalog::embedded::NatsCluster`), the log as an R3
+//! stream, and two app nodes, each an `invalog agent` (the real binary,
+//! given all three server URLs as in config/compose/agent.toml) applying
+//! through a webhook into its own app (a recording receiver). Both agents
+//! become ready, a publish reaches both, and with one server down (not the
+//! stream leader) publishing and applying go on.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use invalog::embedded::NatsCluster;
+use invalog::{LogSettings, Publisher, PublisherSettings};
+use tokio::process::Command;
+
+use crate::agent_support::{free_port, webhook, Agent, AgentConfig, Hook, BIN};
+use crate::support::{defs, eventually, within};
+
+/// One app node: its app's webhook receiver and its agent.
+struct AppNode {
+    hook: Hook,
+    agent: Agent,
+}
+
+/// Starts the agent of `node` against every server of the cluster, with the
+/// stream settings of the compose file (R3) from the environment, as a
+/// container would set them.
+async fn start_app_node(dir: &std::path::Path, urls: &[String], node: &str) -> AppNode {
+    let (hook, hook_port) = Hook::start(Duration::ZERO).await;
+    let http_port = free_port();
+    let config = AgentConfig {
+        dir,
+        urls: urls.to_vec(),
+        node,
+        http_port,
+        applier: webhook(hook_port),
+        node_extra: "",
+        tables_extra: "",
+    }
+    .write();
+    let child = Command::new(BIN)
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env("INVALOG_STREAM__REPLICAS", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("invalog agent starts");
+    let agent = Agent {
+        child,
+        base: format!("http://127.0.0.1:{http_port}"),
+    };
+    AppNode { hook, agent }
+}
+
+async fn ready(agent: &Agent) {
+    while agent.get("/readyz").await.map(|(code, _)| code) != Some(200) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn applied(agent: &Agent, sequence: u64) {
+    let path = format!("/applied?seq={sequence}&timeout=10s");
+    let (code, body) = within(Duration::from_secs(12), agent.get(&path))
+        .await
+        .expect("the agent answers");
+    assert_eq!(code, 200, "sequence {sequence} on {}: {body}", agent.base);
+}
+
+#[tokio::test]
+async fn three_servers_an_r3_stream_and_two_agents_as_in_docker_compose() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cluster = NatsCluster::start(3).await.expect("cluster starts");
+    cluster
+        .wait_for_jetstream(Duration::from_secs(20))
+        .await
+        .expect("the cluster has a JetStream meta leader");
+    let urls = cluster.urls();
+    let client = async_nats::connect(urls.clone()).await.unwrap();
+    let js = jetstream::new(client);
+    let log = LogSettings {
+        replicas: 3,
+        ..LogSettings::default()
+    };
+    invalog::provision(&js, &log).await.expect("provisions R3");
+    let stream = js.get_stream(&log.stream).await.unwrap();
+    let info = stream.cached_info();
+    assert_eq!(info.config.num_replicas, 3);
+    let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [
+        start_app_node(dir.path(), &urls, "web-1").await,
+        start_app_node(dir.path(), &urls, "web-2").await,
+    ];
+    for node in &nodes {
+        within(Duration::from_secs(15), ready(&node.agent)).await;
+    }
+
+    let publisher = Publisher::new(js, log, PublisherSettings::new("app-web-1"), defs());
+    let first = publisher
+        .refresh_ids("content", &[42])
+        .await
+        .unwrap()
+        .sequence()
+        .unwrap();
+    for node in &nodes {
+        applied(&node.agent, first).await;
+        let bodies = node.hook.bodies.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 1, "one batch on {}", node.agent.base);
+        assert_eq!(bodies[0]["sequence"], first);
+        assert_eq!(bodies[0]["origin"], "app-web-1");
+        assert_eq!(bodies[0]["instructions"][0]["ids"], serde_json::json!([42]));
+    }
+
+    // One server down (not the stream's leader): two of three replicas
+    // still form a quorum, so publishes are acknowledged and applied.
+    let follower = (0..cluster.size())
+        .find(|&i| Some(cluster.nodes()[i].name()) != leader.as_deref())
+        .unwrap();
+    cluster.node(follower).kill().unwrap();
+    let second = within(
+        Duration::from_secs(10),
+        publisher.refresh_ids("content", &[43]),
+    )
+    .await
+    .expect("acknowledged by the remaining quorum")
+    .sequence()
+    .unwrap();
+    for node in &nodes {
+        let hook = node.hook.clone();
+        eventually(Duration::from_secs(15), "applied with a server down", || {
+            hook.sequences().contains(&second)
+        })
+        .await;
+        assert_eq!(node.hook.sequences(), vec![first, second]);
+    }
+    for node in &nodes {
+        node.agent.terminate();
+    }
+}

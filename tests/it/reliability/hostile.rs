@@ -1,0 +1,200 @@
+//! Hostile input injected as raw messages into the stream: every kind is
+//! counted, escalated (refresh-all of the subject's refresher when this node
+//! hosts it) or counted as unhosted, and the node keeps going.
+
+use std::time::{Duration, Instant};
+
+use invalog::node::NewNodePolicy;
+use serde_json::{json, Value};
+
+use crate::support::{defs, within, Call, Fixture};
+
+/// A valid format-1 body for `refresher` (name, id) with `instructions`.
+fn valid(name: &str, id: &str, instructions: Value) -> Value {
+    json!({
+        "format": 1,
+        "batch_id": uuid::Uuid::now_v7().to_string(),
+        "origin": "hostile-test",
+        "published_at": "2025-03-14T09:27:05.112Z",
+        "refresher": { "id": id, "name": name },
+        "instructions": instructions,
+    })
+}
+
+fn content(instructions: Value) -> Value {
+    valid("content", &defs()[0].id.to_string(), instructions)
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    /// Not decodable: counted, and escalated if the subject's refresher is hosted.
+    Undecodable,
+    /// Decodable, for a refresher this node does not host.
+    Unhosted,
+    /// Applied as this call.
+    Applied(Call),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_are_counted_escalated_and_the_node_keeps_going() {
+    let f = Fixture::new().await;
+    let node = f.node("target", NewNodePolicy::ReplayAll).await;
+    node.ready().await;
+
+    let mut cases: Vec<(&'static str, String, Vec<u8>, Expect)> = Vec::new();
+    let mut add = |label: &str, subject: &'static str, body: Vec<u8>, expect: Expect| {
+        cases.push((subject, label.to_owned(), body, expect));
+    };
+    use Expect::*;
+    add("invalid JSON", "invalog.content", b"{not json".to_vec(), Undecodable);
+    add("empty body", "invalog.content", Vec::new(), Undecodable);
+    let mut v = content(json!([{ "kind": "refresh_ids", "ids": [1] }]));
+    v["format"] = json!(2);
+    add("unknown version", "invalog.content", bytes(&v), Undecodable);
+    v["format"] = json!("1");
+    add("version of the wrong type", "invalog.content", bytes(&v), Undecodable);
+    let v = content(json!([{ "kind": "refresh_ids", "ids": ["1", "2"] }]));
+    add("wrong types (ids as strings)", "invalog.content", bytes(&v), Undecodable);
+    let v = content(json!({ "kind": "refresh_all" }));
+    add("wrong types (instructions not a list)", "invalog.content", bytes(&v), Undecodable);
+    let mut v = content(json!([{ "kind": "refresh_all" }]));
+    v.as_object_mut().unwrap().remove("batch_id");
+    add("missing field batch_id", "invalog.content", bytes(&v), Undecodable);
+    let v = content(json!([{ "kind": "refresh_ids" }]));
+    add("missing field ids", "invalog.content", bytes(&v), Undecodable);
+    let v = content(json!([{ "kind": "explode" }]));
+    add("unknown instruction kind", "invalog.content", bytes(&v), Undecodable);
+    let mut body = bytes(&content(json!([{ "kind": "refresh_all" }])));
+    body.extend_from_slice(b" trailing");
+    add("trailing garbage", "invalog.content", body, Undecodable);
+    // 100,000 levels of nesting inside a JSON instruction (~200 KB): must
+    // be refused, not overflow the stack.
+    let deep = format!(
+        r#"{{"format":1,"batch_id":"{}","origin":"x","published_at":"2025-03-14T09:27:05Z","refresher":{{"id":"{}","name":"content"}},"instructions":[{{"kind":"refresh_json","json":{}{}}}]}}"#,
+        uuid::Uuid::now_v7(),
+        defs()[0].id,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    add("deeply nested JSON", "invalog.content", deep.into_bytes(), Undecodable);
+    let deep_objects = format!("{}1{}", r#"{"a":"#.repeat(50_000), "}".repeat(50_000));
+    add("deeply nested objects", "invalog.content", deep_objects.into_bytes(), Undecodable);
+    add("non-UTF-8", "invalog.media", vec![0xff, 0xfe, b'{', b'}'], Undecodable);
+    let mut latin1 = bytes(&content(json!([{ "kind": "refresh_keys", "keys": ["caf"] }])));
+    let at = latin1.windows(3).position(|w| w == b"caf").unwrap() + 3;
+    latin1.insert(at, 0xe9);
+    add("non-UTF-8 inside a string", "invalog.content", latin1, Undecodable);
+    add(
+        "body naming another refresher than its subject",
+        "invalog.media",
+        bytes(&content(json!([{ "kind": "refresh_all" }]))),
+        Undecodable,
+    );
+    add("undecodable on an unhosted subject", "invalog.other", b"\0garbage".to_vec(), Undecodable);
+    let other = valid("other", &defs()[2].id.to_string(), json!([{ "kind": "refresh_ids", "ids": [1] }]));
+    add("unknown (unhosted) refresher", "invalog.other", bytes(&other), Unhosted);
+    let nosuch = valid("nosuch", &uuid::Uuid::now_v7().to_string(), json!([{ "kind": "refresh_all" }]));
+    add("refresher nobody registered", "invalog.nosuch", bytes(&nosuch), Unhosted);
+    // Just under the stream's 1 MiB limit but huge in instructions: valid
+    // (120,000 ids, 960 KB) and invalid (floats).
+    let ids: Vec<i64> = (0..120_000).map(|i| 1_000_000 + i).collect();
+    let huge = bytes(&content(json!([{ "kind": "refresh_ids", "ids": ids }])));
+    assert!(huge.len() > 900_000 && huge.len() < 1_000_000, "{}", huge.len());
+    add("huge valid ids array", "invalog.content", huge, Applied(Call::Ids(ids)));
+    let floats: Vec<f64> = (0..90_000).map(|i| 100_000.0 + i as f64 + 0.25).collect();
+    let huge_bad = bytes(&content(json!([{ "kind": "refresh_ids", "ids": floats }])));
+    assert!(huge_bad.len() > 800_000 && huge_bad.len() < 1_000_000, "{}", huge_bad.len());
+    add("huge invalid ids array", "invalog.content", huge_bad, Undecodable);
+    // Every documented invalid example too.
+    let invalid_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/wire-format/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&invalid_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let examples: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|p| (format!("docs example {}", p.file_name().unwrap().to_string_lossy()), std::fs::read(p).unwrap()))
+        .collect();
+    for (label, body) in &examples {
+        add(label, "invalog.content", body.clone(), Undecodable);
+    }
+    assert!(examples.len() >= 20);
+
+    // Oversized: more than the stream's (and the server's) 1 MiB limit is
+    // refused at publish time, so it never reaches a node.
+    let oversized = vec![b' '; 1024 * 1024 + 1];
+    let refused = match f.js.publish("invalog.content", oversized.into()).await {
+        Err(e) => e.to_string(),
+        Ok(ack) => match ack.await {
+            Err(e) => e.to_string(),
+            Ok(ack) => panic!("an oversized message was stored at {}", ack.sequence),
+        },
+    };
+    eprintln!("hostile: oversized publish refused by the client: {refused}");
+    // A stream whose own limit is below the server's: the server refuses.
+    let small = invalog::LogSettings {
+        stream: "SMALL".into(),
+        subject_prefix: "small".into(),
+        max_message_size: 4096,
+        ..invalog::LogSettings::default()
+    };
+    invalog::provision(&f.js, &small).await.unwrap();
+    let refused = f
+        .js
+        .publish("small.content", vec![b' '; 4097].into())
+        .await
+        .unwrap()
+        .await
+        .expect_err("a message over the stream's max_message_size is refused");
+    eprintln!("hostile: over the stream's limit refused by the server: {refused}");
+
+    let mut sequences = Vec::new();
+    for (subject, label, body, _) in &cases {
+        let ack = f
+            .js
+            .publish(subject.to_string(), body.clone().into())
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        sequences.push(ack.sequence);
+    }
+    let injected = Instant::now();
+    let after = f.publisher().refresh_ids("content", &[424_242]).await.unwrap().sequence().unwrap();
+    within(Duration::from_secs(30), node.node.wait_applied(after)).await.unwrap();
+    let took = injected.elapsed();
+    assert!(node.node.is_ready(), "{:?}", node.node.readiness());
+
+    let undecodable = cases.iter().filter(|c| c.3 == Undecodable).count() as u64;
+    let hosted = |subject: &str| subject == "invalog.content" || subject == "invalog.media";
+    let escalated = cases.iter().filter(|c| c.3 == Undecodable && hosted(c.0)).count() as u64;
+    let unhosted = cases.iter().filter(|c| !hosted(c.0)).count() as u64;
+    let stats = node.node.stats();
+    assert_eq!(stats.decode_errors, undecodable, "every undecodable message counted");
+    assert_eq!(stats.escalations, escalated, "each escalated on its hosted refresher");
+    assert_eq!(stats.unhosted_messages, unhosted);
+    let expected_calls = |subject: &str| -> Vec<Call> {
+        cases
+            .iter()
+            .filter(|c| c.0 == subject)
+            .filter_map(|c| match &c.3 {
+                Undecodable => Some(Call::All),
+                Applied(call) => Some(call.clone()),
+                Unhosted => None,
+            })
+            .collect()
+    };
+    let mut content_calls = expected_calls("invalog.content");
+    content_calls.push(Call::Ids(vec![424_242]));
+    assert!(node.content.calls() == content_calls, "content calls differ from the expected sequence");
+    assert_eq!(node.media.calls(), expected_calls("invalog.media"));
+    eprintln!(
+        "hostile: {} messages ({undecodable} undecodable, {escalated} escalated, {unhosted} unhosted, sequences {}..={}) \
+         handled and the next valid one applied {took:?} after injection",
+        cases.len(),
+        sequences[0],
+        sequences.last().unwrap()
+    );
+}
