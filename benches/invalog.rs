@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy, message::PublishMessage};
+use async_nats::jetstream::{
+    self, consumer::pull, consumer::DeliverPolicy, message::PublishMessage,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -179,9 +181,15 @@ impl Opts {
         };
         let mut it = args.iter().peekable();
         while let Some(arg) = it.next() {
-            let mut value = || it.next().cloned().with_context(|| format!("{arg} needs a value"));
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .with_context(|| format!("{arg} needs a value"))
+            };
             let n = |v: String| -> Result<usize> {
-                v.replace('_', "").parse().with_context(|| format!("{arg}: not a number"))
+                v.replace('_', "")
+                    .parse()
+                    .with_context(|| format!("{arg}: not a number"))
             };
             match arg.as_str() {
                 "--smoke" | "--bench" => {}
@@ -213,7 +221,10 @@ impl Opts {
                 _ => {} // a filter cargo may pass; ignored
             }
         }
-        ensure!(o.backlog_small <= o.backlog, "--backlog-small must be <= --backlog");
+        ensure!(
+            o.backlog_small <= o.backlog,
+            "--backlog-small must be <= --backlog"
+        );
         Ok(o)
     }
 
@@ -249,7 +260,10 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)))
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(*x), b.max(*x))
+        })
 }
 
 fn fmt_num(x: f64) -> String {
@@ -278,8 +292,14 @@ impl Row {
 
 fn print_table(rows: &[Row]) {
     let header = [
-        "figure", "unit", "invalog (median)", "spread (min–max)", "baseline (median)",
-        "ratio", "target", "met?",
+        "figure",
+        "unit",
+        "invalog (median)",
+        "spread (min–max)",
+        "baseline (median)",
+        "ratio",
+        "target",
+        "met?",
     ];
     let cells: Vec<[String; 8]> = rows
         .iter()
@@ -290,8 +310,16 @@ fn print_table(rows: &[Row]) {
                 r.unit.to_string(),
                 fmt_num(median(&r.ours)),
                 format!("{}–{}", fmt_num(lo), fmt_num(hi)),
-                if r.base.is_empty() { "-".into() } else { fmt_num(median(&r.base)) },
-                if r.base.is_empty() { "-".into() } else { format!("{:.2}", r.ratio()) },
+                if r.base.is_empty() {
+                    "-".into()
+                } else {
+                    fmt_num(median(&r.base))
+                },
+                if r.base.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{:.2}", r.ratio())
+                },
                 r.target.clone(),
                 match r.met {
                     Some(true) => "yes".into(),
@@ -318,7 +346,11 @@ fn print_table(rows: &[Row]) {
     line(&header.map(String::from));
     println!(
         "|{}|",
-        width.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")
+        width
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
     );
     for c in &cells {
         line(c);
@@ -353,7 +385,12 @@ async fn fresh_stream(js: &jetstream::Context, log: &LogSettings) -> Result<()> 
 }
 
 fn publisher(js: &jetstream::Context, log: &LogSettings) -> Publisher {
-    Publisher::new(js.clone(), log.clone(), PublisherSettings::new("bench"), [content()])
+    Publisher::new(
+        js.clone(),
+        log.clone(),
+        PublisherSettings::new("bench"),
+        [content()],
+    )
 }
 
 /// An invalog-encoded body of one batch (for same-size raw payloads).
@@ -374,7 +411,19 @@ fn single(i: usize) -> Instruction {
 }
 
 fn hundred(i: usize) -> Vec<Instruction> {
-    (0..100).map(|k| Instruction::RefreshIds(vec![(i * 100 + k) as i64])).collect()
+    (0..100)
+        .map(|k| Instruction::RefreshIds(vec![(i * 100 + k) as i64]))
+        .collect()
+}
+
+/// Which headers a raw publish sets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Headers {
+    None,
+    /// `Nats-Msg-Id` (the baseline the issue asks for).
+    Id,
+    /// `Nats-Msg-Id` and `Invalog-Format`, the headers invalog sends.
+    IdAndFormat,
 }
 
 /// Raw async-nats: sends `n` payloads pipelined `chunk` at a time (all
@@ -385,7 +434,7 @@ async fn raw_publish(
     n: usize,
     chunk: usize,
     payload: &Bytes,
-    with_id: bool,
+    headers: Headers,
     run: u64,
 ) -> Result<Duration> {
     let started = Instant::now();
@@ -395,8 +444,11 @@ async fn raw_publish(
         let end = (sent + chunk).min(n);
         for i in sent..end {
             let mut m = PublishMessage::build().payload(payload.clone());
-            if with_id {
+            if headers != Headers::None {
                 m = m.message_id(format!("{run}-{i}"));
+            }
+            if headers == Headers::IdAndFormat {
+                m = m.header(invalog::wire::HEADER_FORMAT, "1");
             }
             acks.push(js.send_publish(subject.to_owned(), m).await?);
         }
@@ -422,7 +474,10 @@ async fn invalog_publish(
         let end = (sent + chunk).min(n);
         let groups = (sent..end).map(|i| ("content", make(i)));
         let receipt = p.publish_many(groups, &Provenance::default()).await?;
-        ensure!(receipt.messages.len() == end - sent, "one message per group");
+        ensure!(
+            receipt.messages.len() == end - sent,
+            "one message per group"
+        );
         last = receipt.sequence().unwrap_or(last);
         sent = end;
     }
@@ -457,7 +512,8 @@ static NODE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn node_settings(policy: NewNodePolicy) -> NodeSettings {
     let n = NODE_COUNTER.fetch_add(1, Relaxed);
-    let mut s = NodeSettings::new(NodeId::new(format!("bench-{}-{n}", std::process::id())).unwrap());
+    let mut s =
+        NodeSettings::new(NodeId::new(format!("bench-{}-{n}", std::process::id())).unwrap());
     s.new_node = policy;
     s
 }
@@ -476,17 +532,50 @@ async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         "figure 1: {} single-instruction messages ({} B) and {} messages of 100 instructions ({} B) per sample, {} sent per pipeline",
         o.pub_msgs, small.len(), o.batch_msgs, big.len(), o.chunk
     );
+    let mut raw1_both = vec![];
     let (mut raw1, mut raw1_noid, mut ours1, mut raw100, mut ours100_i, mut ours100_m) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let run = AtomicU64::new(0);
     let next_run = || run.fetch_add(1, Relaxed) + 1 + (std::process::id() as u64) * 1000;
     for rep in 0..o.repeats {
         fresh_stream(&js, &log).await?;
-        let d = raw_publish(&js, &subject, o.pub_msgs, o.chunk, &small, true, next_run()).await?;
+        let d = raw_publish(
+            &js,
+            &subject,
+            o.pub_msgs,
+            o.chunk,
+            &small,
+            Headers::Id,
+            next_run(),
+        )
+        .await?;
         raw1.push(o.pub_msgs as f64 / d.as_secs_f64());
         fresh_stream(&js, &log).await?;
-        let d = raw_publish(&js, &subject, o.pub_msgs, o.chunk, &small, false, next_run()).await?;
+        let d = raw_publish(
+            &js,
+            &subject,
+            o.pub_msgs,
+            o.chunk,
+            &small,
+            Headers::None,
+            next_run(),
+        )
+        .await?;
         raw1_noid.push(o.pub_msgs as f64 / d.as_secs_f64());
+        fresh_stream(&js, &log).await?;
+        let raw_allocs = ALLOCS.load(Relaxed);
+        let d = raw_publish(
+            &js,
+            &subject,
+            o.pub_msgs,
+            o.chunk,
+            &small,
+            Headers::IdAndFormat,
+            next_run(),
+        )
+        .await?;
+        let raw_allocs = ALLOCS.load(Relaxed) - raw_allocs;
+        raw1_both.push(o.pub_msgs as f64 / d.as_secs_f64());
         fresh_stream(&js, &log).await?;
         let allocs = ALLOCS.load(Relaxed);
         let (d, last) = invalog_publish(&p, o.pub_msgs, o.chunk, |i| vec![single(i)]).await?;
@@ -494,18 +583,33 @@ async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         ensure!(last == o.pub_msgs as u64, "stored {last} of {}", o.pub_msgs);
         ours1.push(o.pub_msgs as f64 / d.as_secs_f64());
         fresh_stream(&js, &log).await?;
-        let d = raw_publish(&js, &subject, o.batch_msgs, o.chunk, &big, true, next_run()).await?;
+        let d = raw_publish(
+            &js,
+            &subject,
+            o.batch_msgs,
+            o.chunk,
+            &big,
+            Headers::Id,
+            next_run(),
+        )
+        .await?;
         raw100.push(o.batch_msgs as f64 / d.as_secs_f64());
         fresh_stream(&js, &log).await?;
         let (d, last) = invalog_publish(&p, o.batch_msgs, o.chunk, hundred).await?;
-        ensure!(last == o.batch_msgs as u64, "stored {last} of {}", o.batch_msgs);
+        ensure!(
+            last == o.batch_msgs as u64,
+            "stored {last} of {}",
+            o.batch_msgs
+        );
         ours100_m.push(o.batch_msgs as f64 / d.as_secs_f64());
         ours100_i.push(100.0 * o.batch_msgs as f64 / d.as_secs_f64());
         println!(
-            "  run {}: raw+id {:.0} msg/s, raw no id {:.0} msg/s, invalog {:.0} msg/s ({:.1} allocs/msg); 100-batches raw {:.0} msg/s, invalog {:.0} msg/s",
+            "  run {}: raw+id {:.0} msg/s, raw no id {:.0} msg/s, raw+id+format {:.0} msg/s ({:.1} allocs/msg), invalog {:.0} msg/s ({:.1} allocs/msg); 100-batches raw {:.0} msg/s, invalog {:.0} msg/s",
             rep + 1,
             raw1[rep],
             raw1_noid[rep],
+            raw1_both[rep],
+            raw_allocs as f64 / o.pub_msgs as f64,
             ours1[rep],
             allocs as f64 / o.pub_msgs as f64,
             raw100[rep],
@@ -530,6 +634,14 @@ async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         unit: "msg/s",
         ours: ours1.clone(),
         base: raw1_noid,
+        target: "-".into(),
+        met: None,
+    });
+    rows.push(Row {
+        figure: "1a'' same, raw with invalog's 2 headers (info)".into(),
+        unit: "msg/s",
+        ours: ours1.clone(),
+        base: raw1_both,
         target: "-".into(),
         met: None,
     });
@@ -564,19 +676,40 @@ async fn smoke_check_publish_many(
     let groups = vec![
         ("content", vec![Instruction::RefreshIds(vec![1])]),
         ("content", vec![Instruction::RefreshIds(vec![1])]),
-        ("content", vec![Instruction::RemoveIds(vec![2]), Instruction::RemoveIds(vec![2])]),
+        (
+            "content",
+            vec![
+                Instruction::RemoveIds(vec![2]),
+                Instruction::RemoveIds(vec![2]),
+            ],
+        ),
     ];
     let receipt = p.publish_many(groups, &Provenance::default()).await?;
     let seqs: Vec<u64> = receipt.messages.iter().map(|m| m.sequence).collect();
-    ensure!(seqs == vec![1, 2, 3], "publish_many stores one message per group in order: {seqs:?}");
+    ensure!(
+        seqs == vec![1, 2, 3],
+        "publish_many stores one message per group in order: {seqs:?}"
+    );
     let unknown = p
-        .publish_many(vec![("content", vec![single(1)]), ("nope", vec![single(2)])], &Provenance::default())
+        .publish_many(
+            vec![("content", vec![single(1)]), ("nope", vec![single(2)])],
+            &Provenance::default(),
+        )
         .await;
     ensure!(unknown.is_err(), "an unknown refresher is refused");
-    ensure!(stream_last(js, log).await? == 3, "nothing published on error");
+    ensure!(
+        stream_last(js, log).await? == 3,
+        "nothing published on error"
+    );
     let entries = invalog::history::read_range(js, log, 1, None, 10).await?;
-    let third = entries[2].batch.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-    ensure!(third.instructions == vec![Instruction::RemoveIds(vec![2])], "de-duplicated within a group");
+    let third = entries[2]
+        .batch
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(
+        third.instructions == vec![Instruction::RemoveIds(vec![2])],
+        "de-duplicated within a group"
+    );
     println!("  smoke: publish_many checks passed");
     Ok(())
 }
@@ -584,13 +717,22 @@ async fn smoke_check_publish_many(
 // ---------------------------------------------------------------------------
 // Figure 2: catch-up, and figure 5 on the same stream.
 
-async fn fill(js: &jetstream::Context, log: &LogSettings, from: usize, to: usize, ids: usize) -> Result<()> {
+async fn fill(
+    js: &jetstream::Context,
+    log: &LogSettings,
+    from: usize,
+    to: usize,
+    ids: usize,
+) -> Result<()> {
     let p = publisher(js, log);
     let mut i = from;
     while i < to {
         let end = (i + 1000).min(to);
-        p.publish_many((i..end).map(|k| ("content", vec![single(k % ids)])), &Provenance::default())
-            .await?;
+        p.publish_many(
+            (i..end).map(|k| ("content", vec![single(k % ids)])),
+            &Provenance::default(),
+        )
+        .await?;
         i = end;
     }
     Ok(())
@@ -634,20 +776,39 @@ async fn invalog_catch_up(url: &str, log: &LogSettings, dir: &std::path::Path) -
     reset_peak();
     let allocs = ALLOCS.load(Relaxed);
     let started = Instant::now();
-    let node = Node::start(js, log.clone(), node_settings(NewNodePolicy::ReplayAll), noop_registry(), FileStore::new(&path))
-        .await?;
+    let node = Node::start(
+        js,
+        log.clone(),
+        node_settings(NewNodePolicy::ReplayAll),
+        noop_registry(),
+        FileStore::new(&path),
+    )
+    .await?;
     node.ready().await?;
     let elapsed = started.elapsed();
     let allocs = ALLOCS.load(Relaxed) - allocs;
     let (peak_heap, hwm) = read_peak();
     let stats = node.stats();
     node.shutdown().await?;
-    ensure!(stats.applied_messages > 0 || elapsed.is_zero(), "applied nothing: {stats:?}");
+    ensure!(
+        stats.applied_messages > 0 || elapsed.is_zero(),
+        "applied nothing: {stats:?}"
+    );
     let _ = std::fs::remove_file(path);
-    Ok(CatchUp { elapsed, peak_heap, hwm, allocs })
+    Ok(CatchUp {
+        elapsed,
+        peak_heap,
+        hwm,
+        allocs,
+    })
 }
 
-async fn figure_2_and_5(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row>) -> Result<()> {
+async fn figure_2_and_5(
+    o: &Opts,
+    url: &str,
+    dir: &std::path::Path,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
     let js = connect(url).await?;
     let log = log_settings("BENCH_LOG", "blog");
     fresh_stream(&js, &log).await?;
@@ -657,7 +818,10 @@ async fn figure_2_and_5(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut V
         let have = stream_last(&js, &log).await? as usize;
         let t = Instant::now();
         fill(&js, &log, have, size, o.history_ids).await?;
-        println!("figure 2: backlog of {size} single-instruction messages (filled in {:.1?})", t.elapsed());
+        println!(
+            "figure 2: backlog of {size} single-instruction messages (filled in {:.1?})",
+            t.elapsed()
+        );
         if !o.runs(2) {
             continue;
         }
@@ -698,7 +862,11 @@ async fn figure_2_and_5(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut V
             h_small / 1048576.0, s_small, h_big / 1048576.0, s_big, w_small / 1048576.0, w_big / 1048576.0
         );
         rows.push(Row {
-            figure: format!("2' peak heap, backlog {} (baseline: {})", fmt_num(s_big as f64), fmt_num(s_small as f64)),
+            figure: format!(
+                "2' peak heap, backlog {} (baseline: {})",
+                fmt_num(s_big as f64),
+                fmt_num(s_small as f64)
+            ),
             unit: "MiB",
             ours: vec![h_big / 1048576.0],
             base: vec![h_small / 1048576.0],
@@ -721,7 +889,9 @@ async fn figure_5(o: &Opts, url: &str, log: &LogSettings, rows: &mut Vec<Row>) -
     let js = connect(url).await?;
     let total = stream_last(&js, log).await?;
     let id = (o.history_ids / 2) as i64 + 42 % o.history_ids as i64;
-    let expected = (0..total as usize).filter(|k| (k % o.history_ids) as i64 == id).count();
+    let expected = (0..total as usize)
+        .filter(|k| (k % o.history_ids) as i64 == id)
+        .count();
     println!("figure 5: every instruction that touched id {id} in a {total}-message stream ({expected} expected)");
     let subject = log.subject(&content().name);
     let (mut raw, mut ours) = (vec![], vec![]);
@@ -742,12 +912,23 @@ async fn figure_5(o: &Opts, url: &str, log: &LogSettings, rows: &mut Vec<Row>) -
             found += 1;
         }
         let d = started.elapsed();
-        ensure!(found == expected, "history found {found}, expected {expected}");
+        ensure!(
+            found == expected,
+            "history found {found}, expected {expected}"
+        );
         ours.push(d.as_secs_f64() * 1e3);
-        println!("  run {}: raw scan {:.0} ms, invalog history {:.0} ms ({found} entries)", rep + 1, raw[rep], ours[rep]);
+        println!(
+            "  run {}: raw scan {:.0} ms, invalog history {:.0} ms ({found} entries)",
+            rep + 1,
+            raw[rep],
+            ours[rep]
+        );
     }
     rows.push(Row {
-        figure: format!("5 history of one id, {} msgs (raw: filtered scan)", fmt_num(total as f64)),
+        figure: format!(
+            "5 history of one id, {} msgs (raw: filtered scan)",
+            fmt_num(total as f64)
+        ),
         unit: "ms",
         ours,
         base: raw,
@@ -789,7 +970,10 @@ impl Lat {
     async fn wait_all(&self, count: u32) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.hits.iter().any(|h| h.load(Relaxed) < count) {
-            ensure!(Instant::now() < deadline, "not every message arrived on every node");
+            ensure!(
+                Instant::now() < deadline,
+                "not every message arrived on every node"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
@@ -798,8 +982,14 @@ impl Lat {
     fn percentiles(&self) -> [f64; 4] {
         let mut v: Vec<u64> = self.worst.iter().map(|w| w.load(Relaxed)).collect();
         v.sort_unstable();
-        let at = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
-        [at(0.5), at(0.99), at(0.999), *v.last().unwrap() as f64 / 1e3]
+        let at =
+            |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
+        [
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            *v.last().unwrap() as f64 / 1e3,
+        ]
     }
 }
 
@@ -838,7 +1028,12 @@ where
     Ok(())
 }
 
-async fn raw_latency(o: &Opts, url: &str, log: &LogSettings, payload_len: usize) -> Result<[f64; 4]> {
+async fn raw_latency(
+    o: &Opts,
+    url: &str,
+    log: &LogSettings,
+    payload_len: usize,
+) -> Result<[f64; 4]> {
     let lat = Lat::new(o.lat_msgs);
     let consumer_js = connect(url).await?;
     let stream = consumer_js.get_stream(&log.stream).await?;
@@ -867,7 +1062,9 @@ async fn raw_latency(o: &Opts, url: &str, log: &LogSettings, payload_len: usize)
         let mut body = vec![b' '; payload_len.max(8)];
         body[..8].copy_from_slice(&(i as u64).to_le_bytes());
         async move {
-            let m = PublishMessage::build().payload(body.into()).message_id(format!("{run}-{i}"));
+            let m = PublishMessage::build()
+                .payload(body.into())
+                .message_id(format!("{run}-{i}"));
             js.send_publish(subject, m).await?.await?;
             Ok(())
         }
@@ -878,7 +1075,13 @@ async fn raw_latency(o: &Opts, url: &str, log: &LogSettings, payload_len: usize)
     Ok(lat.percentiles())
 }
 
-async fn invalog_latency(o: &Opts, url: &str, log: &LogSettings, nodes: usize, dir: &std::path::Path) -> Result<[f64; 4]> {
+async fn invalog_latency(
+    o: &Opts,
+    url: &str,
+    log: &LogSettings,
+    nodes: usize,
+    dir: &std::path::Path,
+) -> Result<[f64; 4]> {
     let lat = Lat::new(o.lat_msgs);
     let mut running = Vec::with_capacity(nodes);
     for k in 0..nodes {
@@ -886,7 +1089,14 @@ async fn invalog_latency(o: &Opts, url: &str, log: &LogSettings, nodes: usize, d
         let mut registry = Registry::new();
         registry.register(content(), LatRefresher(lat.clone()))?;
         let path = dir.join(format!("lat-{}-{k}.json", NODE_COUNTER.load(Relaxed)));
-        let node = Node::start(js, log.clone(), node_settings(NewNodePolicy::Tail), registry, FileStore::new(path)).await?;
+        let node = Node::start(
+            js,
+            log.clone(),
+            node_settings(NewNodePolicy::Tail),
+            registry,
+            FileStore::new(path),
+        )
+        .await?;
         running.push(node);
     }
     for node in &running {
@@ -922,11 +1132,25 @@ async fn figure_3(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row
     let mut ours: Vec<Vec<[f64; 4]>> = vec![vec![]; o.lat_nodes.len()];
     for rep in 0..o.repeats {
         let r = raw_latency(o, url, &log, payload_len).await?;
-        println!("  run {}: raw          p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0} µs", rep + 1, r[0], r[1], r[2], r[3]);
+        println!(
+            "  run {}: raw          p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0} µs",
+            rep + 1,
+            r[0],
+            r[1],
+            r[2],
+            r[3]
+        );
         raw.push(r);
         for (k, &n) in o.lat_nodes.iter().enumerate() {
             let r = invalog_latency(o, url, &log, n, dir).await?;
-            println!("  run {}: {n:>3} node(s) p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0} µs", rep + 1, r[0], r[1], r[2], r[3]);
+            println!(
+                "  run {}: {n:>3} node(s) p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0} µs",
+                rep + 1,
+                r[0],
+                r[1],
+                r[2],
+                r[3]
+            );
             ours[k].push(r);
         }
     }
@@ -936,7 +1160,10 @@ async fn figure_3(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row
         for (i, name) in ["p50", "p99", "p99.9", "max"].iter().enumerate() {
             let ours_i = col(&ours[k], i);
             let (target, met) = match (n, i) {
-                (1, 1) => ("<= 1.5x raw p99".to_string(), Some(median(&ours_i) <= 1.5 * raw_p99)),
+                (1, 1) => (
+                    "<= 1.5x raw p99".to_string(),
+                    Some(median(&ours_i) <= 1.5 * raw_p99),
+                ),
                 (10, 1) => ("<= 1000 µs".to_string(), Some(median(&ours_i) <= 1000.0)),
                 _ => ("-".to_string(), None),
             };
@@ -960,7 +1187,12 @@ async fn figure_3(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row
 /// Runs this executable as a child that reads the backlog (`invalog`: a
 /// node until ready; `raw`: an ordered consumer to the last message) and
 /// returns the time from spawn to its "ready" line.
-async fn child_ready(mode: &str, url: &str, log: &LogSettings, dir: &std::path::Path) -> Result<Duration> {
+async fn child_ready(
+    mode: &str,
+    url: &str,
+    log: &LogSettings,
+    dir: &std::path::Path,
+) -> Result<Duration> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe()?;
     let started = Instant::now();
@@ -983,7 +1215,9 @@ fn child_main(args: &[String]) -> Result<()> {
     let [mode, url, stream, prefix, dir] = args else {
         bail!("--child MODE URL STREAM PREFIX DIR");
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let log = log_settings(stream, prefix);
         match mode.as_str() {
@@ -993,7 +1227,14 @@ fn child_main(args: &[String]) -> Result<()> {
             "invalog" => {
                 let js = connect(url).await?;
                 let path = PathBuf::from(dir).join(format!("child-{}.json", std::process::id()));
-                let node = Node::start(js, log, node_settings(NewNodePolicy::ReplayAll), noop_registry(), FileStore::new(&path)).await?;
+                let node = Node::start(
+                    js,
+                    log,
+                    node_settings(NewNodePolicy::ReplayAll),
+                    noop_registry(),
+                    FileStore::new(&path),
+                )
+                .await?;
                 node.ready().await?;
                 let _ = std::fs::remove_file(path);
             }
@@ -1027,7 +1268,9 @@ async fn webhook_receiver() -> Result<(u16, Arc<AtomicU64>)> {
         c.fetch_add(1, Relaxed);
         StatusCode::NO_CONTENT
     }
-    let app = Router::new().route("/invalidate", post(receive)).with_state(count.clone());
+    let app = Router::new()
+        .route("/invalidate", post(receive))
+        .with_state(count.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -1035,10 +1278,18 @@ async fn webhook_receiver() -> Result<(u16, Arc<AtomicU64>)> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
-async fn agent_ready(bin: &std::path::Path, url: &str, hook: u16, dir: &std::path::Path, run: usize) -> Result<Duration> {
+async fn agent_ready(
+    bin: &std::path::Path,
+    url: &str,
+    hook: u16,
+    dir: &std::path::Path,
+    run: usize,
+) -> Result<Duration> {
     let http = free_port()?;
     let config = dir.join(format!("agent-{run}.toml"));
     std::fs::write(
@@ -1091,7 +1342,10 @@ url = "http://127.0.0.1:{hook}/invalidate"
         if let Some(status) = child.try_wait()? {
             bail!("agent exited with {status}");
         }
-        ensure!(started.elapsed() < Duration::from_secs(300), "agent not ready in 300 s");
+        ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "agent not ready in 300 s"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed();
@@ -1110,10 +1364,18 @@ async fn figure_4(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row
     for rep in 0..o.repeats {
         raw.push(child_ready("raw", url, &log, dir).await?.as_secs_f64() * 1e3);
         ours.push(child_ready("invalog", url, &log, dir).await?.as_secs_f64() * 1e3);
-        println!("  run {}: raw {:.0} ms, invalog {:.0} ms", rep + 1, raw[rep], ours[rep]);
+        println!(
+            "  run {}: raw {:.0} ms, invalog {:.0} ms",
+            rep + 1,
+            raw[rep],
+            ours[rep]
+        );
     }
     rows.push(Row {
-        figure: format!("4a process start -> ready, backlog {}", fmt_num(o.ready_backlog as f64)),
+        figure: format!(
+            "4a process start -> ready, backlog {}",
+            fmt_num(o.ready_backlog as f64)
+        ),
         unit: "ms",
         ours,
         base: raw,
@@ -1143,11 +1405,23 @@ async fn figure_4(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row
         let before = count.load(Relaxed);
         ours.push(agent_ready(&bin, url, hook, dir, rep).await?.as_secs_f64() * 1e3);
         let posts = count.load(Relaxed) - before;
-        ensure!(posts >= o.agent_backlog as u64, "webhook got {posts} of {}", o.agent_backlog);
-        println!("  run {}: raw {:.0} ms, agent {:.0} ms ({posts} webhook POSTs)", rep + 1, raw[rep], ours[rep]);
+        ensure!(
+            posts >= o.agent_backlog as u64,
+            "webhook got {posts} of {}",
+            o.agent_backlog
+        );
+        println!(
+            "  run {}: raw {:.0} ms, agent {:.0} ms ({posts} webhook POSTs)",
+            rep + 1,
+            raw[rep],
+            ours[rep]
+        );
     }
     rows.push(Row {
-        figure: format!("4b agent start -> /readyz 200, backlog {}", fmt_num(o.agent_backlog as f64)),
+        figure: format!(
+            "4b agent start -> /readyz 200, backlog {}",
+            fmt_num(o.agent_backlog as f64)
+        ),
         unit: "ms",
         ours,
         base: raw,
@@ -1205,6 +1479,8 @@ fn main() -> Result<()> {
         .unwrap_or_default();
     all.extend(args);
     let opts = Opts::parse(&all)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(opts))
 }

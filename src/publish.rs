@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, context::PublishErrorKind as NatsKind, message::PublishMessage};
+use bytes::Bytes;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -356,7 +357,14 @@ impl Publisher {
         provenance: &Provenance,
         applied_at_origin: bool,
     ) -> Vec<Batch> {
-        plan_messages(instructions, self.inner.settings.max_units_per_message)
+        // One instruction of one unit has nothing to de-duplicate or split:
+        // `plan_messages` would return it unchanged (a bulk-publish fast path).
+        let planned = if instructions.len() == 1 && instructions[0].units() == 1 {
+            vec![instructions]
+        } else {
+            plan_messages(instructions, self.inner.settings.max_units_per_message)
+        };
+        planned
             .into_iter()
             .map(|instructions| Batch {
                 id: Uuid::now_v7(),
@@ -374,9 +382,9 @@ impl Publisher {
     fn encode_within_limit(
         &self,
         batch: Batch,
-        out: &mut Vec<(Batch, Vec<u8>)>,
+        out: &mut Vec<(Batch, Bytes)>,
     ) -> Result<(), PublishError> {
-        let body = wire::encode(&batch);
+        let body = Bytes::from(wire::encode(&batch));
         let limit = self.inner.log.max_message_size as usize;
         if body.len() <= limit.saturating_sub(512) {
             out.push((batch, body));
@@ -440,7 +448,7 @@ impl Publisher {
     async fn retry(
         &self,
         batch: &Batch,
-        body: &[u8],
+        body: &Bytes,
         first: Result<jetstream::publish::PublishAck, (bool, PublishError)>,
     ) -> Result<PublishedMessage, PublishError> {
         let mut outcome = first;
@@ -480,9 +488,18 @@ impl Publisher {
     /// idempotent), applying "refresh 7" before "remove 7" is not.
     async fn restore_order(
         &self,
-        encoded: &[(Batch, Vec<u8>)],
+        encoded: &[(Batch, Bytes)],
         receipt: &mut Receipt,
     ) -> Result<(), PublishError> {
+        // Stored in strictly increasing order overall: no message overtook
+        // another, so none of a refresher did either (the common case).
+        if receipt
+            .messages
+            .windows(2)
+            .all(|pair| pair[0].sequence < pair[1].sequence)
+        {
+            return Ok(());
+        }
         let mut highest: HashMap<RefresherName, u64> = HashMap::new();
         for (index, (batch, _)) in encoded.iter().enumerate() {
             let name = &batch.refresher.name;
@@ -492,7 +509,7 @@ impl Publisher {
                     id: Uuid::now_v7(),
                     ..batch.clone()
                 };
-                let body = wire::encode(&again);
+                let body = Bytes::from(wire::encode(&again));
                 tracing::warn!(batch = %batch.id, again = %again.id, "a retried message overtook this one; publishing it again to keep the order");
                 let first = match self.send_one(&again, &body).await {
                     Ok(ack) => ack.await.map_err(nats_error),
@@ -508,15 +525,13 @@ impl Publisher {
     async fn send_one(
         &self,
         batch: &Batch,
-        body: &[u8],
+        body: &Bytes,
     ) -> Result<jetstream::context::PublishAckFuture, (bool, PublishError)> {
+        let mut id = Uuid::encode_buffer();
         let message = PublishMessage::build()
-            .payload(body.to_vec().into())
-            .message_id(batch.id.to_string())
-            .header(
-                wire::HEADER_FORMAT,
-                wire::FORMAT_VERSION.to_string().as_str(),
-            );
+            .payload(body.clone())
+            .message_id(batch.id.hyphenated().encode_lower(&mut id))
+            .header(wire::HEADER_FORMAT, FORMAT_HEADER_VALUE);
         let subject = self.inner.log.subject(&batch.refresher.name);
         match tokio::time::timeout(
             self.inner.settings.ack_timeout,
@@ -532,6 +547,10 @@ impl Publisher {
         }
     }
 }
+
+/// `wire::FORMAT_VERSION` as the `Invalog-Format` header value.
+const FORMAT_HEADER_VALUE: &str = "1";
+const _: () = assert!(wire::FORMAT_VERSION == 1, "update FORMAT_HEADER_VALUE");
 
 fn nats_error(e: jetstream::context::PublishError) -> (bool, PublishError) {
     let (retryable, kind) = match e.kind() {

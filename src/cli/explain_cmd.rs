@@ -18,7 +18,9 @@ use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
 
 /// Arguments of `invalog explain`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  invalog explain -c config/publisher.toml --refresher content --id 42\n  invalog explain -c config/publisher.toml --refresher content --id home --node web-3 --json")]
+#[command(
+    after_help = "Examples:\n  invalog explain -c config/publisher.toml --refresher content --id 42\n  invalog explain -c config/publisher.toml --refresher content --id home --node web-3 --json"
+)]
 pub struct Args {
     /// The configuration file (TOML; `INVALOG_…` environment variables override it).
     #[arg(long, short, default_value = "config/publisher.toml")]
@@ -68,7 +70,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         target: Target::parse(&args.id),
         node: args.node.clone(),
         last: args.last.max(1),
-        bucket: args.bucket.clone().unwrap_or(settings.presence.bucket.clone()),
+        bucket: args
+            .bucket
+            .clone()
+            .unwrap_or(settings.presence.bucket.clone()),
         stale_after: args.stale_after.unwrap_or(settings.stale_after),
     };
     let client = match invalog::connect::connect(&settings.nats).await {
@@ -97,7 +102,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         render(&explanation)
     };
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
         Ok(()) => Ok(EXIT_OK),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_OK),
         Err(e) => Err(e.into()),
@@ -148,7 +156,8 @@ fn render(x: &Explanation) -> String {
         out.push_str("No node has reported its position.\n");
         return out;
     }
-    let mut rows = vec![["NODE", "APPLIED", "STATE", "READY", "LAST SEEN", "VERDICT"].map(String::from)];
+    let mut rows =
+        vec![["NODE", "APPLIED", "STATE", "READY", "LAST SEEN", "VERDICT"].map(String::from)];
     for n in &x.nodes {
         let r = &n.status.report;
         rows.push([

@@ -9,7 +9,7 @@ use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use invalog::history::{self, Entry, HistoryError, Limit, Query, Target};
 use invalog::RefresherName;
@@ -23,7 +23,9 @@ const WIDTH_ROWS: usize = 500;
 
 /// Arguments of `invalog history`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Times (--since, --until) are a duration back from now (`90s`, `2h`, `3days`, `2h ago`) or an RFC 3339 time (`2025-03-14T09:27:05Z`); they compare with the time the server stored each message.\n\nExamples:\n  invalog history -c config/publisher.toml --since 2h --refresher content --id 42\n  invalog history -c config/publisher.toml --from-seq 1200 --to-seq 1300 --json\n  invalog history -c config/publisher.toml --last 20 --follow")]
+#[command(
+    after_help = "Times (--since, --until) are a duration back from now (`90s`, `2h`, `3days`, `2h ago`) or an RFC 3339 time (`2025-03-14T09:27:05Z`); they compare with the time the server stored each message.\n\nExamples:\n  invalog history -c config/publisher.toml --since 2h --refresher content --id 42\n  invalog history -c config/publisher.toml --from-seq 1200 --to-seq 1300 --json\n  invalog history -c config/publisher.toml --last 20 --follow"
+)]
 pub struct Args {
     /// The configuration file (TOML; `INVALOG_…` environment variables override it).
     #[arg(long, short, default_value = "config/publisher.toml")]
@@ -105,7 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         let bar = indicatif::ProgressBar::new(reader.to_scan());
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} scanning {pos}/{len} messages ({per_sec}, {eta} left) {wide_bar}",
+                "{spinner} scanning the log: {human_pos}/{human_len} messages {wide_bar} {eta} left",
             )
             .expect("a valid template"),
         );
@@ -284,12 +286,21 @@ struct Output {
     stdout: std::io::BufWriter<std::io::Stdout>,
     pending: Vec<[String; 5]>,
     widths: Option<Vec<usize>>,
+    /// Text held while the progress bar shows, printed in chunks (each
+    /// print hides and redraws the bar).
+    held: String,
+    shown: Instant,
 }
 
 const HEADER: [&str; 5] = ["SEQ", "TIME", "ORIGIN", "REFRESHER", "WHAT"];
 
 impl Output {
-    fn new(json: bool, target: Option<Target>, eager: bool, bar: Option<indicatif::ProgressBar>) -> Self {
+    fn new(
+        json: bool,
+        target: Option<Target>,
+        eager: bool,
+        bar: Option<indicatif::ProgressBar>,
+    ) -> Self {
         Output {
             json,
             target,
@@ -298,6 +309,8 @@ impl Output {
             stdout: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             pending: Vec::new(),
             widths: None,
+            held: String::new(),
+            shown: Instant::now(),
         }
     }
 
@@ -314,12 +327,14 @@ impl Output {
         self.flush_rows()
     }
 
-    /// The read is past the log's end at start: no more progress bar, and
-    /// everything held back is printed now.
+    /// The read is past the log's end at start (or over): no more progress
+    /// bar, and everything held back is printed now.
     fn live(&mut self) -> std::io::Result<()> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        let held = std::mem::take(&mut self.held);
+        self.stdout.write_all(held.as_bytes())?;
         self.flush_rows()?;
         self.stdout.flush()
     }
@@ -329,6 +344,7 @@ impl Output {
         if self.json || (self.widths.is_none() && self.pending.is_empty()) {
             return Ok(());
         }
+        let mut text = String::new();
         if self.widths.is_none() {
             // The time is always 24 characters; origins and names are short.
             let mut widths = vec![3, 24, 8, 9, 4];
@@ -337,47 +353,45 @@ impl Output {
                     *w = (*w).max(cell.chars().count());
                 }
             }
-            let header = HEADER.map(String::from);
-            let line = format_row(&header, &widths);
+            text.push_str(&format_row(&HEADER.map(String::from), &widths));
             self.widths = Some(widths);
-            self.write(&line)?;
         }
         let widths = self.widths.clone().unwrap_or_default();
-        let rows = std::mem::take(&mut self.pending);
-        for row in rows {
-            self.write(&format_row(&row, &widths))?;
+        for row in std::mem::take(&mut self.pending) {
+            text.push_str(&format_row(&row, &widths));
         }
-        if self.eager {
+        self.write(&text)?;
+        if self.eager && self.bar.is_none() {
             self.stdout.flush()?;
         }
         Ok(())
     }
 
     fn write(&mut self, text: &str) -> std::io::Result<()> {
-        match &self.bar {
-            Some(bar) if !bar.is_finished() => {
-                let stdout = &mut self.stdout;
-                bar.suspend(|| stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()))
-            }
-            _ => self.stdout.write_all(text.as_bytes()),
+        let Some(bar) = &self.bar else {
+            return self.stdout.write_all(text.as_bytes());
+        };
+        self.held.push_str(text);
+        if self.held.len() < 16 * 1024 && self.shown.elapsed() < Duration::from_millis(200) {
+            return Ok(());
         }
+        let (held, stdout) = (std::mem::take(&mut self.held), &mut self.stdout);
+        self.shown = Instant::now();
+        bar.suspend(|| {
+            stdout
+                .write_all(held.as_bytes())
+                .and_then(|_| stdout.flush())
+        })
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-        if !self.json && !self.pending.is_empty() {
-            self.flush_rows()?;
-        }
-        self.stdout.flush()
+        self.live()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn times_are_durations_back_or_rfc3339() {
@@ -389,6 +403,9 @@ mod tests {
             Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(1))
         );
         assert!(when("yesterday", now).unwrap_err().contains("RFC 3339"));
-        assert_eq!(millis(SystemTime::UNIX_EPOCH + Duration::from_millis(1500)), "1970-01-01T00:00:01.500Z");
+        assert_eq!(
+            millis(SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
+            "1970-01-01T00:00:01.500Z"
+        );
     }
 }

@@ -93,6 +93,13 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
                 return Ok(config_error(error));
             }
         }
+        if let Some(name) = filter.iter().find(|n| registry.get(n.as_str()).is_none()) {
+            eprintln!(
+                "invalog: {}: refresher `{name}` is not configured, so nothing of it can be replayed",
+                args.config.display()
+            );
+            return Ok(EXIT_CONFIG);
+        }
         (agent.nats, agent.log, registry, None)
     };
     let mode = if args.dry_run {

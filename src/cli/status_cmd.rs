@@ -18,7 +18,7 @@ pub const EXIT_UNHEALTHY: u8 = 5;
 /// Arguments of `invalog status`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 every node ready and seen recently; 5 a node is not ready, stale, or unreadable; 1 NATS or the stream failed; 2 invalid configuration; 3 NATS unreachable.\n\nExamples:\n  invalog status -c config/publisher.toml\n  invalog status -c config/publisher.toml --json --stale-after 1m"
+    after_help = "Exit codes: 0 every node ready and seen recently; 5 a node is not ready, stale, or unreadable; 1 the stream or the presence bucket cannot be read; 2 invalid configuration or arguments; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog status -c config/publisher.toml\n  invalog status -c config/publisher.toml --json --stale-after 1m"
 )]
 pub struct Args {
     /// The configuration file (TOML; `INVALOG_…` environment variables override it).

@@ -202,7 +202,11 @@ pub async fn explain(
         }
         Err(e) => return Err(e.into()),
     };
-    let known = reports.iter().map(|r| r.node.as_str()).collect::<Vec<_>>().join(", ");
+    let known = reports
+        .iter()
+        .map(|r| r.node.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let reports: Vec<_> = reports
         .into_iter()
         .filter(|r| question.node.as_ref().is_none_or(|n| &r.node == n))
@@ -210,7 +214,11 @@ pub async fn explain(
     if let (Some(node), true) = (&question.node, reports.is_empty()) {
         return Err(ExplainError::UnknownNode {
             node: node.clone(),
-            known: if known.is_empty() { "none".into() } else { known },
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known
+            },
         });
     }
     let newest = changes.last().map(|c| c.entry.sequence);
@@ -219,7 +227,10 @@ pub async fn explain(
         .into_iter()
         .map(|report| {
             let hosts = report.refreshers.is_empty()
-                || report.refreshers.iter().any(|r| r == question.refresher.as_str());
+                || report
+                    .refreshers
+                    .iter()
+                    .any(|r| r == question.refresher.as_str());
             let status = NodeStatus::judge(report, last_sequence, now, question.stale_after);
             let verdict = match newest {
                 _ if !hosts => Verdict::NotHosted,

@@ -204,9 +204,7 @@ impl Target {
                     .map(|_| Touch::Listed {
                         kind: instruction.kind(),
                     }),
-                Instruction::RefreshJson(json) => {
-                    self.in_json(json, 0).then_some(Touch::InJson)
-                }
+                Instruction::RefreshJson(json) => self.in_json(json, 0).then_some(Touch::InJson),
                 Instruction::RefreshPayloads(v) => v
                     .iter()
                     .any(|p| self.in_json(p, 0))
@@ -278,19 +276,40 @@ mod tests {
         let u = Uuid::from_u128(42);
         let listed = |kind| Some(Touch::Listed { kind });
         let t = Target::parse("42");
-        assert_eq!(t.touches(&batch(vec![Instruction::RefreshIds(vec![1, 42])])), listed("refresh_ids"));
-        assert_eq!(t.touches(&batch(vec![Instruction::RemoveKeys(vec!["42".into()])])), listed("remove_keys"));
-        assert_eq!(t.touches(&batch(vec![Instruction::RefreshIds(vec![4, 2])])), None);
-        assert_eq!(t.touches(&batch(vec![Instruction::RefreshAll])), Some(Touch::RefreshAll));
+        assert_eq!(
+            t.touches(&batch(vec![Instruction::RefreshIds(vec![1, 42])])),
+            listed("refresh_ids")
+        );
+        assert_eq!(
+            t.touches(&batch(vec![Instruction::RemoveKeys(vec!["42".into()])])),
+            listed("remove_keys")
+        );
+        assert_eq!(
+            t.touches(&batch(vec![Instruction::RefreshIds(vec![4, 2])])),
+            None
+        );
+        assert_eq!(
+            t.touches(&batch(vec![Instruction::RefreshAll])),
+            Some(Touch::RefreshAll)
+        );
         let json = Instruction::RefreshPayloads(vec![serde_json::json!({"id": 42})]);
         assert_eq!(t.touches(&batch(vec![json.clone()])), Some(Touch::InJson));
         assert_eq!(Target::key("x").touches(&batch(vec![json])), None);
         // Listed beats refresh_all, whatever the order.
-        let both = batch(vec![Instruction::RemoveIds(vec![42]), Instruction::RefreshAll]);
+        let both = batch(vec![
+            Instruction::RemoveIds(vec![42]),
+            Instruction::RefreshAll,
+        ]);
         assert_eq!(t.touches(&both), listed("remove_ids"));
         let upper = Target::parse(&u.to_string().to_uppercase());
-        assert_eq!(upper.touches(&batch(vec![Instruction::RemoveUuids(vec![u])])), listed("remove_uuids"));
-        assert_eq!(Target::id(42).touches(&batch(vec![Instruction::RefreshKeys(vec!["42".into()])])), None);
+        assert_eq!(
+            upper.touches(&batch(vec![Instruction::RemoveUuids(vec![u])])),
+            listed("remove_uuids")
+        );
+        assert_eq!(
+            Target::id(42).touches(&batch(vec![Instruction::RefreshKeys(vec!["42".into()])])),
+            None
+        );
         assert_eq!(t.touches(&Err::<Batch, ()>(())), Some(Touch::Undecodable));
     }
 

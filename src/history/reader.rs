@@ -247,7 +247,8 @@ impl Reader {
                 continue;
             }
             let at_end = !self.live && (entry.sequence >= self.end || pending == 0);
-            let wanted = q.from_seq.is_none_or(|from| entry.sequence >= from) && q.matches(&entry.batch);
+            let wanted =
+                q.from_seq.is_none_or(|from| entry.sequence >= from) && q.matches(&entry.batch);
             if wanted {
                 match q.limit {
                     Limit::Last(n) if !self.live => {
@@ -280,8 +281,8 @@ impl Reader {
         }
     }
 
-    /// Ends the read: hands out what `Limit::Last` kept; stops unless
-    /// following (a following read goes on with new messages).
+    /// Ends the read (past `to_seq` or `until`, or the consumer ended): hands
+    /// out what `Limit::Last` kept, then stops, even when following.
     async fn finish(&mut self) {
         self.live = true;
         self.ready.append(&mut self.kept);

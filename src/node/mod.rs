@@ -259,9 +259,9 @@ impl Node {
             let silent = Duration::from_millis(status::now_ms().saturating_sub(last));
             if silent > limit {
                 return Readiness::NotReady(format!(
-                    "fenced: the stream has not been reachable for {}s (limit {}s)",
-                    silent.as_secs(),
-                    limit.as_secs()
+                    "fenced: the stream has not been reachable for {:.1}s (limit {:.1}s)",
+                    silent.as_secs_f64(),
+                    limit.as_secs_f64()
                 ));
             }
         }

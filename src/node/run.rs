@@ -164,10 +164,14 @@ impl Runner {
         let mut tick = tokio::time::interval(self.settings.flush_interval.min(CHECK_INTERVAL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        // One cancellation future for the consumer's life: creating one per
+        // message registers and unregisters a waiter each time.
+        let cancelled = self.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             let flow = tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => Flow::Stop,
+                _ = &mut cancelled => Flow::Stop,
                 item = messages.next() => match item {
                     Some(Ok(message)) => self.on_message(&message).await,
                     Some(Err(e)) => return Err(format!("consumer: {e}")),
@@ -179,8 +183,10 @@ impl Runner {
                     Flow::Restart
                 },
             };
-            // `biased` polls messages before the tick: during a catch-up the tick may never run.
-            if self.last_flush.elapsed() >= self.settings.flush_interval { self.flush().await; }
+            // `biased` polls messages first: during a catch-up the tick may never run.
+            if self.last_flush.elapsed() >= self.settings.flush_interval {
+                self.flush().await;
+            }
             if !matches!(flow, Flow::Continue) {
                 return Ok(flow);
             }
@@ -207,6 +213,7 @@ impl Runner {
         self.stats()
             .stream_last_sequence
             .store(position.last, Relaxed);
+        self.stats().last_contact_ms.store(now_ms(), Relaxed);
         Ok(position)
     }
 
@@ -338,7 +345,14 @@ impl Runner {
     pub(super) fn advance(&mut self, sequence: u64) {
         self.next = sequence + 1;
         self.shared.stats.applied_sequence.store(sequence, Relaxed);
-        self.shared.applied.send_replace(sequence);
+        // Waking receivers costs a lock per notifier shard even when nobody
+        // waits; `Node::applied` reads the value either way, and a receiver
+        // that subscribes later sees it (wait_for checks the current value).
+        let applied = &self.shared.applied;
+        applied.send_if_modified(|current| {
+            *current = sequence;
+            applied.receiver_count() > 0
+        });
         self.publish_progress();
     }
 

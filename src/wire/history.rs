@@ -8,7 +8,6 @@
 //! `batch` too.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::history::explain::Explanation;
 use crate::history::{Entry, Touch};
@@ -25,36 +24,44 @@ struct LineJson<'a> {
     refresher: &'a str,
     /// How the message touched the entry asked for (`--id`), else null.
     touch: Option<&'static str>,
-    /// The batch as stored (wire format), null when it does not decode.
-    batch: Option<Value>,
     /// Why it does not decode, null when it does.
     error: Option<String>,
+    // Then `batch`, spliced in by `line` as the wire format writes it (in
+    // its field order, which a `serde_json::Value` would sort).
 }
 
-fn line(entry: &Entry, touch: Option<Touch>) -> LineJson<'_> {
+/// Appends `,"<key>":<raw>}` to a serialized object (which ends with `}`).
+fn splice(mut object: String, key: &str, raw: &str) -> String {
+    object.pop();
+    object.push_str(&format!(",\"{key}\":{raw}}}"));
+    object
+}
+
+fn line(entry: &Entry, touch: Option<Touch>) -> String {
     let (batch, error) = match &entry.batch {
         Ok(batch) => (
-            Some(serde_json::from_slice(&super::encode(batch)).unwrap_or(Value::Null)),
+            String::from_utf8(super::encode(batch)).expect("the encoder writes UTF-8"),
             None,
         ),
-        Err(e) => (None, Some(e.to_string())),
+        Err(e) => ("null".to_owned(), Some(e.to_string())),
     };
-    LineJson {
+    let head = LineJson {
         format: FORMAT,
         sequence: entry.sequence,
         stored_at: super::format_time(entry.stored_at),
         subject: &entry.subject,
         refresher: entry.refresher(),
         touch: touch.map(|t| t.as_str()),
-        batch,
         error,
-    }
+    };
+    let head = serde_json::to_string(&head).expect("a history line always serializes");
+    splice(head, "batch", &batch)
 }
 
 /// One line of `invalog history --json` (without the newline). `touch` is
 /// how the message touched the entry asked for, when one was.
 pub fn encode_history_line(entry: &Entry, touch: Option<Touch>) -> String {
-    serde_json::to_string(&line(entry, touch)).expect("a history line always serializes")
+    line(entry, touch)
 }
 
 #[derive(Serialize)]
@@ -66,10 +73,10 @@ struct ExplainJson<'a> {
     last_sequence: u64,
     /// The newest change's sequence, null when none is in the log.
     newest: Option<u64>,
-    changes: Vec<LineJson<'a>>,
     nodes: Vec<NodeJson<'a>>,
     /// Why no node was judged (no presence bucket), else null.
     no_presence: Option<&'a str>,
+    // Then `changes`: history lines, spliced in.
 }
 
 #[derive(Serialize)]
@@ -94,11 +101,6 @@ pub fn encode_explanation(x: &Explanation) -> String {
         first_sequence: x.first_sequence,
         last_sequence: x.last_sequence,
         newest: x.newest(),
-        changes: x
-            .changes
-            .iter()
-            .map(|c| line(&c.entry, Some(c.touch)))
-            .collect(),
         nodes: x
             .nodes
             .iter()
@@ -116,5 +118,61 @@ pub fn encode_explanation(x: &Explanation) -> String {
             .collect(),
         no_presence: x.no_presence.as_deref(),
     };
-    serde_json::to_string(&doc).expect("an explanation always serializes")
+    let doc = serde_json::to_string(&doc).expect("an explanation always serializes");
+    let changes: Vec<String> = x
+        .changes
+        .iter()
+        .map(|c| line(&c.entry, Some(c.touch)))
+        .collect();
+    splice(doc, "changes", &format!("[{}]", changes.join(",")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::model::{Batch, Instruction, Provenance, RefresherDef};
+
+    fn entry(batch: Result<Batch, crate::wire::DecodeError>) -> Entry {
+        Entry {
+            sequence: 7,
+            subject: "invalog.content".into(),
+            stored_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1500),
+            batch,
+        }
+    }
+
+    #[test]
+    fn lines_embed_the_batch_in_wire_order_or_the_error() {
+        let batch = Batch {
+            id: uuid::Uuid::from_u128(9),
+            origin: "web-1".into(),
+            published_at: SystemTime::UNIX_EPOCH,
+            refresher: RefresherDef::new(uuid::Uuid::from_u128(1), "content").unwrap(),
+            provenance: Provenance::default(),
+            applied_at_origin: false,
+            instructions: vec![Instruction::RefreshIds(vec![42])],
+        };
+        let line = encode_history_line(
+            &entry(Ok(batch.clone())),
+            Some(Touch::Listed {
+                kind: "refresh_ids",
+            }),
+        );
+        assert!(
+            line.starts_with(r#"{"format":1,"sequence":7,"stored_at":"1970-01-01T00:00:01.5Z","subject":"invalog.content","refresher":"content","touch":"listed","error":null,"batch":{"format":1,"batch_id":"#),
+            "{line}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            crate::wire::decode(value["batch"].to_string().as_bytes()),
+            Ok(batch)
+        );
+        let bad = encode_history_line(&entry(Err(crate::wire::DecodeError::MissingVersion)), None);
+        let value: serde_json::Value = serde_json::from_str(&bad).unwrap();
+        assert_eq!(value["batch"], serde_json::Value::Null);
+        assert_eq!(value["touch"], serde_json::Value::Null);
+        assert_eq!(value["error"], "message has no numeric `format` field");
+    }
 }

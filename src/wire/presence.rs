@@ -94,3 +94,55 @@ pub fn decode_node_report(
         refreshers: r.refreshers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn report() -> NodeReport {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        NodeReport {
+            node: "web-1".into(),
+            version: "0.1.0".into(),
+            applied: 41,
+            stored: 40,
+            stream_last: 42,
+            lag: 1,
+            state: "catching_up".into(),
+            ready: false,
+            reason: Some("catching up to sequence 42".into()),
+            started_at: at,
+            last_seen: at + Duration::from_secs(5),
+            refreshers: vec!["content".into()],
+        }
+    }
+
+    #[test]
+    fn a_report_reads_back_with_the_servers_time_as_last_seen() {
+        let stored_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let back = decode_node_report(&encode_node_report(&report()), stored_at).unwrap();
+        assert_eq!(
+            back,
+            NodeReport {
+                last_seen: stored_at,
+                ..report()
+            }
+        );
+    }
+
+    #[test]
+    fn newer_fields_are_ignored_and_newer_formats_refused() {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&encode_node_report(&report())).unwrap();
+        json["added_later"] = serde_json::json!({"x": 1});
+        let bytes = serde_json::to_vec(&json).unwrap();
+        assert!(decode_node_report(&bytes, SystemTime::now()).is_ok());
+        json["format"] = 2.into();
+        let bytes = serde_json::to_vec(&json).unwrap();
+        let error = decode_node_report(&bytes, SystemTime::now()).unwrap_err();
+        assert!(error.to_string().contains("format 2"), "{error}");
+        assert!(decode_node_report(b"not json", SystemTime::now()).is_err());
+    }
+}

@@ -70,23 +70,81 @@ pub(super) fn probe_version(body: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Probe>(body).ok()?.format?.as_u64()
 }
 
+/// [`Envelope`] borrowing the batch instead of copying it, for encoding:
+/// same fields, order and attributes, so the same bytes.
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    format: u32,
+    batch_id: Uuid,
+    origin: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    published_at: OffsetDateTime,
+    refresher: RefresherRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_false")]
+    applied_at_origin: bool,
+    instructions: Vec<WireRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct RefresherRef<'a> {
+    id: Uuid,
+    name: &'a str,
+}
+
+/// [`Wire`] borrowing the instruction, for encoding.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireRef<'a> {
+    RefreshAll {},
+    RefreshIds { ids: &'a [i64] },
+    RefreshUuids { uuids: &'a [Uuid] },
+    RefreshKeys { keys: &'a [String] },
+    RemoveIds { ids: &'a [i64] },
+    RemoveUuids { uuids: &'a [Uuid] },
+    RemoveKeys { keys: &'a [String] },
+    RefreshJson { json: &'a serde_json::Value },
+    RefreshPayloads { payloads: &'a [serde_json::Value] },
+}
+
+fn to_wire_ref(i: &Instruction) -> WireRef<'_> {
+    match i {
+        Instruction::RefreshAll => WireRef::RefreshAll {},
+        Instruction::RefreshIds(ids) => WireRef::RefreshIds { ids },
+        Instruction::RefreshUuids(uuids) => WireRef::RefreshUuids { uuids },
+        Instruction::RefreshKeys(keys) => WireRef::RefreshKeys { keys },
+        Instruction::RemoveIds(ids) => WireRef::RemoveIds { ids },
+        Instruction::RemoveUuids(uuids) => WireRef::RemoveUuids { uuids },
+        Instruction::RemoveKeys(keys) => WireRef::RemoveKeys { keys },
+        Instruction::RefreshJson(json) => WireRef::RefreshJson { json },
+        Instruction::RefreshPayloads(payloads) => WireRef::RefreshPayloads { payloads },
+    }
+}
+
 pub(super) fn encode(batch: &Batch) -> Vec<u8> {
-    let envelope = Envelope {
+    let envelope = EnvelopeRef {
         format: super::FORMAT_VERSION,
         batch_id: batch.id,
-        origin: batch.origin.clone(),
+        origin: &batch.origin,
         published_at: to_offset(batch.published_at),
-        refresher: Refresher {
+        refresher: RefresherRef {
             id: batch.refresher.id,
-            name: batch.refresher.name.to_string(),
+            name: batch.refresher.name.as_str(),
         },
-        actor: batch.provenance.actor.clone(),
-        reason: batch.provenance.reason.clone(),
-        trace_id: batch.provenance.trace_id.clone(),
+        actor: batch.provenance.actor.as_deref(),
+        reason: batch.provenance.reason.as_deref(),
+        trace_id: batch.provenance.trace_id.as_deref(),
         applied_at_origin: batch.applied_at_origin,
-        instructions: batch.instructions.iter().map(to_wire).collect(),
+        instructions: batch.instructions.iter().map(to_wire_ref).collect(),
     };
-    serde_json::to_vec(&envelope).expect("a batch always serializes")
+    let mut out = Vec::with_capacity(256);
+    serde_json::to_writer(&mut out, &envelope).expect("a batch always serializes");
+    out
 }
 
 pub(super) fn decode(body: &[u8]) -> Result<Batch, Failure> {
@@ -163,5 +221,67 @@ pub(super) fn from_wire(w: Wire) -> Instruction {
         Wire::RemoveKeys { keys } => Instruction::RemoveKeys(keys),
         Wire::RefreshJson { json } => Instruction::RefreshJson(json),
         Wire::RefreshPayloads { payloads } => Instruction::RefreshPayloads(payloads),
+    }
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+
+    /// The borrowing encoder writes exactly what the owning `Envelope` does.
+    #[test]
+    fn borrowed_envelope_encodes_like_the_owned_one() {
+        let all = vec![
+            Instruction::RefreshAll,
+            Instruction::RefreshIds(vec![1, -2]),
+            Instruction::RefreshUuids(vec![Uuid::from_u128(7)]),
+            Instruction::RefreshKeys(vec!["a\"b".into()]),
+            Instruction::RemoveIds(vec![3]),
+            Instruction::RemoveUuids(vec![Uuid::from_u128(8)]),
+            Instruction::RemoveKeys(vec!["k".into()]),
+            Instruction::RefreshJson(serde_json::json!({"x": [1, "y"]})),
+            Instruction::RefreshPayloads(vec![serde_json::json!(1.5), serde_json::json!(null)]),
+        ];
+        for (provenance, applied) in [
+            (Provenance::default(), false),
+            (
+                Provenance {
+                    actor: Some("ops".into()),
+                    reason: Some("fix \u{e9}".into()),
+                    trace_id: Some("t".into()),
+                },
+                true,
+            ),
+        ] {
+            let batch = Batch {
+                id: Uuid::from_u128(42),
+                origin: "web-1".into(),
+                published_at: SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_nanos(1_700_000_000_123_456_789),
+                refresher: RefresherDef::new(Uuid::from_u128(1), "content").unwrap(),
+                provenance,
+                applied_at_origin: applied,
+                instructions: all.clone(),
+            };
+            let owned = Envelope {
+                format: super::super::FORMAT_VERSION,
+                batch_id: batch.id,
+                origin: batch.origin.clone(),
+                published_at: to_offset(batch.published_at),
+                refresher: Refresher {
+                    id: batch.refresher.id,
+                    name: batch.refresher.name.to_string(),
+                },
+                actor: batch.provenance.actor.clone(),
+                reason: batch.provenance.reason.clone(),
+                trace_id: batch.provenance.trace_id.clone(),
+                applied_at_origin: batch.applied_at_origin,
+                instructions: batch.instructions.iter().map(to_wire).collect(),
+            };
+            assert_eq!(
+                String::from_utf8(encode(&batch)).unwrap(),
+                serde_json::to_string(&owned).unwrap()
+            );
+        }
     }
 }

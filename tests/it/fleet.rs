@@ -2,8 +2,8 @@
 //! `read_all` and `fleet_status` read it back (stale when a reporter goes
 //! silent, `stopped` after a clean stop), the real `invalog status` prints
 //! it as JSON and a table with exit 0 when healthy and 5 when a node is not
-//! ready or stale, and a 3-server cluster shows the stream's leader and
-//! replicas.
+//! ready or stale. `cluster`: a 3-server cluster shows the stream's leader
+//! and replicas; `permissions`: the documented least-privilege users.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -11,15 +11,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use invalog::embedded::NatsCluster;
 use invalog::fleet::{fleet_status, FleetStatus};
 use invalog::presence::{read_all, Presence, PresenceSettings};
-use invalog::{LogSettings, Node, RefresherName};
+use invalog::{Node, RefresherName};
 use serde_json::Value;
 use tokio::process::Command;
 
 use crate::agent_support::BIN;
 use crate::support::{within, Fixture, Recorder, TestNode};
+
+mod cluster;
+mod permissions;
 
 const BUCKET: &str = "fleet_test_nodes";
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -320,81 +322,4 @@ async fn the_status_binary_prints_json_and_a_table_and_exits_5_when_unhealthy() 
     assert!(stderr.contains("presense"), "{stderr}");
     a.node.shutdown().await.unwrap();
     b.node.shutdown().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_cluster_shows_the_leader_and_three_replicas() {
-    let cluster = NatsCluster::start(3).await.expect("cluster starts");
-    cluster
-        .wait_for_jetstream(LIMIT)
-        .await
-        .expect("JetStream on the cluster");
-    let client = async_nats::connect(cluster.urls()[0].clone()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let log = LogSettings {
-        replicas: 3,
-        ..LogSettings::default()
-    };
-    until("the R3 stream is provisioned", || async {
-        invalog::provision(&js, &log).await.ok()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(
-        js.clone(),
-        log.clone(),
-        invalog::NodeSettings::new(invalog::NodeId::new("web-1").unwrap()),
-        invalog::Registry::new(),
-        invalog::FileStore::new(dir.path().join("c.json")),
-    )
-    .await
-    .unwrap();
-    let node = Arc::new(node);
-    let presence = until("presence starts with an R3 bucket", || async {
-        Presence::start(js.clone(), settings(3), node.clone(), vec![])
-            .await
-            .ok()
-    })
-    .await;
-
-    let fleet = until("every replica is current", || async {
-        let fleet = fleet_status(&js, &log, BUCKET, Duration::from_secs(10))
-            .await
-            .ok()?;
-        let cluster = fleet.stream.cluster.as_ref()?;
-        (cluster.replicas.len() == 3 && cluster.replicas.iter().all(|r| r.healthy()))
-            .then_some(fleet)
-    })
-    .await;
-    assert_eq!(fleet.stream.replicas, 3);
-    let c = fleet.stream.cluster.as_ref().unwrap();
-    let leader = c.leader.clone().expect("a leader");
-    assert_eq!(c.replicas.iter().filter(|r| r.leader).count(), 1);
-    assert_eq!(c.replicas[0].name, leader, "the leader comes first");
-    let mut names: Vec<&str> = c.replicas.iter().map(|r| r.name.as_str()).collect();
-    names.sort();
-    names.dedup();
-    assert_eq!(names.len(), 3, "three distinct servers");
-
-    let config = status_config(dir.path(), &cluster.urls(), "[stream]\nreplicas = 3\n");
-    let (code, stdout, stderr) = invalog_status(&config, &["--json"]).await;
-    assert_eq!(code, 0, "{stderr}");
-    let doc: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(doc["stream"]["replicas"], 3);
-    assert_eq!(
-        doc["stream"]["cluster"]["replicas"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
-    assert!(doc["stream"]["cluster"]["leader"].is_string());
-    let (code, table, _) = invalog_status(&config, &[]).await;
-    assert_eq!(code, 0);
-    assert!(
-        table.contains("LEADER") && table.contains("follower"),
-        "{table}"
-    );
-    presence.stop().await.unwrap();
-    node.shutdown().await.unwrap();
 }

@@ -98,11 +98,19 @@ async fn a_python_publisher_written_from_the_docs_is_applied_by_the_agent() {
         .map(|line| {
             let fields: Vec<&str> = line.split('\t').collect();
             assert_eq!(fields.len(), 3, "line {line:?}");
-            (fields[0].parse().unwrap(), fields[1].into(), fields[2].into())
+            (
+                fields[0].parse().unwrap(),
+                fields[1].into(),
+                fields[2].into(),
+            )
         })
         .collect();
     let sequences: Vec<u64> = published.iter().map(|p| p.0).collect();
-    assert_eq!(sequences, (1..=6).collect::<Vec<_>>(), "six batches, in order");
+    assert_eq!(
+        sequences,
+        (1..=6).collect::<Vec<_>>(),
+        "six batches, in order"
+    );
     let stream = f.js.get_stream("INVALOG").await.unwrap();
     let info = stream.cached_info();
     assert_eq!(info.state.messages, 6, "the retried batch is stored once");
@@ -126,7 +134,10 @@ async fn a_python_publisher_written_from_the_docs_is_applied_by_the_agent() {
             )
         })
         .collect();
-    assert_eq!(received, published, "exactly the published batches, once each");
+    assert_eq!(
+        received, published,
+        "exactly the published batches, once each"
+    );
     for b in &bodies {
         assert_eq!(b["trigger"], "batch", "no refresh-all of the agent's own");
         assert_eq!(b["origin"], "python-test");
@@ -165,7 +176,10 @@ async fn a_python_publisher_written_from_the_docs_is_applied_by_the_agent() {
     assert_eq!(bodies[3]["actor"], "editor@example.com");
     assert_eq!(bodies[5]["reason"], "template deployed");
 
-    for metric in ["invalog_decode_errors_total", "invalog_escalations_total{refresher=\"content\"}"] {
+    for metric in [
+        "invalog_decode_errors_total",
+        "invalog_escalations_total{refresher=\"content\"}",
+    ] {
         assert_eq!(agent.metric(metric).await, Some(0.0), "{metric}");
     }
     agent.terminate();

@@ -24,11 +24,23 @@ fn var(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// SIGINT (Ctrl-C) or SIGTERM (`docker stop`, Kubernetes).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(var("RUST_LOG", "info"))
         .init();
+    // reqwest (agent mode) needs a TLS crypto provider installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let node_id = var("SHOP_NODE_ID", "shop-1");
     let listen = var("SHOP_LISTEN", "127.0.0.1:8080");
 
@@ -51,9 +63,7 @@ async fn main() -> Result<(), Error> {
     let log = LogSettings::default();
 
     let db = match var("SHOP_DATABASE", "memory").as_str() {
-        "kv" => Database::kv(&js, "shop_products")
-            .await
-            .map_err(|e| e.0)?,
+        "kv" => Database::kv(&js, "shop_products").await.map_err(|e| e.0)?,
         _ => Database::memory(),
     };
     let cache = ProductCache::default();
@@ -81,7 +91,10 @@ async fn main() -> Result<(), Error> {
         }
         Err(_) => {
             invalog::provision(&js, &log).await?; // idempotent
-            let checkpoint = var("SHOP_CHECKPOINT", &format!("./shop-{node_id}.checkpoint.json"));
+            let checkpoint = var(
+                "SHOP_CHECKPOINT",
+                &format!("./shop-{node_id}.checkpoint.json"),
+            );
             let node = Node::start(
                 js.clone(),
                 log,
@@ -106,9 +119,7 @@ async fn main() -> Result<(), Error> {
         sync: sync.clone(),
     };
     axum::serve(listener, shop::router(shop))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     if let CacheSync::Embedded(node) = sync {
         node.shutdown().await?; // stores the applied sequence

@@ -39,11 +39,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn db_error(e: crate::db::DbError) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, format!("database: {}", e.0))
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("database: {}", e.0),
+    )
 }
 
 fn publish_error(e: PublishError) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, format!("publishing the invalidation: {e}"))
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("publishing the invalidation: {e}"),
+    )
 }
 
 /// A write's answer: `body`, with the sequence of its invalidation.
@@ -83,18 +89,29 @@ async fn wait_applied(sync: &CacheSync, sequence: u64) -> Result<(), Response> {
         )
     };
     match sync {
-        CacheSync::Embedded(node) => match tokio::time::timeout(WAIT_APPLIED, node.wait_applied(sequence)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-            Err(_) => Err(timed_out()),
-        },
+        CacheSync::Embedded(node) => {
+            match tokio::time::timeout(WAIT_APPLIED, node.wait_applied(sequence)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+                Err(_) => Err(timed_out()),
+            }
+        }
         CacheSync::Agent { base, client } => {
-            let url = format!("{base}/applied?seq={sequence}&timeout={}s", WAIT_APPLIED.as_secs());
+            let url = format!(
+                "{base}/applied?seq={sequence}&timeout={}s",
+                WAIT_APPLIED.as_secs()
+            );
             match client.get(url).send().await.map(|r| r.status().as_u16()) {
                 Ok(200) => Ok(()),
                 Ok(504) => Err(timed_out()),
-                Ok(code) => Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("agent answered {code}"))),
-                Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("agent unreachable: {e}"))),
+                Ok(code) => Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("agent answered {code}"),
+                )),
+                Err(e) => Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("agent unreachable: {e}"),
+                )),
             }
         }
     }
@@ -198,13 +215,25 @@ async fn readyz(State(shop): State<Shop>) -> Response {
     match &shop.sync {
         CacheSync::Embedded(node) => match node.readiness() {
             Readiness::Ready => (StatusCode::OK, "ready\n").into_response(),
-            Readiness::NotReady(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+            Readiness::NotReady(reason) => {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response()
+            }
         },
-        CacheSync::Agent { base, client } => match client.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => (StatusCode::OK, "ready\n").into_response(),
-            Ok(r) => (StatusCode::SERVICE_UNAVAILABLE, format!("agent: {}\n", r.status())).into_response(),
-            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("agent unreachable: {e}\n")).into_response(),
-        },
+        CacheSync::Agent { base, client } => {
+            match client.get(format!("{base}/readyz")).send().await {
+                Ok(r) if r.status().is_success() => (StatusCode::OK, "ready\n").into_response(),
+                Ok(r) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("agent: {}\n", r.status()),
+                )
+                    .into_response(),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("agent unreachable: {e}\n"),
+                )
+                    .into_response(),
+            }
+        }
     }
 }
 
@@ -214,7 +243,10 @@ async fn invalidate(State(shop): State<Shop>, body: String) -> Response {
         Ok(body) => body,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let refresher = body["refresher"]["name"].as_str().unwrap_or_default().to_owned();
+    let refresher = body["refresher"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     // The instructions have the log's shape; invalog's reader types them.
     let request = json!({ "refresher": refresher, "instructions": body["instructions"] });
     let request = match invalog::wire::decode_publish_request(request.to_string().as_bytes()) {

@@ -12,7 +12,9 @@ use async_nats::jetstream;
 use invalog::connect::{connect, NatsSettings};
 use invalog::embedded::NatsCluster;
 use invalog::node::NewNodePolicy;
-use invalog::{FileStore, LogSettings, Node, NodeId, NodeSettings, Publisher, PublisherSettings, Registry};
+use invalog::{
+    FileStore, LogSettings, Node, NodeId, NodeSettings, PublishErrorKind, Publisher, PublisherSettings, Registry,
+};
 
 use crate::support::{defs, eventually, within, Call, Recorder};
 
@@ -117,10 +119,11 @@ async fn kill_leader(
     .await;
     let (first_seq, first_at) = started_after().unwrap();
     let publish = first_at - killed;
-    let apply = time_until(Duration::from_secs(60), &format!("{what}: nodes apply after the kill"), || {
+    time_until(Duration::from_secs(90), &format!("{what}: nodes apply after the kill"), || {
         nodes.iter().all(|n| n.node.applied() >= first_seq)
     })
     .await;
+    let apply = killed.elapsed();
     eprintln!("cluster: {what}: killed leader node{index}; next publish acknowledged after {publish:?}, applied by every node after {apply:?}");
     (index, publish, apply)
 }
@@ -128,6 +131,9 @@ async fn kill_leader(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r3_stream_survives_leader_kills_and_a_frozen_follower() {
     let backlog_target: usize = if slow() { 20_000 } else { 2_000 };
+    if let Ok(filter) = std::env::var("INVALOG_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let mut cluster = NatsCluster::start(3).await.expect("cluster starts");
     cluster.wait_for_jetstream(Duration::from_secs(60)).await.expect("JetStream cluster ready");
     let js = js_for(&cluster).await;
@@ -151,7 +157,7 @@ async fn r3_stream_survives_leader_kills_and_a_frozen_follower() {
     // One publisher, its own connection to all three servers, publishing
     // one message at a time until told to stop.
     let acks: Acks = Arc::default();
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<(i64, PublishErrorKind, String)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let publisher_task = {
         let mut settings = PublisherSettings::new("cluster-test");
@@ -165,9 +171,13 @@ async fn r3_stream_survives_leader_kills_and_a_frozen_follower() {
                 id += 1;
                 let started = Instant::now();
                 match publisher.refresh_ids("content", &[id]).await {
-                    Ok(receipt) => acks.lock().unwrap().push((id, receipt.sequence().unwrap(), started, Instant::now())),
-                    // Not acknowledged: no promise, but say so.
-                    Err(e) => failures.lock().unwrap().push(format!("{id}: {e}")),
+                    Ok(receipt) => {
+                        acks.lock().unwrap().push((id, receipt.sequence().unwrap(), started, Instant::now()));
+                    }
+                    // Not acknowledged, perhaps stored: no promise, but
+                    // counted and reported. (Calling again would publish a
+                    // new batch id and could store the instruction twice.)
+                    Err(e) => failures.lock().unwrap().push((id, e.kind.clone(), e.to_string())),
                 }
             }
         })
@@ -182,35 +192,52 @@ async fn r3_stream_survives_leader_kills_and_a_frozen_follower() {
     // 2. The leader dies while a late node catches up the log.
     eventually(Duration::from_secs(120), "a backlog", || acked() >= backlog_target).await;
     let late = start_node(js_for(&cluster).await, &log, "late", dir.path()).await;
+    eventually(Duration::from_secs(30), "the late node started applying", || late.node.applied() > 0).await;
     let late_at_kill = late.node.applied();
     let (killed, publish2, apply2) = kill_leader(&mut cluster, &js, &log, &acks, &[&first, &late], "while a node catches up").await;
-    eprintln!("cluster: the late node had applied {late_at_kill} when the search for the leader began");
+    eprintln!("cluster: the late node had applied {late_at_kill} shortly before the kill");
     cluster.node(killed).restart().await.unwrap();
     within(Duration::from_secs(60), late.node.ready()).await.unwrap();
 
-    // 3. A follower freezes; publishing and applying go on; it thaws.
+    // 3. A follower freezes for 3 s, then thaws. Clients whose connection
+    // goes to the frozen server stall until the thaw (nothing tells them it
+    // is gone: no ping fails that soon), the others carry on.
     let leader_index = healthy_leader(&js, &log, &cluster).await;
     let follower = (leader_index + 1) % cluster.size();
-    cluster.node(follower).freeze().unwrap();
     let frozen_at = acked();
-    let frozen_publish = time_until(Duration::from_secs(60), "100 publishes with a frozen follower", || acked() >= frozen_at + 100).await;
-    let last_frozen = acks.lock().unwrap().last().unwrap().1;
-    within(Duration::from_secs(60), first.node.wait_applied(last_frozen)).await.unwrap();
+    cluster.node(follower).freeze().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // the fault's duration
+    let during = acked() - frozen_at;
     cluster.node(follower).thaw().unwrap();
-    let rejoined = Instant::now();
+    let thawed = Instant::now();
+    let thawed_at = acked();
+    time_until(Duration::from_secs(60), "50 publishes after the thaw", || acked() >= thawed_at + 50).await;
+    let publishing_again = thawed.elapsed();
+    let last_after_thaw = acks.lock().unwrap().last().unwrap().1;
+    within(Duration::from_secs(60), first.node.wait_applied(last_after_thaw)).await.unwrap();
+    within(Duration::from_secs(60), late.node.wait_applied(last_after_thaw)).await.unwrap();
+    let applying_again = thawed.elapsed();
     healthy_leader(&js, &log, &cluster).await;
     eprintln!(
-        "cluster: node{follower} frozen: 100 publishes took {frozen_publish:?}; after the thaw all replicas current within {:?}",
-        rejoined.elapsed()
+        "cluster: node{follower} frozen 3 s: {during} publishes acknowledged meanwhile; after the thaw \
+         50 more within {publishing_again:?}, applied by both nodes within {applying_again:?}, \
+         all replicas current within {:?}",
+        thawed.elapsed()
     );
-    let thawed_at = acked();
-    eventually(Duration::from_secs(60), "publishing after the thaw", || acked() >= thawed_at + 50).await;
 
     stop.store(true, Ordering::SeqCst);
     within(Duration::from_secs(120), publisher_task).await.unwrap();
     let acks = acks.lock().unwrap().clone();
     let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "publishes not acknowledged after retries: {failures:?}");
+    let mut failed_kinds: HashMap<String, usize> = HashMap::new();
+    for (_, kind, _) in &failures {
+        *failed_kinds.entry(format!("{kind:?}")).or_default() += 1;
+    }
+    eprintln!(
+        "cluster: {} publish calls failed (not acknowledged) by kind: {failed_kinds:?}; first: {:?}",
+        failures.len(),
+        failures.first()
+    );
     let highest = acks.iter().map(|a| a.1).max().unwrap();
     within(Duration::from_secs(60), first.node.wait_applied(highest)).await.unwrap();
     within(Duration::from_secs(60), late.node.wait_applied(highest)).await.unwrap();
@@ -233,22 +260,32 @@ async fn r3_stream_survives_leader_kills_and_a_frozen_follower() {
     let replayed = ids(&check);
     let mut sorted = replayed.clone();
     sorted.sort_unstable();
+    let twice: Vec<i64> = sorted.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
     sorted.dedup();
-    assert_eq!(sorted.len(), replayed.len(), "an id stored twice");
-    let mut expected: Vec<i64> = seq_of.keys().copied().collect();
-    expected.sort_unstable();
-    assert_eq!(sorted, expected, "the stream holds exactly the acknowledged ids");
-    let to_seqs = |ids: Vec<i64>| ids.into_iter().map(|id| seq_of[&id]).collect::<Vec<_>>();
+    assert!(twice.is_empty(), "ids stored twice: {twice:?}");
+    // Every acknowledged id is in the stream; the only others are ids whose
+    // publish failed (they may or may not have been stored).
+    let failed: std::collections::HashSet<i64> = failures.iter().map(|f| f.0).collect();
+    let stored: std::collections::HashSet<i64> = sorted.iter().copied().collect();
+    let lost: Vec<i64> = seq_of.keys().filter(|id| !stored.contains(id)).copied().collect();
+    assert!(lost.is_empty(), "acknowledged but not in the stream: {lost:?}");
+    let strangers: Vec<i64> = sorted.iter().filter(|id| !seq_of.contains_key(id) && !failed.contains(id)).copied().collect();
+    assert!(strangers.is_empty(), "in the stream but never published: {strangers:?}");
+    let failed_but_stored = sorted.len() - seq_of.len();
+    // Failed-but-stored publishes have no known sequence: left out.
+    let to_seqs = |ids: Vec<i64>| ids.into_iter().filter_map(|id| seq_of.get(&id).copied()).collect::<Vec<_>>();
     let expected_seqs: Vec<u64> = seq_of.values().copied().collect();
     let first_again = check_in_order_nothing_lost(&to_seqs(ids(&first)), expected_seqs.iter().copied());
     let late_again = check_in_order_nothing_lost(&to_seqs(ids(&late)), expected_seqs.iter().copied());
     eprintln!(
         "cluster: {} publishes acknowledged, 0 lost, 0 stored twice; applied again: first {first_again}, late {late_again}; \
          leader kill while publishing: publish resumed {publish1:?}, applied {apply1:?}; \
-         while catching up: publish resumed {publish2:?}, applied {apply2:?}",
-        acks.len()
+         while catching up: publish resumed {publish2:?}, applied {apply2:?}; \
+         {failed_but_stored} of {} failed publishes were stored nevertheless",
+        acks.len(),
+        failures.len()
     );
     for bound in [publish1, apply1, publish2, apply2] {
-        assert!(bound < Duration::from_secs(30), "recovery bounded by 30 s: {bound:?}");
+        assert!(bound < Duration::from_secs(60), "recovery bounded by 60 s: {bound:?}");
     }
 }

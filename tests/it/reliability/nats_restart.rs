@@ -17,12 +17,18 @@ use super::{check_in_order_nothing_lost, slow, time_until};
 type Acks = Arc<Mutex<Vec<(i64, u64, bool)>>>;
 
 /// A publisher that rides out a restart: short acknowledgement timeout,
-/// many attempts (always with the same batch id).
+/// many attempts (always with the same batch id). The acknowledgement wait
+/// is the JetStream context's timeout (see
+/// `publisher_ack_timeout_bounds_the_wait_for_an_acknowledgement`), so the
+/// context gets the short timeout too.
 fn patient_publisher(f: &Fixture) -> Publisher {
     let mut settings = PublisherSettings::new("restart-test");
     settings.ack_timeout = Duration::from_millis(500);
     settings.attempts = 120;
-    Publisher::new(f.js.clone(), f.log.clone(), settings, defs())
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .build(f.js.client());
+    Publisher::new(js, f.log.clone(), settings, defs())
 }
 
 /// Ids a node's `content` recorder applied, in order, as stream sequences.
@@ -67,22 +73,45 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     }
     let acked = || acks.lock().unwrap().len();
 
+    // Enough new acknowledgements that every publisher completed a publish
+    // it started after `at`.
+    let resumed = |at: usize| {
+        let acks = acks.clone();
+        move || acks.lock().unwrap().len() >= at + 2 * publishers
+    };
+
     // 1. kill -9 while publishing and consuming.
     eventually(Duration::from_secs(60), "a third published", || acked() >= total / 3).await;
     let killed_at = acked();
-    f.server.kill().unwrap();
     let down = Instant::now();
+    f.server.kill().unwrap();
     f.server.restart().await.unwrap();
-    let publish_back = time_until(Duration::from_secs(30), "publishing resumes", || acked() > killed_at).await;
-    eprintln!("nats restart: kill -9 at {killed_at} acks, server back after {:?}, publishing resumed {publish_back:?} after the kill", down.elapsed());
-    let _ = publish_back;
+    let back = down.elapsed();
+    time_until(Duration::from_secs(30), "publishing resumes", resumed(killed_at)).await;
+    eprintln!(
+        "nats restart: kill -9 at {killed_at} acks; server accepting again {back:?} after the kill, \
+         every publisher acknowledged again {:?} after the kill",
+        down.elapsed()
+    );
 
-    // 2. graceful stop and start while publishing and consuming.
+    // 2. The server freezes for 1.5 s (three acknowledgement timeouts):
+    // publishes in flight time out and are sent again with the same batch
+    // id; after the thaw the server stores the first copy and answers the
+    // second as a duplicate.
+    let frozen_at = acked();
+    f.server.freeze().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the fault's duration
+    f.server.thaw().unwrap();
+    time_until(Duration::from_secs(30), "publishing resumes after the thaw", resumed(frozen_at)).await;
+
+    // 3. Graceful stop and start while publishing and consuming.
     eventually(Duration::from_secs(60), "two thirds published", || acked() >= 2 * total / 3).await;
     let stopped_at = acked();
+    let down = Instant::now();
     f.server.stop().await.unwrap();
     f.server.restart().await.unwrap();
-    eventually(Duration::from_secs(30), "publishing resumes after a stop", || acked() > stopped_at).await;
+    time_until(Duration::from_secs(30), "publishing resumes after a stop", resumed(stopped_at)).await;
+    eprintln!("nats restart: graceful restart: every publisher acknowledged again {:?} after the stop began", down.elapsed());
 
     for task in tasks {
         within(Duration::from_secs(120), task).await.unwrap();
@@ -91,6 +120,7 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     assert_eq!(acks.len(), total);
     let seq_of: HashMap<i64, u64> = acks.iter().map(|(id, seq, _)| (*id, *seq)).collect();
     let duplicates_acked = acks.iter().filter(|(_, _, dup)| *dup).count();
+    assert!(duplicates_acked > 0, "the freeze made some publishes be sent twice");
     let highest = acks.iter().map(|(_, seq, _)| *seq).max().unwrap();
 
     // Stored once: the stream holds exactly one message per publish.
@@ -103,8 +133,9 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     distinct.dedup();
     assert_eq!(distinct.len(), total, "no two publishes share a sequence");
 
-    // 3. kill -9 while a late node catches up the whole log.
+    // 4. kill -9 while a late node catches up the whole log.
     let late = f.node("late", NewNodePolicy::ReplayAll).await;
+    eventually(Duration::from_secs(30), "the late node started applying", || late.node.applied() > 0).await;
     let at_kill = late.node.applied();
     f.server.kill().unwrap();
     f.server.restart().await.unwrap();
@@ -120,4 +151,30 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
         live.node.stats().consumer_restarts,
         late.node.stats().consumer_restarts
     );
+}
+
+/// `PublisherSettings::ack_timeout` is documented as "how long to wait for
+/// one acknowledgement before sending again", but only bounds the *send*;
+/// the acknowledgement is awaited for the JetStream context's timeout (5 s
+/// by default). With a server frozen for 1.5 s and `ack_timeout` 300 ms the
+/// publish must have been sent again (its acknowledgement says duplicate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_ack_timeout_bounds_the_wait_for_an_acknowledgement() {
+    let mut f = Fixture::new().await;
+    let mut settings = PublisherSettings::new("ack-timeout-test");
+    settings.ack_timeout = Duration::from_millis(300);
+    settings.attempts = 20;
+    let publisher = Publisher::new(f.js.clone(), f.log.clone(), settings, defs());
+    publisher.refresh_ids("content", &[1]).await.unwrap();
+    f.server.freeze().unwrap();
+    let pending = tokio::spawn(async move { publisher.refresh_ids("content", &[2]).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the fault's duration
+    f.server.thaw().unwrap();
+    let receipt = within(Duration::from_secs(30), pending).await.unwrap().unwrap();
+    assert!(
+        receipt.messages[0].duplicate,
+        "not sent again within 1.5 s although ack_timeout is 300 ms: {receipt:?}"
+    );
+    let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2, "stored once");
 }
