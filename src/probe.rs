@@ -67,6 +67,9 @@ pub struct ProbeSettings {
     /// Nodes known to be live (from presence reports, or named by the
     /// operator): each must answer every canary. Nodes that answer without
     /// being listed are counted too, from the first canary they answered.
+    /// The probe ends as soon as every node answered every canary, but with
+    /// no node listed it cannot know that and always waits `timeout` after
+    /// the last canary.
     pub expected_nodes: Vec<String>,
 }
 
@@ -182,12 +185,17 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// True when every listed node, and every node that answered, answered
+/// every canary it had to apply. False when no node is listed: the probe
+/// cannot know which nodes are still to answer, so it waits until its
+/// deadline.
 fn all_answered(canaries: &[CanaryState], answers: &Answers, expected: &[String]) -> bool {
     let nodes: BTreeSet<&String> = expected.iter().chain(answers.keys()).collect();
-    nodes.into_iter().all(|node| {
-        let answered = answers.get(node);
-        let listed = expected.contains(node);
-        expected_of(canaries, answered, listed)
-            .all(|n| answered.is_some_and(|a| a.contains_key(&n)))
-    })
+    !expected.is_empty()
+        && nodes.into_iter().all(|node| {
+            let answered = answers.get(node);
+            let listed = expected.contains(node);
+            expected_of(canaries, answered, listed)
+                .all(|n| answered.is_some_and(|a| a.contains_key(&n)))
+        })
 }

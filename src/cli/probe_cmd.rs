@@ -222,12 +222,13 @@ fn render(r: &ProbeReport) -> String {
     out.push_str(&table(&rows));
     out.push('\n');
     out.push_str(&format!(
-        "{} of {} canaries applied on all {} node(s) within {within} ({:.2}%, {} nines)\n",
+        "{} of {} canaries applied on all {} node(s) within {within} ({:.2}%, {} nine{})\n",
         r.all_within,
         r.published,
         r.nodes.len(),
         r.fraction_within() * 100.0,
-        r.nines()
+        r.nines(),
+        if r.nines() == 1 { "" } else { "s" }
     ));
     for f in &r.publish_failures {
         out.push_str(&format!("canary {} not published: {}\n", f.canary, f.error));

@@ -241,12 +241,10 @@ impl Agent {
     /// included, is `name`), `None` when not served.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await?;
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (key, value) = l.rsplit_once(' ')?;
-                (key == name).then(|| value.parse().ok()).flatten()
-            })
+        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok()).flatten()
+        })
     }
 
     /// Sends SIGTERM.
@@ -295,7 +293,10 @@ pub async fn publish_each(f: &Fixture, count: i64) -> u64 {
 
 /// A publisher that writes one instruction per message, so that a unit of
 /// work of n ids becomes n messages sent pipelined.
-pub fn one_per_message(js: &async_nats::jetstream::Context, log: &invalog::LogSettings) -> invalog::Publisher {
+pub fn one_per_message(
+    js: &async_nats::jetstream::Context,
+    log: &invalog::LogSettings,
+) -> invalog::Publisher {
     let mut settings = invalog::PublisherSettings::new("reliability");
     settings.max_units_per_message = 1;
     invalog::Publisher::new(js.clone(), log.clone(), settings, crate::support::defs())

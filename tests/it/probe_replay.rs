@@ -109,6 +109,21 @@ async fn the_probe_times_every_canary_on_three_live_nodes() {
     }
     assert!(report.fleet.p50 <= report.fleet.p99 && report.fleet.p99 <= report.fleet.max);
 
+    // No node known in advance, one canary: the nodes are found by their
+    // answers (the probe waits its timeout for them).
+    let one = ProbeSettings {
+        count: 1,
+        timeout: Duration::from_secs(2),
+        expected_nodes: vec![],
+        ..settings.clone()
+    };
+    let report = invalog::probe::run(&f.js, &f.log, PublisherSettings::new("probe-test"), &one)
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:#?}");
+    assert_eq!(report.nodes.len(), 3);
+    assert!(report.nodes.iter().all(|n| !n.listed && n.applied == 1));
+
     // Binary, JSON: the nodes come from presence; exit 0.
     let config = client_config(&f);
     let args = [

@@ -11,6 +11,7 @@ mod fencing;
 mod fuzz_regressions;
 mod hostile;
 mod nats_restart;
+mod security;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,10 +54,17 @@ impl Rng {
 
 /// Polls `condition` every 5 ms; returns how long it took, failing after
 /// `limit`.
-pub async fn time_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+pub async fn time_until(
+    limit: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < limit, "not reached within {limit:?}: {what}");
+        assert!(
+            start.elapsed() < limit,
+            "not reached within {limit:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     start.elapsed()
@@ -66,7 +74,10 @@ pub async fn time_until(limit: Duration, what: &str, mut condition: impl FnMut()
 /// allowed) against the promise "in stream order, nothing skipped": every
 /// sequence is at most one past the highest applied before it, and every
 /// sequence of `expected` was applied. Returns how many were applied again.
-pub fn check_in_order_nothing_lost(applied: &[u64], expected: impl IntoIterator<Item = u64>) -> usize {
+pub fn check_in_order_nothing_lost(
+    applied: &[u64],
+    expected: impl IntoIterator<Item = u64>,
+) -> usize {
     let mut highest = 0;
     for (i, seq) in applied.iter().enumerate() {
         assert!(
@@ -77,6 +88,11 @@ pub fn check_in_order_nothing_lost(applied: &[u64], expected: impl IntoIterator<
     }
     let seen: std::collections::HashSet<u64> = applied.iter().copied().collect();
     let missing: Vec<u64> = expected.into_iter().filter(|s| !seen.contains(s)).collect();
-    assert!(missing.is_empty(), "never applied: {} sequences, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "never applied: {} sequences, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     applied.len() - seen.len()
 }

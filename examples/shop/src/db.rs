@@ -16,7 +16,7 @@ pub enum Database {
     /// One process's memory.
     Memory(Arc<RwLock<HashMap<i64, Product>>>),
     /// A JetStream key-value bucket, shared by every app node.
-    Kv(kv::Store),
+    Kv(Box<kv::Store>),
 }
 
 /// A database failure (KV only), as text for the HTTP answer.
@@ -32,7 +32,7 @@ impl Database {
     /// The bucket `bucket`, created if missing.
     pub async fn kv(js: &jetstream::Context, bucket: &str) -> Result<Self, DbError> {
         if let Ok(store) = js.get_key_value(bucket).await {
-            return Ok(Database::Kv(store));
+            return Ok(Database::Kv(Box::new(store)));
         }
         let config = kv::Config {
             bucket: bucket.to_owned(),
@@ -43,7 +43,7 @@ impl Database {
             .create_key_value(config)
             .await
             .map_err(|e| DbError(format!("creating bucket {bucket}: {e}")))?;
-        Ok(Database::Kv(store))
+        Ok(Database::Kv(Box::new(store)))
     }
 
     /// The product `id`, if it exists.

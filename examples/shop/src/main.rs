@@ -1,7 +1,9 @@
 //! The shop's executable: reads its settings from the environment, connects
-//! to NATS (or starts a local nats-server), starts the invalog node (or
-//! waits for its agent), waits until the cache has caught up with the log,
-//! and only then binds its listener.
+//! to NATS (or starts a local nats-server), starts the embedded invalog
+//! node, waits until the cache has caught up with the log, and only then
+//! binds its listener. With an agent instead (`SHOP_AGENT_URL`) it binds at
+//! once, because the agent's catch-up goes through this app's
+//! `/invalidate`; its `/readyz` answers 200 only once the agent is ready.
 //!
 //! | Variable | Default | Meaning |
 //! |---|---|---|
@@ -76,18 +78,15 @@ async fn main() -> Result<(), Error> {
 
     let sync = match std::env::var("SHOP_AGENT_URL") {
         Ok(base) => {
-            // The agent applies the log (and provisions the stream); wait
-            // until it has caught up before serving.
-            let client = reqwest::Client::new();
-            tracing::info!(%base, "waiting for the agent to be ready");
-            loop {
-                let ready = client.get(format!("{base}/readyz")).send().await;
-                if ready.is_ok_and(|r| r.status().is_success()) {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            // The agent applies the log (and provisions the stream). Its
+            // cold boot and catch-up POST to our /invalidate, so we must
+            // listen *before* it can be ready: bind now, and let /readyz
+            // (which asks the agent) keep traffic away until it is.
+            tracing::info!(%base, "invalidations come from the agent");
+            CacheSync::Agent {
+                base,
+                client: reqwest::Client::new(),
             }
-            CacheSync::Agent { base, client }
         }
         Err(_) => {
             invalog::provision(&js, &log).await?; // idempotent
@@ -109,7 +108,7 @@ async fn main() -> Result<(), Error> {
         }
     };
 
-    // Caught up: only now accept traffic.
+    // Embedded: caught up, only now accept traffic. Agent: /readyz tells.
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     tracing::info!(%listen, node = %node_id, "serving");
     let shop = Shop {

@@ -34,19 +34,26 @@ pub fn router(shop: Shop) -> Router {
         .with_state(shop)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// A failed request: a status and a message, answered as `{"error": …}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
-fn db_error(e: crate::db::DbError) -> Response {
-    error(
+type Reply = Result<Response, ApiError>;
+
+fn db_error(e: crate::db::DbError) -> ApiError {
+    ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("database: {}", e.0),
     )
 }
 
-fn publish_error(e: PublishError) -> Response {
-    error(
+fn publish_error(e: PublishError) -> ApiError {
+    ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("publishing the invalidation: {e}"),
     )
@@ -64,14 +71,14 @@ fn written(receipt: &Receipt, body: Value) -> Response {
 }
 
 /// The token a read waits for: `?after=`, else the header.
-fn token(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<u64>, Response> {
+fn token(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let text = match query.get("after") {
         Some(value) => Some(value.as_str()),
         None => headers.get(SEQUENCE_HEADER).and_then(|v| v.to_str().ok()),
     };
     text.map(|t| {
         t.trim().parse().map_err(|_| {
-            error(
+            ApiError(
                 StatusCode::BAD_REQUEST,
                 format!("bad read-your-writes token {t:?}: expected a sequence such as 42"),
             )
@@ -81,9 +88,10 @@ fn token(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<
 }
 
 /// Waits until this node has applied `sequence`, at most [`WAIT_APPLIED`].
-async fn wait_applied(sync: &CacheSync, sequence: u64) -> Result<(), Response> {
+async fn wait_applied(sync: &CacheSync, sequence: u64) -> Result<(), ApiError> {
+    let unavailable = |message: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, message);
     let timed_out = || {
-        error(
+        ApiError(
             StatusCode::GATEWAY_TIMEOUT,
             format!("this node has not applied sequence {sequence} yet; try again"),
         )
@@ -92,7 +100,7 @@ async fn wait_applied(sync: &CacheSync, sequence: u64) -> Result<(), Response> {
         CacheSync::Embedded(node) => {
             match tokio::time::timeout(WAIT_APPLIED, node.wait_applied(sequence)).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+                Ok(Err(e)) => Err(unavailable(e.to_string())),
                 Err(_) => Err(timed_out()),
             }
         }
@@ -104,14 +112,8 @@ async fn wait_applied(sync: &CacheSync, sequence: u64) -> Result<(), Response> {
             match client.get(url).send().await.map(|r| r.status().as_u16()) {
                 Ok(200) => Ok(()),
                 Ok(504) => Err(timed_out()),
-                Ok(code) => Err(error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("agent answered {code}"),
-                )),
-                Err(e) => Err(error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("agent unreachable: {e}"),
-                )),
+                Ok(code) => Err(unavailable(format!("agent answered {code}"))),
+                Err(e) => Err(unavailable(format!("agent unreachable: {e}"))),
             }
         }
     }
@@ -122,27 +124,22 @@ async fn read_product(
     Path(id): Path<i64>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Response {
-    let after = match token(&query, &headers) {
-        Ok(after) => after,
-        Err(response) => return response,
-    };
-    if let Some(sequence) = after {
-        if let Err(response) = wait_applied(&shop.sync, sequence).await {
-            return response;
-        }
+) -> Reply {
+    if let Some(sequence) = token(&query, &headers)? {
+        wait_applied(&shop.sync, sequence).await?;
     }
     if let Some(product) = shop.cache.get(id) {
-        return ([("x-cache", "hit")], Json(product)).into_response();
+        return Ok(([("x-cache", "hit")], Json(product)).into_response());
     }
-    match shop.db.get(id).await {
-        Ok(Some(product)) => {
-            shop.cache.insert(product.clone());
-            ([("x-cache", "miss")], Json(product)).into_response()
-        }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no product {id}")),
-        Err(e) => db_error(e),
-    }
+    // A miss: load from the database and cache it.
+    let product = shop
+        .db
+        .get(id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no product {id}")))?;
+    shop.cache.insert(product.clone());
+    Ok(([("x-cache", "miss")], Json(product)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -155,30 +152,30 @@ async fn write_product(
     State(shop): State<Shop>,
     Path(id): Path<i64>,
     Json(body): Json<ProductBody>,
-) -> Response {
+) -> Reply {
     let product = Product {
         id,
         name: body.name,
         price: body.price,
     };
-    if let Err(e) = shop.db.put(&product).await {
-        return db_error(e);
-    }
+    shop.db.put(&product).await.map_err(db_error)?;
     // Committed: now every node's cache must drop its copy.
-    match shop.publisher.refresh_ids("products", &[id]).await {
-        Ok(receipt) => written(&receipt, json!(product)),
-        Err(e) => publish_error(e),
-    }
+    let receipt = shop
+        .publisher
+        .refresh_ids("products", &[id])
+        .await
+        .map_err(publish_error)?;
+    Ok(written(&receipt, json!(product)))
 }
 
-async fn delete_product(State(shop): State<Shop>, Path(id): Path<i64>) -> Response {
-    if let Err(e) = shop.db.delete(id).await {
-        return db_error(e);
-    }
-    match shop.publisher.remove_ids("products", &[id]).await {
-        Ok(receipt) => written(&receipt, json!({ "deleted": id })),
-        Err(e) => publish_error(e),
-    }
+async fn delete_product(State(shop): State<Shop>, Path(id): Path<i64>) -> Reply {
+    shop.db.delete(id).await.map_err(db_error)?;
+    let receipt = shop
+        .publisher
+        .remove_ids("products", &[id])
+        .await
+        .map_err(publish_error)?;
+    Ok(written(&receipt, json!({ "deleted": id })))
 }
 
 #[derive(Deserialize)]
@@ -190,24 +187,27 @@ async fn change_price(
     State(shop): State<Shop>,
     Path(id): Path<i64>,
     Json(body): Json<PriceBody>,
-) -> Response {
-    let mut product = match shop.db.get(id).await {
-        Ok(Some(product)) => product,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no product {id}")),
-        Err(e) => return db_error(e),
-    };
+) -> Reply {
+    let mut product = shop
+        .db
+        .get(id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no product {id}")))?;
     product.price = body.new_price;
-    if let Err(e) = shop.db.put(&product).await {
-        return db_error(e);
-    }
+    shop.db.put(&product).await.map_err(db_error)?;
+    // The new price travels as a typed payload: other nodes update their
+    // cached product in place.
     let change = PriceChange {
         product_id: id,
         new_price: body.new_price,
     };
-    match shop.publisher.refresh_payloads("prices", &[change]).await {
-        Ok(receipt) => written(&receipt, json!(product)),
-        Err(e) => publish_error(e),
-    }
+    let receipt = shop
+        .publisher
+        .refresh_payloads("prices", &[change])
+        .await
+        .map_err(publish_error)?;
+    Ok(written(&receipt, json!(product)))
 }
 
 /// 200 once this node's cache has caught up with the log.
@@ -238,23 +238,16 @@ async fn readyz(State(shop): State<Shop>) -> Response {
 }
 
 /// The agent's webhook (docs/appliers.md): one batch of one refresher.
-async fn invalidate(State(shop): State<Shop>, body: String) -> Response {
-    let body: Value = match serde_json::from_str(&body) {
-        Ok(body) => body,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let refresher = body["refresher"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+async fn invalidate(State(shop): State<Shop>, body: String) -> Reply {
+    let body: Value = serde_json::from_str(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let refresher = body["refresher"]["name"].as_str().unwrap_or_default();
     // The instructions have the log's shape; invalog's reader types them.
     let request = json!({ "refresher": refresher, "instructions": body["instructions"] });
-    let request = match invalog::wire::decode_publish_request(request.to_string().as_bytes()) {
-        Ok(request) => request,
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-    };
-    match apply_webhook_batch(&shop.cache, &refresher, &request.instructions).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    let request = invalog::wire::decode_publish_request(request.to_string().as_bytes())
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    apply_webhook_batch(&shop.cache, refresher, &request.instructions)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -29,7 +29,10 @@ async fn kill_9_at_random_moments_loses_nothing_and_never_stores_ahead() {
     let f = Fixture::new().await;
     let started = Instant::now();
     let last = publish_pipelined(&f, backlog).await;
-    eprintln!("crash: published {backlog} messages in {:?}", started.elapsed());
+    eprintln!(
+        "crash: published {backlog} messages in {:?}",
+        started.elapsed()
+    );
     assert_eq!(last, backlog as u64);
 
     let (hook, hook_port) = Hook::start(Duration::ZERO).await;
@@ -106,7 +109,11 @@ async fn kill_9_at_random_moments_loses_nothing_and_never_stores_ahead() {
     assert_eq!(code, 200);
     agent.terminate();
     assert_eq!(agent.exit_code().await, 0);
-    assert_eq!(stored_sequence(&checkpoint), last, "a clean stop stores the end");
+    assert_eq!(
+        stored_sequence(&checkpoint),
+        last,
+        "a clean stop stores the end"
+    );
 
     let applied = hook.sequences();
     let again = check_in_order_nothing_lost(&applied, 1..=last);

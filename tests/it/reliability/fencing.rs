@@ -13,14 +13,22 @@ async fn readyz(agent: &Agent) -> (u16, String) {
     agent.get("/readyz").await.unwrap_or((0, String::new()))
 }
 
-async fn wait_readyz(agent: &Agent, limit: Duration, what: &str, want: impl Fn(u16, &str) -> bool) -> (Duration, String) {
+async fn wait_readyz(
+    agent: &Agent,
+    limit: Duration,
+    what: &str,
+    want: impl Fn(u16, &str) -> bool,
+) -> (Duration, String) {
     let start = Instant::now();
     loop {
         let (code, body) = readyz(agent).await;
         if want(code, &body) {
             return (start.elapsed(), body);
         }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}; last answer {code} {body}");
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?}; last answer {code} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -42,7 +50,13 @@ async fn an_agent_cut_off_longer_than_its_limit_is_unready_then_recovers() {
     }
     .write();
     let mut agent = Agent::spawn_with_stderr(&config, http_port, Stdio::null());
-    wait_readyz(&agent, Duration::from_secs(30), "ready after catch-up", |code, _| code == 200).await;
+    wait_readyz(
+        &agent,
+        Duration::from_secs(30),
+        "ready after catch-up",
+        |code, _| code == 200,
+    )
+    .await;
     assert_eq!(hook.max_sequence(), first);
 
     f.server.kill().unwrap();
@@ -56,7 +70,10 @@ async fn an_agent_cut_off_longer_than_its_limit_is_unready_then_recovers() {
     })
     .await;
     let fenced_after = cut.elapsed();
-    assert!(fenced_after >= Duration::from_secs(2), "fenced only after the limit: {fenced_after:?}");
+    assert!(
+        fenced_after >= Duration::from_secs(2),
+        "fenced only after the limit: {fenced_after:?}"
+    );
     eprintln!("fencing: unready {fenced_after:?} after the cut (limit 2 s; seen {after:?} into polling): {body}");
     assert_eq!(agent.metric("invalog_ready").await, Some(0.0));
     let (code, _) = agent.get("/healthz").await.expect("HTTP still served");
@@ -74,14 +91,23 @@ async fn an_agent_cut_off_longer_than_its_limit_is_unready_then_recovers() {
     .await;
     let mut last = 0;
     for i in 1..30 {
-        last = p.refresh_ids("content", &[1000 + i]).await.unwrap().sequence().unwrap();
+        last = p
+            .refresh_ids("content", &[1000 + i])
+            .await
+            .unwrap()
+            .sequence()
+            .unwrap();
     }
     let (code, _) = agent
         .get(&format!("/applied?seq={last}&timeout=30s"))
         .await
         .expect("HTTP answers");
     assert_eq!(code, 200, "caught up after reconnecting");
-    let (ready_again, _) = wait_readyz(&agent, Duration::from_secs(30), "ready again", |code, _| code == 200).await;
+    let (ready_again, _) =
+        wait_readyz(&agent, Duration::from_secs(30), "ready again", |code, _| {
+            code == 200
+        })
+        .await;
     eprintln!(
         "fencing: ready again {:?} after the server came back ({ready_again:?} after catching up)",
         back.elapsed()

@@ -24,7 +24,11 @@ fn check(name: &str, data: &[u8]) {
 fn fuzz_regressions_and_invalid_examples_never_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
-    for dir in ["tests/fuzz_regressions", "docs/wire-format/invalid", "docs/wire-format/examples"] {
+    for dir in [
+        "tests/fuzz_regressions",
+        "docs/wire-format/invalid",
+        "docs/wire-format/examples",
+    ] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.file_name().is_some_and(|n| n == "README.md") {

@@ -81,13 +81,21 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     };
 
     // 1. kill -9 while publishing and consuming.
-    eventually(Duration::from_secs(60), "a third published", || acked() >= total / 3).await;
+    eventually(Duration::from_secs(60), "a third published", || {
+        acked() >= total / 3
+    })
+    .await;
     let killed_at = acked();
     let down = Instant::now();
     f.server.kill().unwrap();
     f.server.restart().await.unwrap();
     let back = down.elapsed();
-    time_until(Duration::from_secs(30), "publishing resumes", resumed(killed_at)).await;
+    time_until(
+        Duration::from_secs(30),
+        "publishing resumes",
+        resumed(killed_at),
+    )
+    .await;
     eprintln!(
         "nats restart: kill -9 at {killed_at} acks; server accepting again {back:?} after the kill, \
          every publisher acknowledged again {:?} after the kill",
@@ -102,15 +110,28 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     f.server.freeze().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await; // the fault's duration
     f.server.thaw().unwrap();
-    time_until(Duration::from_secs(30), "publishing resumes after the thaw", resumed(frozen_at)).await;
+    time_until(
+        Duration::from_secs(30),
+        "publishing resumes after the thaw",
+        resumed(frozen_at),
+    )
+    .await;
 
     // 3. Graceful stop and start while publishing and consuming.
-    eventually(Duration::from_secs(60), "two thirds published", || acked() >= 2 * total / 3).await;
+    eventually(Duration::from_secs(60), "two thirds published", || {
+        acked() >= 2 * total / 3
+    })
+    .await;
     let stopped_at = acked();
     let down = Instant::now();
     f.server.stop().await.unwrap();
     f.server.restart().await.unwrap();
-    time_until(Duration::from_secs(30), "publishing resumes after a stop", resumed(stopped_at)).await;
+    time_until(
+        Duration::from_secs(30),
+        "publishing resumes after a stop",
+        resumed(stopped_at),
+    )
+    .await;
     eprintln!("nats restart: graceful restart: every publisher acknowledged again {:?} after the stop began", down.elapsed());
 
     for task in tasks {
@@ -120,13 +141,19 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     assert_eq!(acks.len(), total);
     let seq_of: HashMap<i64, u64> = acks.iter().map(|(id, seq, _)| (*id, *seq)).collect();
     let duplicates_acked = acks.iter().filter(|(_, _, dup)| *dup).count();
-    assert!(duplicates_acked > 0, "the freeze made some publishes be sent twice");
+    assert!(
+        duplicates_acked > 0,
+        "the freeze made some publishes be sent twice"
+    );
     let highest = acks.iter().map(|(_, seq, _)| *seq).max().unwrap();
 
     // Stored once: the stream holds exactly one message per publish.
     let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
     let state = stream.info().await.unwrap().state.clone();
-    assert_eq!(state.messages, total as u64, "each instruction stored exactly once");
+    assert_eq!(
+        state.messages, total as u64,
+        "each instruction stored exactly once"
+    );
     assert_eq!(state.last_sequence, highest);
     let mut distinct: Vec<u64> = seq_of.values().copied().collect();
     distinct.sort_unstable();
@@ -135,16 +162,27 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
 
     // 4. kill -9 while a late node catches up the whole log.
     let late = f.node("late", NewNodePolicy::ReplayAll).await;
-    eventually(Duration::from_secs(30), "the late node started applying", || late.node.applied() > 0).await;
+    eventually(
+        Duration::from_secs(30),
+        "the late node started applying",
+        || late.node.applied() > 0,
+    )
+    .await;
     let at_kill = late.node.applied();
     f.server.kill().unwrap();
     f.server.restart().await.unwrap();
-    eprintln!("nats restart: late node had applied {at_kill} of {highest} when the server was killed");
+    eprintln!(
+        "nats restart: late node had applied {at_kill} of {highest} when the server was killed"
+    );
 
     live.wait_applied(highest).await;
-    within(Duration::from_secs(60), late.node.wait_applied(highest)).await.unwrap();
-    let live_again = check_in_order_nothing_lost(&applied_sequences(&live, &seq_of), distinct.iter().copied());
-    let late_again = check_in_order_nothing_lost(&applied_sequences(&late, &seq_of), distinct.iter().copied());
+    within(Duration::from_secs(60), late.node.wait_applied(highest))
+        .await
+        .unwrap();
+    let live_again =
+        check_in_order_nothing_lost(&applied_sequences(&live, &seq_of), distinct.iter().copied());
+    let late_again =
+        check_in_order_nothing_lost(&applied_sequences(&late, &seq_of), distinct.iter().copied());
     eprintln!(
         "nats restart: {total} publishes, {duplicates_acked} acknowledged as duplicates of a retried send, \
          0 stored twice; applied again: live {live_again}, late {late_again}; consumer restarts: live {}, late {}",
@@ -170,11 +208,18 @@ async fn publisher_ack_timeout_bounds_the_wait_for_an_acknowledgement() {
     let pending = tokio::spawn(async move { publisher.refresh_ids("content", &[2]).await });
     tokio::time::sleep(Duration::from_millis(1500)).await; // the fault's duration
     f.server.thaw().unwrap();
-    let receipt = within(Duration::from_secs(30), pending).await.unwrap().unwrap();
+    let receipt = within(Duration::from_secs(30), pending)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         receipt.messages[0].duplicate,
         "not sent again within 1.5 s although ack_timeout is 300 ms: {receipt:?}"
     );
     let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
-    assert_eq!(stream.info().await.unwrap().state.messages, 2, "stored once");
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        2,
+        "stored once"
+    );
 }
