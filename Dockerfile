@@ -9,7 +9,9 @@
 # the unprivileged user 65532 ("nonroot"), and carry a static busybox `wget`
 # for container healthchecks (`wget -q -O /dev/null http://127.0.0.1:9464/readyz`).
 
-ARG RUST_VERSION=1.89
+# The toolchain the project builds and tests with (Cargo.lock is resolved
+# without regard to rust-version 1.89, so a newer dependency may need it).
+ARG RUST_VERSION=1.95
 
 # ---- build: compile in release mode, with cargo's caches kept between builds
 FROM rust:${RUST_VERSION}-bookworm AS build
@@ -24,7 +26,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/invalog /usr/local/bin/invalog
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    CARGO_TARGET_DIR=/src/target cargo build --release --manifest-path examples/shop/Cargo.toml \
+    CARGO_TARGET_DIR=/src/target cargo build --release --locked --manifest-path examples/shop/Cargo.toml \
  && cp target/release/shop /usr/local/bin/shop
 
 # A statically linked busybox, used only as `wget` by healthchecks.

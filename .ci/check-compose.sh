@@ -212,3 +212,60 @@ if problems:
 print(f"{path}: {len(services)} services, nats cluster {sorted(nats)}, "
       f"agents {sorted(agents)} ({', '.join(sorted(filter(None, node_ids)))}): ok")
 PY
+
+# deploy/: every nats-server configuration is valid (with placeholder
+# values for the variables it reads from the environment), every Kubernetes
+# manifest parses, and every agent configuration in a ConfigMap passes
+# `invalog config check` as a pod would load it.
+python3 - <<'PY'
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+problems = []
+with tempfile.TemporaryDirectory() as tmp:
+    for conf in sorted(glob.glob("deploy/nats/*.conf")):
+        text = open(conf, encoding="utf-8").read()
+        names = set(re.findall(r":\s*\$([A-Za-z_][A-Za-z0-9_]*)", text))
+        env = {**os.environ, **{name: "placeholder" for name in names}}
+        result = subprocess.run([os.environ["NATS_SERVER_BIN"], "-t", "-c", conf],
+                                env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            problems.append(f"{conf}: {result.stderr.strip()}")
+    password = os.path.join(tmp, "password")
+    open(password, "w").write("placeholder\n")
+    configs = 0
+    for manifest in sorted(glob.glob("deploy/k8s/*.yaml")):
+        try:
+            documents = [d for d in yaml.safe_load_all(open(manifest, encoding="utf-8")) if d]
+        except yaml.YAMLError as e:
+            problems.append(f"{manifest}: {e}")
+            continue
+        for document in documents:
+            if not {"apiVersion", "kind", "metadata"} <= document.keys():
+                problems.append(f"{manifest}: a document without apiVersion, kind or metadata")
+            if document.get("kind") != "ConfigMap":
+                continue
+            for key, value in (document.get("data") or {}).items():
+                if not key.endswith(".toml"):
+                    continue
+                configs += 1
+                path = os.path.join(tmp, key)
+                open(path, "w").write(value)
+                env = {k: v for k, v in os.environ.items() if not k.startswith("INVALOG_")}
+                env.update(INVALOG_NODE__ID="web-0", INVALOG_NATS__PASSWORD_FILE=password)
+                result = subprocess.run([os.environ["INVALOG_BIN"], "config", "check", path],
+                                        env=env, capture_output=True, text=True)
+                if result.returncode != 0:
+                    problems.append(f"{manifest}: {key}: {result.stderr.strip()}")
+for message in problems:
+    print(message, file=sys.stderr)
+if problems:
+    sys.exit(1)
+print(f"deploy/: nats configurations, Kubernetes manifests and {configs} agent configuration(s): ok")
+PY

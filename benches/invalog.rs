@@ -768,6 +768,8 @@ struct CatchUp {
     peak_heap: usize,
     hwm: usize,
     allocs: u64,
+    restarts: u64,
+    cold_boots: u64,
 }
 
 async fn invalog_catch_up(url: &str, log: &LogSettings, dir: &std::path::Path) -> Result<CatchUp> {
@@ -800,6 +802,8 @@ async fn invalog_catch_up(url: &str, log: &LogSettings, dir: &std::path::Path) -
         peak_heap,
         hwm,
         allocs,
+        restarts: stats.consumer_restarts,
+        cold_boots: stats.cold_boots,
     })
 }
 
@@ -835,13 +839,15 @@ async fn figure_2_and_5(
             heap.push(c.peak_heap as f64);
             hwm.push(c.hwm as f64);
             println!(
-                "  run {}: raw {:.0} msg/s, invalog {:.0} instr/s, peak heap {:.1} MiB, VmHWM {:.1} MiB, {:.1} allocs/msg",
+                "  run {}: raw {:.0} msg/s, invalog {:.0} instr/s, peak heap {:.1} MiB, VmHWM {:.1} MiB, {:.1} allocs/msg, {} consumer restarts, {} cold boots",
                 rep + 1,
                 raw[rep],
                 ours[rep],
                 c.peak_heap as f64 / 1048576.0,
                 c.hwm as f64 / 1048576.0,
-                c.allocs as f64 / size as f64
+                c.allocs as f64 / size as f64,
+                c.restarts,
+                c.cold_boots
             );
         }
         let ratio = median(&ours) / median(&raw);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, context::PublishErrorKind as NatsKind, message::PublishMessage};
+use async_nats::Subject;
 use bytes::Bytes;
 use serde::Serialize;
 use uuid::Uuid;
@@ -215,8 +216,8 @@ impl Publisher {
     ) -> Result<Receipt, PublishError> {
         let mut batches = Vec::new();
         for (refresher, instructions) in groups {
-            let def = self.refresher(refresher.as_ref())?.clone();
-            batches.extend(self.batches(&def, instructions, provenance, false));
+            let def = self.refresher(refresher.as_ref())?;
+            batches.extend(self.batches(def, instructions, provenance, false));
         }
         self.send(batches).await
     }
@@ -423,8 +424,20 @@ impl Publisher {
         }
         let mut receipt = Receipt::default();
         let mut in_flight = Vec::with_capacity(encoded.len());
+        // One subject per refresher, shared by its messages (a clone is a
+        // reference count, not a new string).
+        let mut subjects: Vec<(&RefresherName, Subject)> = Vec::new();
         for (batch, body) in &encoded {
-            in_flight.push(self.send_one(batch, body).await);
+            let name = &batch.refresher.name;
+            let subject = match subjects.iter().find(|(n, _)| *n == name) {
+                Some((_, subject)) => subject.clone(),
+                None => {
+                    let subject = Subject::from(self.inner.log.subject(name));
+                    subjects.push((name, subject.clone()));
+                    subject
+                }
+            };
+            in_flight.push(self.send_one(subject, batch, body).await);
         }
         for ((batch, body), first) in encoded.iter().zip(in_flight) {
             let first = match first {
@@ -459,7 +472,7 @@ impl Publisher {
             }
             attempt += 1;
             tracing::warn!(batch = %batch.id, attempt, "publish not acknowledged; sending again with the same batch id");
-            outcome = match self.send_one(batch, body).await {
+            outcome = match self.send_one(self.subject_of(batch), batch, body).await {
                 Ok(ack) => ack.await.map_err(nats_error),
                 Err(e) => Err(e),
             };
@@ -511,7 +524,7 @@ impl Publisher {
                 };
                 let body = Bytes::from(wire::encode(&again));
                 tracing::warn!(batch = %batch.id, again = %again.id, "a retried message overtook this one; publishing it again to keep the order");
-                let first = match self.send_one(&again, &body).await {
+                let first = match self.send_one(self.subject_of(&again), &again, &body).await {
                     Ok(ack) => ack.await.map_err(nats_error),
                     Err(e) => Err(e),
                 };
@@ -522,8 +535,13 @@ impl Publisher {
         Ok(())
     }
 
+    fn subject_of(&self, batch: &Batch) -> Subject {
+        Subject::from(self.inner.log.subject(&batch.refresher.name))
+    }
+
     async fn send_one(
         &self,
+        subject: Subject,
         batch: &Batch,
         body: &Bytes,
     ) -> Result<jetstream::context::PublishAckFuture, (bool, PublishError)> {
@@ -532,7 +550,6 @@ impl Publisher {
             .payload(body.clone())
             .message_id(batch.id.hyphenated().encode_lower(&mut id))
             .header(wire::HEADER_FORMAT, FORMAT_HEADER_VALUE);
-        let subject = self.inner.log.subject(&batch.refresher.name);
         match tokio::time::timeout(
             self.inner.settings.ack_timeout,
             self.inner.js.send_publish(subject, message),

@@ -46,7 +46,13 @@ pub(super) struct Runner {
     stored: Option<u64>,
     /// When `flush` last ran.
     last_flush: Instant,
+    /// When the consumer last delivered a message (or was created).
+    last_delivery: Instant,
 }
+
+/// How long a consumer may deliver nothing while the stream holds messages
+/// past `next` before it is recreated.
+const QUIET_CONSUMER_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How often a running node checks the stream (recreation, gaps, contact).
 const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -85,6 +91,7 @@ impl Runner {
             target: position.last,
             stored: stored_seq,
             last_flush: Instant::now(),
+            last_delivery: Instant::now(),
         }
     }
 
@@ -161,6 +168,7 @@ impl Runner {
         // After a reconnect the ordered consumer only notices it was lost
         // when heartbeats go missing (seconds); recreate it at once instead.
         let connects = self.connects();
+        self.last_delivery = Instant::now();
         let mut tick = tokio::time::interval(self.settings.flush_interval.min(CHECK_INTERVAL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -239,7 +247,10 @@ impl Runner {
             self.flush().await;
         }
         match self.position().await {
-            Ok(position) => self.check_stream(position).await.unwrap_or(Flow::Continue),
+            Ok(position) => match self.check_stream(position).await {
+                Some(flow) => flow,
+                None => self.check_consumer(position),
+            },
             Err(e) => {
                 tracing::debug!(node = %self.settings.node_id, error = %e, "stream check failed");
                 Flow::Continue
@@ -247,7 +258,25 @@ impl Runner {
         }
     }
 
+    /// Recreates a consumer that delivers nothing although the stream holds
+    /// messages this node has not applied: after a stream leader change the
+    /// ordered consumer would only notice through missed heartbeats (about
+    /// 30 s).
+    fn check_consumer(&self, position: StreamPosition) -> Flow {
+        let quiet = self.last_delivery.elapsed();
+        if position.last >= self.next && quiet > QUIET_CONSUMER_LIMIT {
+            tracing::warn!(
+                node = %self.settings.node_id, next = self.next, last = position.last,
+                quiet_ms = quiet.as_millis() as u64,
+                "consumer delivers nothing although messages wait; recreating it"
+            );
+            return Flow::Restart;
+        }
+        Flow::Continue
+    }
+
     async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
+        self.last_delivery = Instant::now();
         let Ok(info) = message.info() else {
             tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");
             return Flow::Continue;

@@ -62,7 +62,10 @@ async fn kill_9_at_random_moments_loses_nothing_and_never_stores_ahead() {
         if k % 4 == 3 {
             // A random moment shortly after the start: often while the agent
             // connects, reads its checkpoint or starts its consumer.
-            tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+            // Half of these within 40 ms of the spawn (usually before the
+            // first request), half within 300 ms.
+            let within_ms = if k % 8 == 3 { 40 } else { 300 };
+            tokio::time::sleep(Duration::from_millis(rng.below(within_ms))).await;
         } else {
             let target = (before + 1 + rng.below(span)).min(last - 1);
             eventually(

