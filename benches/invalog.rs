@@ -130,6 +130,8 @@ struct Opts {
     lat_msgs: usize,
     lat_rate: f64,
     lat_nodes: Vec<usize>,
+    /// Figure 3: the nodes' `flush_interval` (seconds), default 1.
+    lat_flush: f64,
     /// Figure 4: backlogs.
     ready_backlog: usize,
     agent_backlog: usize,
@@ -155,6 +157,7 @@ impl Opts {
                 lat_msgs: 200,
                 lat_rate: 500.0,
                 lat_nodes: vec![1, 3],
+                lat_flush: 1.0,
                 ready_backlog: 1_000,
                 agent_backlog: 200,
                 agent_bin: None,
@@ -173,6 +176,7 @@ impl Opts {
                 lat_msgs: 5_000,
                 lat_rate: 1_000.0,
                 lat_nodes: vec![1, 10, 50],
+                lat_flush: 1.0,
                 ready_backlog: 100_000,
                 agent_backlog: 10_000,
                 agent_bin: None,
@@ -213,6 +217,7 @@ impl Opts {
                         .map(|s| s.trim().parse())
                         .collect::<Result<_, _>>()?
                 }
+                "--lat-flush-interval" => o.lat_flush = value()?.parse()?,
                 "--ready-backlog" => o.ready_backlog = n(value()?)?,
                 "--agent-backlog" => o.agent_backlog = n(value()?)?,
                 "--agent-bin" => o.agent_bin = Some(value()?.into()),
@@ -1039,26 +1044,30 @@ async fn raw_latency(
     url: &str,
     log: &LogSettings,
     payload_len: usize,
+    consumers: usize,
 ) -> Result<[f64; 4]> {
     let lat = Lat::new(o.lat_msgs);
-    let consumer_js = connect(url).await?;
-    let stream = consumer_js.get_stream(&log.stream).await?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: log.all_subjects(),
-            deliver_policy: DeliverPolicy::New,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let l = lat.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(m)) = messages.next().await {
-            if m.payload.len() >= 8 {
-                l.record(u64::from_le_bytes(m.payload[..8].try_into().unwrap()) as usize);
+    let mut readers = Vec::with_capacity(consumers);
+    for _ in 0..consumers {
+        let consumer_js = connect(url).await?;
+        let stream = consumer_js.get_stream(&log.stream).await?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: log.all_subjects(),
+                deliver_policy: DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let l = lat.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = messages.next().await {
+                if m.payload.len() >= 8 {
+                    l.record(u64::from_le_bytes(m.payload[..8].try_into().unwrap()) as usize);
+                }
             }
-        }
-    });
+        }));
+    }
     let js = connect(url).await?;
     let subject = log.subject(&content().name);
     let run = Uuid::now_v7();
@@ -1076,8 +1085,10 @@ async fn raw_latency(
         }
     })
     .await?;
-    lat.wait_all(1).await?;
-    reader.abort();
+    lat.wait_all(consumers as u32).await?;
+    for reader in readers {
+        reader.abort();
+    }
     Ok(lat.percentiles())
 }
 
@@ -1095,14 +1106,9 @@ async fn invalog_latency(
         let mut registry = Registry::new();
         registry.register(content(), LatRefresher(lat.clone()))?;
         let path = dir.join(format!("lat-{}-{k}.json", NODE_COUNTER.load(Relaxed)));
-        let node = Node::start(
-            js,
-            log.clone(),
-            node_settings(NewNodePolicy::Tail),
-            registry,
-            FileStore::new(path),
-        )
-        .await?;
+        let mut settings = node_settings(NewNodePolicy::Tail);
+        settings.flush_interval = Duration::from_secs_f64(o.lat_flush);
+        let node = Node::start(js, log.clone(), settings, registry, FileStore::new(path)).await?;
         running.push(node);
     }
     for node in &running {
@@ -1136,8 +1142,9 @@ async fn figure_3(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row
     );
     let mut raw: Vec<[f64; 4]> = vec![];
     let mut ours: Vec<Vec<[f64; 4]>> = vec![vec![]; o.lat_nodes.len()];
+    let mut fan: Vec<Vec<[f64; 4]>> = vec![vec![]; o.lat_nodes.len()];
     for rep in 0..o.repeats {
-        let r = raw_latency(o, url, &log, payload_len).await?;
+        let r = raw_latency(o, url, &log, payload_len, 1).await?;
         println!(
             "  run {}: raw          p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0} µs",
             rep + 1,
@@ -1158,6 +1165,18 @@ async fn figure_3(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row
                 r[3]
             );
             ours[k].push(r);
+            if n > 1 {
+                let r = raw_latency(o, url, &log, payload_len, n).await?;
+                println!(
+                    "  run {}: raw fan-out to {n} consumers p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0} µs",
+                    rep + 1,
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3]
+                );
+                fan[k].push(r);
+            }
         }
     }
     let col = |v: &[[f64; 4]], i: usize| v.iter().map(|x| x[i]).collect::<Vec<_>>();
@@ -1180,6 +1199,16 @@ async fn figure_3(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row
                 base: col(&raw, i),
                 target,
                 met,
+            });
+        }
+        if n > 1 {
+            rows.push(Row {
+                figure: format!("3' latency p99, {n} nodes vs raw fan-out to {n} consumers"),
+                unit: "µs",
+                ours: col(&ours[k], 1),
+                base: col(&fan[k], 1),
+                target: "-".into(),
+                met: None,
             });
         }
     }

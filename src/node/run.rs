@@ -18,6 +18,14 @@ use crate::refresher::Registry;
 use crate::stream::{LogSettings, StreamPosition};
 use crate::wire;
 
+/// What opening a consumer gave.
+enum Opened {
+    /// A consumer's message stream.
+    Consumer(pull::Ordered),
+    /// No consumer: do this instead.
+    Flow(Flow),
+}
+
 /// What the loop does next.
 pub(super) enum Flow {
     /// Keep consuming.
@@ -124,8 +132,21 @@ impl Runner {
     /// Consumes until shutdown, creating the consumer again after errors.
     async fn follow(&mut self) {
         let mut failures = 0;
+        let cancel = self.cancel.clone();
         loop {
-            match self.consume().await {
+            // Opening a consumer waits on the server; a shutdown need not
+            // wait for it (nothing is in hand yet).
+            let opened = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                opened = self.open_consumer() => opened,
+            };
+            let outcome = match opened {
+                Ok(Opened::Consumer(messages)) => self.drain(messages).await,
+                Ok(Opened::Flow(flow)) => Ok(flow),
+                Err(message) => Err(message),
+            };
+            match outcome {
                 Ok(Flow::Stop) => return,
                 Ok(_) => failures = 0,
                 Err(message) => {
@@ -140,11 +161,12 @@ impl Runner {
         }
     }
 
-    /// One consumer's life: create it at `next`, apply what it delivers.
-    async fn consume(&mut self) -> Result<Flow, String> {
+    /// Creates an ordered consumer at `next`, unless the stream check asks
+    /// for something else first (a cold boot).
+    async fn open_consumer(&mut self) -> Result<Opened, String> {
         let position = self.position().await?;
         if let Some(flow) = self.check_stream(position).await {
-            return Ok(flow);
+            return Ok(Opened::Flow(flow));
         }
         let stream = self
             .js
@@ -161,10 +183,16 @@ impl Runner {
             })
             .await
             .map_err(|e| format!("creating consumer: {e}"))?;
-        let mut messages = consumer
+        let messages = consumer
             .messages()
             .await
             .map_err(|e| format!("starting consumer: {e}"))?;
+        Ok(Opened::Consumer(messages))
+    }
+
+    /// One consumer's life: apply what it delivers until it fails, the
+    /// stream check asks for a restart, or shutdown.
+    async fn drain(&mut self, mut messages: pull::Ordered) -> Result<Flow, String> {
         // After a reconnect the ordered consumer only notices it was lost
         // when heartbeats go missing (seconds); recreate it at once instead.
         let connects = self.connects();

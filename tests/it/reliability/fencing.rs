@@ -70,8 +70,11 @@ async fn an_agent_cut_off_longer_than_its_limit_is_unready_then_recovers() {
     })
     .await;
     let fenced_after = cut.elapsed();
+    // The limit counts from the node's last contact with the stream, which
+    // it refreshes at least every second, so the fence can come up to 1 s
+    // earlier than the limit measured from the cut.
     assert!(
-        fenced_after >= Duration::from_secs(2),
+        fenced_after >= Duration::from_secs(1),
         "fenced only after the limit: {fenced_after:?}"
     );
     eprintln!("fencing: unready {fenced_after:?} after the cut (limit 2 s; seen {after:?} into polling): {body}");
