@@ -158,6 +158,8 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Conn
     };
     let mut options = async_nats::ConnectOptions::new()
         .max_reconnects(None)
+        // Notice a frozen or silently dead server within ~20 s.
+        .ping_interval(Duration::from_secs(10))
         .reconnect_delay_callback(reconnect_delay)
         .connection_timeout(settings.connect_timeout)
         .request_timeout(Some(settings.request_timeout))

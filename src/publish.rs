@@ -441,7 +441,7 @@ impl Publisher {
         }
         for ((batch, body), first) in encoded.iter().zip(in_flight) {
             let first = match first {
-                Ok(ack) => ack.await.map_err(nats_error),
+                Ok(ack) => self.await_ack(ack).await,
                 Err(e) => Err(e),
             };
             match self.retry(batch, body, first).await {
@@ -456,8 +456,25 @@ impl Publisher {
         Ok(receipt)
     }
 
+    /// Awaits one acknowledgement for at most `ack_timeout`.
+    async fn await_ack(
+        &self,
+        ack: jetstream::context::PublishAckFuture,
+    ) -> Result<jetstream::publish::PublishAck, (bool, PublishError)> {
+        match tokio::time::timeout(self.inner.settings.ack_timeout, ack).await {
+            Ok(result) => result.map_err(nats_error),
+            Err(_) => Err((
+                true,
+                PublishError::new(
+                    PublishErrorKind::TimedOut,
+                    format!("no acknowledgement within {:?}", self.inner.settings.ack_timeout),
+                ),
+            )),
+        }
+    }
+
     /// Sends a message again (same batch id) while its acknowledgement fails
-    /// in a retryable way, up to `attempts` in all.
+    /// in a retryable way, up to `attempts` in all, pausing between attempts.
     async fn retry(
         &self,
         batch: &Batch,
@@ -466,14 +483,22 @@ impl Publisher {
     ) -> Result<PublishedMessage, PublishError> {
         let mut outcome = first;
         let mut attempt = 1;
-        while let Err((retryable, _)) = &outcome {
+        // Once an attempt timed out, the message may be stored even if a
+        // later attempt fails otherwise: the error must say so.
+        let mut maybe_stored = false;
+        while let Err((retryable, error)) = &outcome {
+            maybe_stored |= error.kind == PublishErrorKind::TimedOut;
             if !retryable || attempt >= self.inner.settings.attempts {
                 break;
             }
             attempt += 1;
-            tracing::warn!(batch = %batch.id, attempt, "publish not acknowledged; sending again with the same batch id");
+            let pause = RETRY_BACKOFF
+                .saturating_mul(1 << (attempt - 2).min(6))
+                .min(MAX_RETRY_BACKOFF);
+            tracing::warn!(batch = %batch.id, attempt, error = %error, ?pause, "publish not acknowledged; sending again with the same batch id");
+            tokio::time::sleep(pause).await;
             outcome = match self.send_one(self.subject_of(batch), batch, body).await {
-                Ok(ack) => ack.await.map_err(nats_error),
+                Ok(ack) => self.await_ack(ack).await,
                 Err(e) => Err(e),
             };
         }
@@ -489,6 +514,12 @@ impl Publisher {
                     "publishing batch {} to `{}`: {}",
                     batch.id, batch.refresher.name, error.message
                 );
+                if maybe_stored {
+                    error.kind = PublishErrorKind::TimedOut;
+                    error.message.push_str(
+                        " (an earlier attempt timed out, so the message may have been stored)",
+                    );
+                }
                 Err(error)
             }
         }
@@ -525,7 +556,7 @@ impl Publisher {
                 let body = Bytes::from(wire::encode(&again));
                 tracing::warn!(batch = %batch.id, again = %again.id, "a retried message overtook this one; publishing it again to keep the order");
                 let first = match self.send_one(self.subject_of(&again), &again, &body).await {
-                    Ok(ack) => ack.await.map_err(nats_error),
+                    Ok(ack) => self.await_ack(ack).await,
                     Err(e) => Err(e),
                 };
                 receipt.messages[index] = self.retry(&again, &body, first).await?;
@@ -569,12 +600,25 @@ impl Publisher {
 const FORMAT_HEADER_VALUE: &str = "1";
 const _: () = assert!(wire::FORMAT_VERSION == 1, "update FORMAT_HEADER_VALUE");
 
+/// First pause between two attempts at one message; it doubles up to
+/// [`MAX_RETRY_BACKOFF`] (a leader election takes seconds).
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+
+/// JetStream's "duplicate message id is in process": an earlier attempt is
+/// being stored; asking again returns its acknowledgement.
+const DUPLICATE_IN_PROCESS: usize = 10158;
+
 fn nats_error(e: jetstream::context::PublishError) -> (bool, PublishError) {
+    let in_process = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|j| j.code() == DUPLICATE_IN_PROCESS);
     let (retryable, kind) = match e.kind() {
         NatsKind::TimedOut | NatsKind::BrokenPipe | NatsKind::MaxAckPending => {
             (true, PublishErrorKind::TimedOut)
         }
         NatsKind::StreamNotFound => (true, PublishErrorKind::StreamNotFound),
+        _ if in_process => (true, PublishErrorKind::TimedOut),
         _ => (false, PublishErrorKind::Rejected),
     };
     (retryable, PublishError::new(kind, e.to_string()))
