@@ -198,7 +198,7 @@ id = "00000000-0000-0000-0000-000000000001"
 
 /// A webhook applier posting to the [`Hook`] on `port`.
 pub fn webhook(port: u16) -> String {
-    format!("kind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/invalidate\"\ntimeout = \"2s\"")
+    format!("kind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/invalidate\"\ntimeout = \"10s\"")
 }
 
 /// A running `invalog agent` process, killed when dropped.
