@@ -532,7 +532,11 @@ async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
     let p = publisher(&js, &log);
     let subject = log.subject(&content().name);
     let small = Bytes::from(sample_body(vec![single(123_456)]));
-    let big = Bytes::from(sample_body(hundred(12_345)));
+    // What `publish_many` sends for `hundred(i)`: the unit of work merges
+    // the 100 single-id instructions into one `refresh_ids` of 100 ids.
+    let big = Bytes::from(sample_body(vec![Instruction::RefreshIds(
+        (1_234_500..1_234_600).collect(),
+    )]));
     println!(
         "figure 1: {} single-instruction messages ({} B) and {} messages of 100 instructions ({} B) per sample, {} sent per pipeline",
         o.pub_msgs, small.len(), o.batch_msgs, big.len(), o.chunk

@@ -467,7 +467,10 @@ impl Publisher {
                 true,
                 PublishError::new(
                     PublishErrorKind::TimedOut,
-                    format!("no acknowledgement within {:?}", self.inner.settings.ack_timeout),
+                    format!(
+                        "no acknowledgement within {:?}",
+                        self.inner.settings.ack_timeout
+                    ),
                 ),
             )),
         }

@@ -7,9 +7,9 @@ mod demo;
 mod explain_cmd;
 mod history_cmd;
 mod probe_cmd;
+mod publish_cmd;
 mod replay_cmd;
 mod status_cmd;
-mod publish_cmd;
 
 use clap::{Parser, Subcommand};
 use invalog::agent::LogFormat;

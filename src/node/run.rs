@@ -21,7 +21,7 @@ use crate::wire;
 /// What opening a consumer gave.
 enum Opened {
     /// A consumer's message stream.
-    Consumer(pull::Ordered),
+    Consumer(Box<pull::Ordered>),
     /// No consumer: do this instead.
     Flow(Flow),
 }
@@ -187,12 +187,12 @@ impl Runner {
             .messages()
             .await
             .map_err(|e| format!("starting consumer: {e}"))?;
-        Ok(Opened::Consumer(messages))
+        Ok(Opened::Consumer(Box::new(messages)))
     }
 
     /// One consumer's life: apply what it delivers until it fails, the
     /// stream check asks for a restart, or shutdown.
-    async fn drain(&mut self, mut messages: pull::Ordered) -> Result<Flow, String> {
+    async fn drain(&mut self, mut messages: Box<pull::Ordered>) -> Result<Flow, String> {
         // After a reconnect the ordered consumer only notices it was lost
         // when heartbeats go missing (seconds); recreate it at once instead.
         let connects = self.connects();

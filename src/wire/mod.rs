@@ -20,7 +20,9 @@ pub use checkpoint::{decode_checkpoint, encode_checkpoint, CheckpointDecodeError
 pub use fleet::encode_fleet_status;
 pub use history::{encode_explanation, encode_history_line};
 pub use presence::{decode_node_report, encode_node_report, PresenceDecodeError};
-pub use probe::{canary_json, decode_probe_reply, encode_probe_reply, parse_canary, Canary, ProbeReply};
+pub use probe::{
+    canary_json, decode_probe_reply, encode_probe_reply, parse_canary, Canary, ProbeReply,
+};
 pub use request::{decode_publish_request, PublishRequest};
 pub use v1::format_time;
 

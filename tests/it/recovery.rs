@@ -117,9 +117,11 @@ async fn a_recreated_stream_is_answered_with_a_cold_boot() {
     assert_eq!(seq, 2, "sequences restarted at 1");
     // `wait_applied` compares sequence numbers, which restart with the new
     // stream; wait for the call itself.
-    eventually(Duration::from_secs(10), "78 applied from the new stream", || {
-        again.content.calls().last() == Some(&Call::Ids(vec![78]))
-    })
+    eventually(
+        Duration::from_secs(10),
+        "78 applied from the new stream",
+        || again.content.calls().last() == Some(&Call::Ids(vec![78])),
+    )
     .await;
     again.ready().await;
     assert_eq!(again.node.applied(), 2);
