@@ -384,9 +384,15 @@ async fn connect(url: &str) -> Result<jetstream::Context> {
 
 /// Deletes the stream if it exists and provisions it again, empty.
 async fn fresh_stream(js: &jetstream::Context, log: &LogSettings) -> Result<()> {
-    let _ = js.delete_stream(&log.stream).await;
-    invalog::provision(js, log).await?;
-    Ok(())
+    for _ in 0..5 {
+        // A delete can time out on a loaded machine: check, and try again.
+        let _ = js.delete_stream(&log.stream).await;
+        invalog::provision(js, log).await?;
+        if stream_last(js, log).await? == 0 {
+            return Ok(());
+        }
+    }
+    bail!("cannot empty stream {}", log.stream)
 }
 
 fn publisher(js: &jetstream::Context, log: &LogSettings) -> Publisher {
