@@ -37,6 +37,10 @@ pub const ENTRY_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// The state a node's last report gives after a clean [`Presence::stop`].
 pub const STOPPED: &str = "stopped";
 
+/// How often the first report is tried before `Presence::start` fails
+/// (about 4.5 s in all).
+const FIRST_WRITE_ATTEMPTS: u32 = 10;
+
 /// How a node reports its presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceSettings {
@@ -160,7 +164,18 @@ impl Presence {
             refreshers: refreshers.iter().map(|r| r.to_string()).collect(),
             started_at: SystemTime::now(),
         });
-        reporter.put(None).await?;
+        // A bucket just created on a cluster can refuse writes for a moment
+        // ("no stream found"); permissions problems persist and fail here.
+        let mut attempt = 0;
+        while let Err(error) = reporter.put(None).await {
+            attempt += 1;
+            let transient = matches!(&error, PresenceError::Kv { message, .. } if message.contains("no stream found"));
+            if !transient || attempt >= FIRST_WRITE_ATTEMPTS {
+                return Err(error);
+            }
+            tracing::debug!(%error, attempt, "first presence report not stored yet; retrying");
+            tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+        }
         let cancel = CancellationToken::new();
         let task = tokio::spawn(report_loop(
             reporter.clone(),
