@@ -14,7 +14,8 @@ use invalog::history::{HistoryError, Target};
 use invalog::RefresherName;
 
 use super::history_cmd::{format_row, millis, what};
-use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
+use super::{client_settings, jetstream};
+use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Arguments of `invalog explain`.
 #[derive(Debug, clap::Args)]
@@ -51,12 +52,9 @@ pub struct Args {
 
 /// Runs `invalog explain`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match load_config(&args.config).and_then(|c| c.client().map_err(Into::into)) {
+    let settings = match client_settings(&args.config) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("invalog: {error:#}");
-            return Ok(EXIT_CONFIG);
-        }
+        Err(code) => return Ok(code),
     };
     let refresher = match RefresherName::new(args.refresher.trim()) {
         Ok(name) => name,
@@ -76,16 +74,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             .unwrap_or(settings.presence.bucket.clone()),
         stale_after: args.stale_after.unwrap_or(settings.stale_after),
     };
-    let client = match invalog::connect::connect(&settings.nats).await {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("invalog: {error}");
-            return Ok(EXIT_NATS);
-        }
+    let (_client, js) = match jetstream(&settings.nats).await {
+        Ok(connected) => connected,
+        Err(code) => return Ok(code),
     };
-    let js = async_nats::jetstream::context::ContextBuilder::new()
-        .timeout(settings.nats.request_timeout)
-        .build(client);
     let explanation = match explain::explain(&js, &settings.log, question).await {
         Ok(x) => x,
         Err(error) => {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 use invalog::history::{self, Entry, HistoryError, Limit, Query, Target};
 use invalog::RefresherName;
 
-use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
+use super::{client_settings, jetstream};
+use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Scans at least this long get a progress bar (on a terminal).
 const PROGRESS_MIN: u64 = 5_000;
@@ -71,12 +72,9 @@ pub struct Args {
 
 /// Runs `invalog history`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match load_config(&args.config).and_then(|c| c.client().map_err(Into::into)) {
+    let settings = match client_settings(&args.config) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("invalog: {error:#}");
-            return Ok(EXIT_CONFIG);
-        }
+        Err(code) => return Ok(code),
     };
     let query = match query(&args, SystemTime::now()) {
         Ok(query) => query,
@@ -85,16 +83,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             return Ok(EXIT_CONFIG);
         }
     };
-    let client = match invalog::connect::connect(&settings.nats).await {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("invalog: {error}");
-            return Ok(EXIT_NATS);
-        }
+    let (_client, js) = match jetstream(&settings.nats).await {
+        Ok(connected) => connected,
+        Err(code) => return Ok(code),
     };
-    let js = async_nats::jetstream::context::ContextBuilder::new()
-        .timeout(settings.nats.request_timeout)
-        .build(client);
     let started = Instant::now();
     let target = query.target.clone();
     let mut reader = match history::read(&js, &settings.log, query).await {

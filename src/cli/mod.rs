@@ -107,3 +107,29 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<invalog::config::Config> {
     Ok(invalog::config::load(path)?)
 }
+
+/// Loads the client settings (`invalog publish`, `history`, `status`, ...)
+/// of `path`; on failure prints why and gives [`EXIT_CONFIG`].
+pub fn client_settings(path: &std::path::Path) -> Result<invalog::config::ClientSettings, u8> {
+    load_config(path)
+        .and_then(|config| config.client().map_err(Into::into))
+        .map_err(|error| {
+            eprintln!("invalog: {error:#}");
+            EXIT_CONFIG
+        })
+}
+
+/// Connects and opens JetStream with the configured request timeout; on
+/// failure prints why and gives [`EXIT_NATS`].
+pub async fn jetstream(
+    nats: &invalog::connect::NatsSettings,
+) -> Result<(async_nats::Client, async_nats::jetstream::Context), u8> {
+    let client = invalog::connect::connect(nats).await.map_err(|error| {
+        eprintln!("invalog: {error}");
+        EXIT_NATS
+    })?;
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(nats.request_timeout)
+        .build(client.clone());
+    Ok((client, js))
+}

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use invalog::probe::{Latencies, ProbeReport, ProbeSettings};
 
-use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
+use super::{client_settings, jetstream};
+use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Exit code when a canary did not reach every live node within
 /// `--timeout`, could not be published, or no node answered.
@@ -60,12 +61,9 @@ pub struct Args {
 
 /// Runs `invalog probe`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match load_config(&args.config).and_then(|c| c.client().map_err(Into::into)) {
+    let settings = match client_settings(&args.config) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("invalog: {error:#}");
-            return Ok(EXIT_CONFIG);
-        }
+        Err(code) => return Ok(code),
     };
     let count = match args.duration {
         Some(d) => (args.rate * d.as_secs_f64()).ceil() as u64,
@@ -77,16 +75,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     }
     let bucket = args.bucket.unwrap_or(settings.presence.bucket.clone());
     let stale_after = args.stale_after.unwrap_or(settings.stale_after);
-    let client = match invalog::connect::connect(&settings.nats).await {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("invalog: {error}");
-            return Ok(EXIT_NATS);
-        }
+    let (client, js) = match jetstream(&settings.nats).await {
+        Ok(connected) => connected,
+        Err(code) => return Ok(code),
     };
-    let js = async_nats::jetstream::context::ContextBuilder::new()
-        .timeout(settings.nats.request_timeout)
-        .build(client.clone());
     let mut expected = args.nodes.clone();
     match invalog::presence::read_all(&js, &bucket).await {
         Ok(reports) => {

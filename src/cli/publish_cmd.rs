@@ -8,7 +8,8 @@ use invalog::{Instruction, Provenance, Publisher};
 use tokio::io::AsyncBufReadExt;
 use uuid::Uuid;
 
-use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
+use super::{client_settings, jetstream};
+use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Arguments of `invalog publish`.
 #[derive(Debug, clap::Args)]
@@ -102,22 +103,19 @@ fn instruction(kind: Kind, values: &[String]) -> anyhow::Result<Instruction> {
 
 /// Runs `invalog publish`.
 pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
-    let settings = match load_config(&args.config).and_then(|c| c.client().map_err(Into::into)) {
+    let settings = match client_settings(&args.config) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("invalog: {error:#}");
-            return Ok(EXIT_CONFIG);
-        }
+        Err(code) => return Ok(code),
     };
     let provenance = Provenance {
         actor: args.actor.clone(),
         reason: args.reason.clone(),
         trace_id: args.trace_id.clone(),
     };
-    let client = invalog::connect::connect(&settings.nats).await?;
-    let js = async_nats::jetstream::context::ContextBuilder::new()
-        .timeout(settings.nats.request_timeout)
-        .build(client.clone());
+    let (client, js) = match jetstream(&settings.nats).await {
+        Ok(connected) => connected,
+        Err(code) => return Ok(code),
+    };
     let publisher = Publisher::new(js, settings.log, settings.publisher, settings.refreshers);
     let outcome = if args.stdin {
         publish_lines(&publisher, &provenance).await

@@ -12,7 +12,8 @@ use invalog::replay::{Mode, Outcome, ReplayEvent, ReplayRequest, ReplaySummary};
 use invalog::{RefresherName, Registry};
 use serde_json::json;
 
-use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
+use super::jetstream;
+use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Arguments of `invalog replay`.
 #[derive(Debug, clap::Args)]
@@ -115,16 +116,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         refreshers: filter,
         stop_on_failure: args.fail_fast,
     };
-    let client = match invalog::connect::connect(&nats).await {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("invalog: {error}");
-            return Ok(EXIT_NATS);
-        }
+    let (_client, js) = match jetstream(&nats).await {
+        Ok(connected) => connected,
+        Err(code) => return Ok(code),
     };
-    let js = async_nats::jetstream::context::ContextBuilder::new()
-        .timeout(nats.request_timeout)
-        .build(client);
     let json = args.json;
     let mut stdout = std::io::stdout().lock();
     let mut header = !json;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use invalog::fleet::{FleetStatus, NodeStatus};
 
-use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK};
+use super::{client_settings, jetstream};
+use super::{EXIT_FAILURE, EXIT_OK};
 
 /// Exit code when a node is not ready, is stale, or its report is
 /// unreadable.
@@ -38,25 +39,16 @@ pub struct Args {
 
 /// Runs `invalog status`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match load_config(&args.config).and_then(|c| c.client().map_err(Into::into)) {
+    let settings = match client_settings(&args.config) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("invalog: {error:#}");
-            return Ok(EXIT_CONFIG);
-        }
+        Err(code) => return Ok(code),
     };
     let bucket = args.bucket.unwrap_or(settings.presence.bucket);
     let stale_after = args.stale_after.unwrap_or(settings.stale_after);
-    let client = match invalog::connect::connect(&settings.nats).await {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("invalog: {error}");
-            return Ok(EXIT_NATS);
-        }
+    let (_client, js) = match jetstream(&settings.nats).await {
+        Ok(connected) => connected,
+        Err(code) => return Ok(code),
     };
-    let js = async_nats::jetstream::context::ContextBuilder::new()
-        .timeout(settings.nats.request_timeout)
-        .build(client);
     let status = match invalog::fleet::fleet_status(&js, &settings.log, &bucket, stale_after).await
     {
         Ok(status) => status,
