@@ -253,7 +253,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
 
     println!("== history");
     for entry in history::read_range(&js, &log, 1, None, 100).await? {
-        let when = invalog::wire::format_time(entry.stored_at);
+        let when = super::history_cmd::millis(entry.stored_at);
         match entry.batch {
             Ok(batch) => {
                 let what: Vec<String> =
