@@ -28,19 +28,31 @@ enum Atom {
     Payload(serde_json::Value),
 }
 
+/// The de-duplication identity of an [`Atom`]; the `bool` tells the two
+/// kinds that share a value type apart (remove vs refresh, payload vs JSON).
+#[derive(PartialEq, Eq, Hash)]
+enum Identity<'a> {
+    All,
+    Id(bool, i64),
+    Uuid(bool, Uuid),
+    Str(bool, &'a str),
+    Json(bool, String),
+}
+
 impl Atom {
-    /// A hashable identity for de-duplication.
-    fn key(&self) -> (u8, String) {
+    /// A hashable identity for de-duplication: no allocation for ids and
+    /// UUIDs; keys are borrowed; JSON values are compared by their text.
+    fn key(&self) -> Identity<'_> {
         match self {
-            Atom::All => (0, String::new()),
-            Atom::RefreshId(i) => (1, i.to_string()),
-            Atom::RefreshUuid(u) => (2, u.to_string()),
-            Atom::RefreshKey(k) => (3, k.clone()),
-            Atom::RemoveId(i) => (4, i.to_string()),
-            Atom::RemoveUuid(u) => (5, u.to_string()),
-            Atom::RemoveKey(k) => (6, k.clone()),
-            Atom::Json(v) => (7, v.to_string()),
-            Atom::Payload(v) => (8, v.to_string()),
+            Atom::All => Identity::All,
+            Atom::RefreshId(i) => Identity::Id(false, *i),
+            Atom::RemoveId(i) => Identity::Id(true, *i),
+            Atom::RefreshUuid(u) => Identity::Uuid(false, *u),
+            Atom::RemoveUuid(u) => Identity::Uuid(true, *u),
+            Atom::RefreshKey(k) => Identity::Str(false, k),
+            Atom::RemoveKey(k) => Identity::Str(true, k),
+            Atom::Json(v) => Identity::Json(false, v.to_string()),
+            Atom::Payload(v) => Identity::Json(true, v.to_string()),
         }
     }
 
@@ -112,15 +124,23 @@ pub fn plan_messages(instructions: Vec<Instruction>, max_units: usize) -> Vec<Ve
     if let Some(last_all) = all.iter().rposition(|a| *a == Atom::All) {
         all.drain(..last_all);
     }
-    let mut last_index: HashMap<(u8, String), usize> = HashMap::with_capacity(all.len());
-    for (index, atom) in all.iter().enumerate() {
-        last_index.insert(atom.key(), index);
+    let keys: Vec<Identity<'_>> = all.iter().map(Atom::key).collect();
+    let mut last_index: HashMap<&Identity<'_>, usize> = HashMap::with_capacity(keys.len());
+    for (index, key) in keys.iter().enumerate() {
+        last_index.insert(key, index);
     }
+    let keep: Vec<bool> = keys
+        .iter()
+        .enumerate()
+        .map(|(index, key)| last_index[key] == index)
+        .collect();
+    drop(last_index);
+    drop(keys);
     let kept = all
         .into_iter()
-        .enumerate()
-        .filter(|(index, atom)| last_index[&atom.key()] == *index)
-        .map(|(_, atom)| atom);
+        .zip(keep)
+        .filter(|(_, keep)| *keep)
+        .map(|(atom, _)| atom);
 
     let mut messages: Vec<Vec<Instruction>> = Vec::new();
     let mut current: Vec<Instruction> = Vec::new();
