@@ -7,13 +7,13 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use invalog::history::explain::{self, Explanation, Question, Verdict};
 use invalog::history::{HistoryError, Target};
 use invalog::RefresherName;
 
 use super::history_cmd::{format_row, millis, what};
+use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
@@ -38,13 +38,8 @@ pub struct Args {
     /// How many of the last changes to show.
     #[arg(long, short = 'n', default_value_t = 10, value_name = "N")]
     last: usize,
-    /// The presence bucket (default: `presence.bucket`, else `invalog_nodes`).
-    #[arg(long)]
-    bucket: Option<String>,
-    /// A node whose last report is older than this is stale (default:
-    /// `presence.stale_after`, else 30s).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    stale_after: Option<Duration>,
+    #[command(flatten)]
+    presence: PresenceArgs,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -68,11 +63,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         target: Target::parse(&args.id),
         node: args.node.clone(),
         last: args.last.max(1),
-        bucket: args
-            .bucket
-            .clone()
-            .unwrap_or(settings.presence.bucket.clone()),
-        stale_after: args.stale_after.unwrap_or(settings.stale_after),
+        bucket: args.presence.bucket(&settings),
+        stale_after: args.presence.stale_after(&settings),
     };
     let (_client, js) = match jetstream(&settings.nats).await {
         Ok(connected) => connected,

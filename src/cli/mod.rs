@@ -133,3 +133,29 @@ pub async fn jetstream(
         .build(client.clone());
     Ok((client, js))
 }
+
+/// Where node reports are read, for `status`, `explain` and `probe`.
+#[derive(Debug, clap::Args)]
+pub struct PresenceArgs {
+    /// The presence bucket (default: `presence.bucket`, else `invalog_nodes`).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// A node whose last report is older than this is stale (default:
+    /// `presence.stale_after`, else 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stale_after: Option<std::time::Duration>,
+}
+
+impl PresenceArgs {
+    /// The bucket: the flag, else the configuration.
+    pub fn bucket(&self, settings: &invalog::config::ClientSettings) -> String {
+        self.bucket
+            .clone()
+            .unwrap_or_else(|| settings.presence.bucket.clone())
+    }
+
+    /// The staleness limit: the flag, else the configuration.
+    pub fn stale_after(&self, settings: &invalog::config::ClientSettings) -> std::time::Duration {
+        self.stale_after.unwrap_or(settings.stale_after)
+    }
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use invalog::probe::{Latencies, ProbeReport, ProbeSettings};
 
+use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
@@ -47,13 +48,8 @@ pub struct Args {
     /// recent presence report.
     #[arg(long = "node", value_name = "NODE_ID")]
     nodes: Vec<String>,
-    /// The presence bucket (default: `presence.bucket`, else `invalog_nodes`).
-    #[arg(long)]
-    bucket: Option<String>,
-    /// A node whose last presence report is older than this is not expected
-    /// to answer (default: `presence.stale_after`, else 30s).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    stale_after: Option<Duration>,
+    #[command(flatten)]
+    presence: PresenceArgs,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -73,8 +69,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         eprintln!("invalog: --rate, --count (or --duration) and --timeout must be more than 0");
         return Ok(EXIT_CONFIG);
     }
-    let bucket = args.bucket.unwrap_or(settings.presence.bucket.clone());
-    let stale_after = args.stale_after.unwrap_or(settings.stale_after);
+    let bucket = args.presence.bucket(&settings);
+    let stale_after = args.presence.stale_after(&settings);
     let (client, js) = match jetstream(&settings.nats).await {
         Ok(connected) => connected,
         Err(code) => return Ok(code),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use invalog::fleet::{FleetStatus, NodeStatus};
 
+use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_FAILURE, EXIT_OK};
 
@@ -25,13 +26,8 @@ pub struct Args {
     /// The configuration file (TOML; `INVALOG_…` environment variables override it).
     #[arg(long, short, default_value = "config/publisher.toml")]
     config: PathBuf,
-    /// The presence bucket (default: `presence.bucket`, else `invalog_nodes`).
-    #[arg(long)]
-    bucket: Option<String>,
-    /// A node whose last report is older than this is stale (default:
-    /// `presence.stale_after`, else 30s).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    stale_after: Option<Duration>,
+    #[command(flatten)]
+    presence: PresenceArgs,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -43,8 +39,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
-    let bucket = args.bucket.unwrap_or(settings.presence.bucket);
-    let stale_after = args.stale_after.unwrap_or(settings.stale_after);
+    let bucket = args.presence.bucket(&settings);
+    let stale_after = args.presence.stale_after(&settings);
     let (_client, js) = match jetstream(&settings.nats).await {
         Ok(connected) => connected,
         Err(code) => return Ok(code),
