@@ -6,7 +6,8 @@
 //! the script's retried batch is stored once.
 //!
 //! nats-py is found under `$INVALOG_CACHE_DIR/py`, `$INVALOG_CACHE/py` or
-//! `<crate>/.cache/py` (`python3 -m pip install --target .cache/py nats-py`,
+//! `<crate>/.cache/py` (installed there with pip on first run when missing;
+//! by hand: `python3 -m pip install --target .cache/py nats-py`,
 //! which `.ci/run` does) or wherever `python3` already finds it. Without it
 //! the test fails with that command: it is never skipped.
 
@@ -32,6 +33,24 @@ fn python_path() -> String {
         .map(|dir| PathBuf::from(dir).join("py"))
         .collect();
     candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/py"));
+    if !candidates.iter().any(|dir| dir.join("nats").is_dir()) {
+        // First run on a fresh machine: install nats-py where the test looks,
+        // as `cargo test` alone must set everything up.
+        let target = candidates.last().expect("the crate's .cache/py");
+        eprintln!("installing nats-py into {} (pip)", target.display());
+        let _ = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(target)
+            .arg("nats-py")
+            .status();
+    }
     let mut parts: Vec<String> = candidates
         .iter()
         .filter(|dir| dir.join("nats").is_dir())
