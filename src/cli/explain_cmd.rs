@@ -12,7 +12,7 @@ use invalog::history::explain::{self, Explanation, Question, Verdict};
 use invalog::history::{HistoryError, Target};
 use invalog::RefresherName;
 
-use super::history_cmd::{format_row, millis, what};
+use super::history_cmd::{millis, what};
 use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
@@ -172,11 +172,6 @@ fn render(x: &Explanation) -> String {
 }
 
 fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = vec![0; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    rows.iter().map(|row| format_row(row, &widths)).collect()
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.to_vec()).collect();
+    super::table(&rows, &[])
 }

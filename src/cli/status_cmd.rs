@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use invalog::fleet::{FleetStatus, NodeStatus};
 
+use super::table;
 use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_FAILURE, EXIT_OK};
@@ -217,44 +218,6 @@ fn verdict(status: &FleetStatus) -> String {
             .map(|u| format!("{} unreadable", u.key)),
     );
     format!("UNHEALTHY: {}", problems.join(", "))
-}
-
-/// Aligns columns with two spaces between them; `right[i]` right-aligns
-/// column `i`. The last column is not padded.
-fn table(rows: &[Vec<String>], right: &[bool]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c > 0 {
-                line.push_str("  ");
-            }
-            let pad = widths[c] - cell.chars().count();
-            let last = c + 1 == row.len();
-            if right.get(c).copied().unwrap_or(false) {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                if !last {
-                    line.push_str(&" ".repeat(pad));
-                }
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 fn indent(text: &str) -> String {

@@ -6,7 +6,6 @@
 //! id query and a `since` query are timed against a full scan (printed with
 //! `--nocapture`; no timing assertions).
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,33 +23,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use uuid::Uuid;
 
+use crate::agent_support::client_config;
 use crate::support::{defs, within, Fixture, TestNode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_invalog");
 
 fn name(n: &str) -> RefresherName {
     RefresherName::new(n).unwrap()
-}
-
-/// A client configuration for the binary, pointing at the fixture.
-fn client_config(f: &Fixture) -> PathBuf {
-    let path = f.dir.path().join("history-client.toml");
-    let text = format!(
-        r#"
-[nats]
-urls = ["{url}"]
-
-[publisher]
-origin = "cli-test"
-
-[[refreshers]]
-name = "content"
-id = "00000000-0000-0000-0000-000000000001"
-"#,
-        url = f.server.url()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// Runs the binary to completion: (exit code, stdout, stderr).
