@@ -1524,6 +1524,13 @@ fn main() -> Result<()> {
         .unwrap_or_default();
     all.extend(args);
     let opts = Opts::parse(&all)?;
+    // `RUST_LOG=invalog=warn` shows why a node restarted its consumer, etc.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

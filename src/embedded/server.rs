@@ -293,8 +293,15 @@ impl NatsServer {
     }
 
     /// Suspends the process with `SIGSTOP`: connections hang but stay open.
+    /// Returns once every thread of the process is stopped (on Linux; the
+    /// signal takes effect asynchronously, and a busy thread could otherwise
+    /// still answer a request sent just after this returns).
     pub fn freeze(&mut self) -> Result<(), EmbeddedError> {
-        self.signal("STOP")
+        self.signal("STOP")?;
+        if let Some(pid) = self.pid() {
+            wait_until_stopped(pid);
+        }
+        Ok(())
     }
 
     /// Resumes a frozen process with `SIGCONT`.
@@ -332,5 +339,35 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         // The temp dir is removed after this, when the fields drop.
         let _ = self.kill();
+    }
+}
+
+/// Waits (up to 2 s) until every thread of `pid` is in the stopped state,
+/// as `/proc/<pid>/task/*/stat` shows it. Without `/proc` it returns at once.
+fn wait_until_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let tasks = format!("/proc/{pid}/task");
+    while Instant::now() < deadline {
+        let Ok(entries) = std::fs::read_dir(&tasks) else {
+            return;
+        };
+        let all_stopped = entries.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The state follows the command name, which is in
+                    // parentheses and may itself contain spaces.
+                    let after = &stat[stat.rfind(')')? + 1..];
+                    after
+                        .split_whitespace()
+                        .next()
+                        .map(|s| s == "T" || s == "t")
+                })
+                .unwrap_or(true)
+        });
+        if all_stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -13,6 +13,7 @@ mod apply;
 mod plan;
 mod run;
 mod status;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;

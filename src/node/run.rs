@@ -1,7 +1,8 @@
 //! The node's task: carries out the start plan, then consumes the stream
 //! with an ordered consumer (no server-side state) from the next sequence,
-//! applying each message, detecting gaps and a recreated stream, and storing
-//! the applied sequence every `flush_interval` and on shutdown.
+//! applying each message, detecting gaps and a recreated stream, and handing
+//! the applied sequence to the checkpoint writer (`writer`) every
+//! `flush_interval` and on shutdown.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::status::{now_ms, ColdBootReason, NodeState, Stats};
+use super::writer::CheckpointWriter;
 use super::{NodeSettings, Shared, StartPlan};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::refresher::Registry;
@@ -41,7 +43,7 @@ pub(super) struct Runner {
     pub(super) log: LogSettings,
     pub(super) settings: NodeSettings,
     pub(super) registry: Registry,
-    store: Box<dyn CheckpointStore>,
+    writer: CheckpointWriter,
     pub(super) shared: Arc<Shared>,
     pub(super) cancel: CancellationToken,
     /// Creation time of the stream incarnation being followed.
@@ -50,12 +52,17 @@ pub(super) struct Runner {
     pub(super) next: u64,
     /// Ready once `next > target`.
     target: u64,
-    /// Last sequence handed to the store.
+    /// Last sequence handed to the checkpoint writer.
     stored: Option<u64>,
     /// When `flush` last ran.
     last_flush: Instant,
     /// When the consumer last delivered a message (or was created).
     last_delivery: Instant,
+    /// Messages the server said were still pending after the last one
+    /// delivered, if the current consumer delivered any.
+    pending_after_last: Option<u64>,
+    /// When the stream was last checked (`on_tick`).
+    last_check: Instant,
 }
 
 /// How long a consumer may deliver nothing while the stream holds messages
@@ -64,6 +71,17 @@ const QUIET_CONSUMER_LIMIT: std::time::Duration = std::time::Duration::from_secs
 
 /// How often a running node checks the stream (recreation, gaps, contact).
 const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a consumer that has delivered messages, and was told more are
+/// pending, may then deliver nothing before it counts as stalled and is
+/// recreated. A healthy server delivers the next one within microseconds;
+/// the ordered consumer of async-nats 0.51 was seen to stop in mid catch-up
+/// (no pull answered) until its heartbeat check, seconds later.
+const STALL_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How often the consumer loop looks for a stall or a reconnect (locally,
+/// without asking the server).
+const STALL_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Runner {
     #[allow(clippy::too_many_arguments)]
@@ -86,12 +104,18 @@ impl Runner {
             .stats
             .stream_last_sequence
             .store(position.last, Relaxed);
+        let writer = CheckpointWriter::spawn(
+            store,
+            shared.clone(),
+            settings.node_id.clone(),
+            settings.retry.max_backoff,
+        );
         Self {
             js,
             log,
             settings,
             registry,
-            store,
+            writer,
             shared,
             cancel,
             incarnation: position.created,
@@ -100,6 +124,8 @@ impl Runner {
             stored: stored_seq,
             last_flush: Instant::now(),
             last_delivery: Instant::now(),
+            pending_after_last: None,
+            last_check: Instant::now(),
         }
     }
 
@@ -124,9 +150,11 @@ impl Runner {
         if !matches!(started, Flow::Stop) {
             self.follow().await;
         }
-        self.flush().await;
+        self.flush();
+        let (node, applied) = (self.settings.node_id.clone(), self.next - 1);
+        self.writer.finish().await;
         self.shared.state.send_replace(NodeState::Stopped);
-        tracing::info!(node = %self.settings.node_id, applied = self.next - 1, "node stopped");
+        tracing::info!(%node, applied, "node stopped");
     }
 
     /// Consumes until shutdown, creating the consumer again after errors.
@@ -197,7 +225,9 @@ impl Runner {
         // when heartbeats go missing (seconds); recreate it at once instead.
         let connects = self.connects();
         self.last_delivery = Instant::now();
-        let mut tick = tokio::time::interval(self.settings.flush_interval.min(CHECK_INTERVAL));
+        self.pending_after_last = None;
+        let check_every = self.settings.flush_interval.min(CHECK_INTERVAL);
+        let mut tick = tokio::time::interval(check_every.min(STALL_CHECK));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         // One cancellation future for the consumer's life: creating one per
@@ -209,23 +239,48 @@ impl Runner {
                 biased;
                 _ = &mut cancelled => Flow::Stop,
                 item = messages.next() => match item {
-                    Some(Ok(message)) => self.on_message(&message).await,
+                    Some(Ok(message)) => {
+                        let flow = self.on_message(&message).await;
+                        // Quiet time starts when the loop waits again, not
+                        // when a slow apply began.
+                        self.last_delivery = Instant::now();
+                        flow
+                    }
                     Some(Err(e)) => return Err(format!("consumer: {e}")),
                     None => return Err("consumer ended".into()),
                 },
-                _ = tick.tick() => if self.connects() == connects {
+                _ = tick.tick() => if self.connects() != connects || self.stalled() {
+                    Flow::Restart
+                } else if self.last_check.elapsed() >= check_every {
                     self.on_tick().await
                 } else {
-                    Flow::Restart
+                    Flow::Continue
                 },
             };
             // `biased` polls messages first: during a catch-up the tick may never run.
             if self.last_flush.elapsed() >= self.settings.flush_interval {
-                self.flush().await;
+                self.flush();
             }
             if !matches!(flow, Flow::Continue) {
                 return Ok(flow);
             }
+        }
+    }
+
+    /// Whether the consumer stopped delivering although the server said
+    /// more messages were pending (see [`STALL_LIMIT`]).
+    fn stalled(&self) -> bool {
+        let quiet = self.last_delivery.elapsed();
+        match self.pending_after_last {
+            Some(pending) if pending > 0 && quiet > STALL_LIMIT => {
+                tracing::warn!(
+                    node = %self.settings.node_id, next = self.next, pending,
+                    quiet_ms = quiet.as_millis() as u64,
+                    "consumer stalled with messages pending; recreating it"
+                );
+                true
+            }
+            _ => false,
         }
     }
 
@@ -236,16 +291,13 @@ impl Runner {
 
     /// Reads the stream's first/last sequence and incarnation.
     async fn position(&self) -> Result<StreamPosition, String> {
-        let mut stream = self
+        // `get_stream` reads the stream's info: one request, not two.
+        let stream = self
             .js
             .get_stream(&self.log.stream)
             .await
-            .map_err(|e| format!("opening stream: {e}"))?;
-        let info = stream
-            .info()
-            .await
             .map_err(|e| format!("reading stream info: {e}"))?;
-        let position = StreamPosition::of(info);
+        let position = StreamPosition::of(stream.cached_info());
         self.stats()
             .stream_last_sequence
             .store(position.last, Relaxed);
@@ -271,8 +323,9 @@ impl Runner {
     }
 
     async fn on_tick(&mut self) -> Flow {
+        self.last_check = Instant::now();
         if self.last_flush.elapsed() >= self.settings.flush_interval {
-            self.flush().await;
+            self.flush();
         }
         match self.position().await {
             Ok(position) => match self.check_stream(position).await {
@@ -311,6 +364,7 @@ impl Runner {
         };
         let sequence = info.stream_sequence;
         let pending = info.pending;
+        self.pending_after_last = Some(pending);
         self.stats().last_contact_ms.store(now_ms(), Relaxed);
         let published: SystemTime = info.published.into();
         if sequence < self.next {
@@ -441,7 +495,7 @@ impl Runner {
                 self.incarnation = position.created;
                 self.target = self.target.max(position.last);
                 self.advance(position.last);
-                self.flush().await;
+                self.flush();
             }
             Err(e) => {
                 tracing::warn!(node = %self.settings.node_id, error = %e, "cannot read the stream's tail; following from the start position")
@@ -486,12 +540,12 @@ impl Runner {
         self.target = position.last;
         self.stored = None;
         self.advance(position.last);
-        self.flush().await;
+        self.flush();
         Flow::Restart
     }
 
-    /// Stores the applied sequence if it moved.
-    pub(super) async fn flush(&mut self) {
+    /// Hands the applied sequence to the checkpoint writer if it moved.
+    pub(super) fn flush(&mut self) {
         self.last_flush = Instant::now();
         let applied = self.next.saturating_sub(1);
         if self.stored == Some(applied) {
@@ -502,16 +556,8 @@ impl Runner {
             stream_created: self.incarnation,
             sequence: applied,
         };
-        match self.store.save(&checkpoint).await {
-            Ok(()) => {
-                self.stored = Some(applied);
-                self.stats().stored_sequence.store(applied, Relaxed);
-            }
-            Err(e) => {
-                Stats::bump(&self.stats().checkpoint_errors);
-                tracing::warn!(node = %self.settings.node_id, error = %e, "cannot store the applied sequence; will retry");
-            }
-        }
+        self.writer.submit(checkpoint);
+        self.stored = Some(applied);
     }
 
     /// Sleeps unless shut down first; false on shutdown.

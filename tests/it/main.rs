@@ -6,6 +6,7 @@ mod agent_bin;
 mod agent_http;
 mod agent_support;
 mod appliers;
+mod checkpoint_writer;
 mod compose_topology;
 mod config;
 mod connect;
