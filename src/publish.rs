@@ -582,8 +582,7 @@ impl Publisher {
         let mut id = Uuid::encode_buffer();
         let message = PublishMessage::build()
             .payload(body.clone())
-            .message_id(batch.id.hyphenated().encode_lower(&mut id))
-            .header(wire::HEADER_FORMAT, FORMAT_HEADER_VALUE);
+            .message_id(batch.id.hyphenated().encode_lower(&mut id));
         match tokio::time::timeout(
             self.inner.settings.ack_timeout,
             self.inner.js.send_publish(subject, message),
@@ -598,10 +597,6 @@ impl Publisher {
         }
     }
 }
-
-/// `wire::FORMAT_VERSION` as the `Invalog-Format` header value.
-const FORMAT_HEADER_VALUE: &str = "1";
-const _: () = assert!(wire::FORMAT_VERSION == 1, "update FORMAT_HEADER_VALUE");
 
 /// First pause between two attempts at one message; it doubles up to
 /// [`MAX_RETRY_BACKOFF`] (a leader election takes seconds).

@@ -81,7 +81,7 @@ async def publish(js, stream, prefix, refresher_name, batch_id, body):
     the same Nats-Msg-Id, so the stream stores the batch at most once. An
     error PubAck (APIError, for example a message too large) is final."""
     subject = f"{prefix}.{refresher_name}"
-    headers = {"Nats-Msg-Id": batch_id, "Invalog-Format": str(FORMAT)}
+    headers = {"Nats-Msg-Id": batch_id}
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return await js.publish(subject, body, timeout=5.0, stream=stream, headers=headers)

@@ -35,8 +35,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// same value inside the stream's duplicate window.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 
-/// Header carrying the format version (informational; the body's `format`
-/// field is authoritative).
+/// Optional header other publishers may set to the format version. Readers
+/// ignore it (the body's `format` field is authoritative) and invalog's own
+/// publisher does not send it: each header costs nats-server time.
 pub const HEADER_FORMAT: &str = "Invalog-Format";
 
 /// Largest body `decode` accepts; the stream's own `max_msg_size` is usually

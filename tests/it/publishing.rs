@@ -226,3 +226,49 @@ async fn kv_checkpoints_round_trip_and_catch_a_shared_node_id() {
     assert!(matches!(err, CheckpointError::Conflict { .. }), "{err}");
     assert!(err.to_string().contains("configured on two nodes"), "{err}");
 }
+
+/// invalog's publisher sends only `Nats-Msg-Id`; messages from other
+/// publishers that also carry the optional `Invalog-Format` header (any
+/// value: readers ignore it) are applied the same.
+#[tokio::test]
+async fn the_optional_format_header_is_ignored_by_readers() {
+    let f = Fixture::new().await;
+    let node = f.node("reader", NewNodePolicy::ReplayAll).await;
+    let sent = f.publisher().refresh_ids("content", &[1]).await.unwrap();
+    let stored =
+        f.js.get_stream(&f.log.stream)
+            .await
+            .unwrap()
+            .get_raw_message(sent.sequence().unwrap())
+            .await
+            .unwrap();
+    let headers = stored.headers;
+    assert!(
+        headers.get(invalog::wire::HEADER_MSG_ID).is_some(),
+        "the batch id header is sent"
+    );
+    assert!(
+        headers.get(invalog::wire::HEADER_FORMAT).is_none(),
+        "the optional format header is not"
+    );
+
+    let body = format!(
+        r#"{{"format":1,"batch_id":"{}","origin":"other","published_at":"2025-03-14T09:27:05Z","refresher":{{"id":"{}","name":"content"}},"instructions":[{{"kind":"refresh_ids","ids":[2]}}]}}"#,
+        uuid::Uuid::now_v7(),
+        crate::support::defs()[0].id
+    );
+    let mut with_header = async_nats::HeaderMap::new();
+    with_header.insert(invalog::wire::HEADER_FORMAT, "7");
+    let ack =
+        f.js.publish_with_headers("invalog.content", with_header, body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    node.wait_applied(ack.sequence).await;
+    assert_eq!(
+        node.content.calls(),
+        vec![Call::Ids(vec![1]), Call::Ids(vec![2])]
+    );
+    assert_eq!(node.node.stats().decode_errors, 0);
+}
