@@ -239,13 +239,7 @@ impl Runner {
                 biased;
                 _ = &mut cancelled => Flow::Stop,
                 item = messages.next() => match item {
-                    Some(Ok(message)) => {
-                        let flow = self.on_message(&message).await;
-                        // Quiet time starts when the loop waits again, not
-                        // when a slow apply began.
-                        self.last_delivery = Instant::now();
-                        flow
-                    }
+                    Some(Ok(message)) => self.on_message(&message).await,
                     Some(Err(e)) => return Err(format!("consumer: {e}")),
                     None => return Err("consumer ended".into()),
                 },
@@ -357,7 +351,8 @@ impl Runner {
     }
 
     async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
-        self.last_delivery = Instant::now();
+        let started = Instant::now();
+        self.last_delivery = started;
         let Ok(info) = message.info() else {
             tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");
             return Flow::Continue;
@@ -378,15 +373,18 @@ impl Runner {
             };
             return self.cold_boot(reason).await;
         }
-        let started = Instant::now();
         let flow = self
             .apply_message(sequence, &message.subject, &message.payload)
             .await;
         if matches!(flow, Flow::Stop) {
             return flow;
         }
+        // Quiet time starts when the loop waits again, not when a slow
+        // apply began.
+        let done = Instant::now();
+        self.last_delivery = done;
         let stats = self.stats();
-        stats.apply_latency.observe(started.elapsed());
+        stats.apply_latency.observe(done - started);
         stats
             .stream_last_sequence
             .fetch_max(sequence + pending, Relaxed);
