@@ -98,6 +98,12 @@ impl Runner {
             if !self.pause(policy.backoff(failures)).await {
                 return false;
             }
+            if failures >= policy.attempts {
+                // Stalled: keep the lag figures (metrics, fencing) current.
+                if let Err(e) = self.position().await {
+                    tracing::debug!(node = %self.settings.node_id, error = %e, "stream check failed while stalled");
+                }
+            }
         }
     }
 

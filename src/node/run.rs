@@ -284,7 +284,7 @@ impl Runner {
     }
 
     /// Reads the stream's first/last sequence and incarnation.
-    async fn position(&self) -> Result<StreamPosition, String> {
+    pub(super) async fn position(&self) -> Result<StreamPosition, String> {
         // `get_stream` reads the stream's info: one request, not two.
         let stream = self
             .js
