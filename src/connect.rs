@@ -136,7 +136,24 @@ pub enum ConnectError {
         urls: String,
         /// What failed.
         message: String,
+        /// Whether trying again later may succeed (no server answered, a
+        /// timeout, a name that did not resolve) rather than a refusal that
+        /// needs a settings change (credentials, TLS).
+        transient: bool,
     },
+}
+
+impl ConnectError {
+    /// Whether connecting again later may succeed without changing settings.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 /// Connects with `settings`: tries every URL (in random order) once, then,
@@ -208,6 +225,13 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Conn
         .map_err(|e| ConnectError::Connect {
             message: scrub(&explain(&e, &auth, settings), &auth),
             urls,
+            transient: matches!(
+                e.kind(),
+                ConnectErrorKind::Io
+                    | ConnectErrorKind::TimedOut
+                    | ConnectErrorKind::Dns
+                    | ConnectErrorKind::MaxReconnects
+            ),
         })
 }
 
@@ -226,6 +250,7 @@ fn server_addresses(
         let bad = |why: String| ConnectError::Connect {
             urls: shown.to_owned(),
             message: format!("bad URL nats.urls.{i}: {why}"),
+            transient: false,
         };
         let address: ServerAddr = url
             .parse()
@@ -437,7 +462,7 @@ fn scrub(message: &str, auth: &NatsAuth) -> String {
 /// last successful connection): none for the first, then about
 /// [`RECONNECT_BASE_DELAY`] doubling up to [`RECONNECT_MAX_DELAY`], with
 /// jitter so that a fleet does not reconnect in lockstep.
-fn reconnect_delay(attempts: usize) -> Duration {
+pub(crate) fn reconnect_delay(attempts: usize) -> Duration {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_usize(attempts);
     backoff(attempts, hasher.finish() as f64 / u64::MAX as f64)

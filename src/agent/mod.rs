@@ -99,5 +99,6 @@ pub struct AgentSettings {
 pub mod http;
 pub mod metrics;
 mod run;
+mod starting;
 
 pub use run::{run, AgentError};

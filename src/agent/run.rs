@@ -1,15 +1,22 @@
-//! Running the agent: connect, provision, build appliers, start the node
-//! and its presence reporter, serve HTTP, and stop cleanly when the
-//! shutdown future completes.
+//! Running the agent: open the HTTP port, connect (retrying while no NATS
+//! server answers, with `/readyz` 503 meanwhile), provision, build
+//! appliers, start the node and its presence reporter, serve the HTTP API,
+//! and stop cleanly when the shutdown future completes.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
-use super::{http, AgentSettings, CheckpointSettings};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{http, starting, AgentSettings, CheckpointSettings};
 
 /// Why the agent could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// NATS is unreachable or refused the connection.
+    /// NATS refused the connection, or the connection settings are wrong
+    /// (an unreachable server is retried instead).
     #[error(transparent)]
     Connect(#[from] crate::connect::ConnectError),
     /// The stream could not be provisioned.
@@ -43,13 +50,28 @@ pub enum AgentError {
 
 /// Runs the agent until `shutdown` completes, then finishes the batch in
 /// hand, stores the applied sequence and returns. `on_listening` receives
-/// the bound HTTP address (useful with port 0).
+/// the bound HTTP address (useful with port 0). While no NATS server
+/// answers at start, the agent keeps trying (with backoff) and its HTTP
+/// port answers as described in `super::starting`; a refused connection
+/// (credentials, TLS) or bad settings end it with [`AgentError::Connect`].
 pub async fn run(
     settings: AgentSettings,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), AgentError> {
-    let client = crate::connect::connect(&settings.nats).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let http_error = |source| AgentError::Http {
+        listen: settings.http.listen,
+        source,
+    };
+    let socket = std::net::TcpListener::bind(settings.http.listen).map_err(http_error)?;
+    socket.set_nonblocking(true).map_err(http_error)?;
+    let bound = socket.local_addr().map_err(http_error)?;
+    on_listening(bound);
+    let Some(client) = connect_while_starting(&settings, &socket, shutdown.as_mut()).await? else {
+        tracing::info!("stopped before NATS was reachable");
+        return Ok(());
+    };
     let js = async_nats::jetstream::context::ContextBuilder::new()
         .timeout(settings.nats.request_timeout)
         .build(client.clone());
@@ -84,18 +106,8 @@ pub async fn run(
             .collect(),
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind(settings.http.listen)
-        .await
-        .map_err(|source| AgentError::Http {
-            listen: settings.http.listen,
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(|source| AgentError::Http {
-        listen: settings.http.listen,
-        source,
-    })?;
+    let listener = tokio::net::TcpListener::from_std(socket).map_err(http_error)?;
     tracing::info!(node = %node_id, http = %bound, "agent running");
-    on_listening(bound);
     let state = http::HttpState {
         node: node.clone(),
         client,
@@ -129,6 +141,58 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// Connects to NATS, retrying (with the reconnect backoff) while no server
+/// answers, and serving `starting::router` on a clone of `socket`
+/// meanwhile. `None` when shut down first.
+async fn connect_while_starting(
+    settings: &AgentSettings,
+    socket: &std::net::TcpListener,
+    mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> Result<Option<async_nats::Client>, AgentError> {
+    let (reason_tx, reason) = watch::channel(format!(
+        "connecting to NATS at {}",
+        crate::connect::display_urls(&settings.nats.urls)
+    ));
+    let http_error = |source| AgentError::Http {
+        listen: settings.http.listen,
+        source,
+    };
+    let early = tokio::net::TcpListener::from_std(socket.try_clone().map_err(http_error)?)
+        .map_err(http_error)?;
+    let stop = CancellationToken::new();
+    let routes = starting::router(starting::Starting {
+        node_id: settings.node.node_id.clone(),
+        reason,
+    });
+    let serving = axum::serve(early, routes).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let server = tokio::spawn(async move { serving.await });
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        let result = tokio::select! {
+            _ = shutdown.as_mut() => break Ok(None),
+            result = crate::connect::connect(&settings.nats) => result,
+        };
+        match result {
+            Ok(client) => break Ok(Some(client)),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, attempt, "no NATS server answers; retrying (/readyz answers 503 meanwhile)");
+                reason_tx.send_replace(error.to_string());
+            }
+            Err(error) => break Err(error.into()),
+        }
+        tokio::select! {
+            _ = shutdown.as_mut() => break Ok(None),
+            _ = tokio::time::sleep(crate::connect::reconnect_delay(attempt + 1)) => {}
+        }
+    };
+    stop.cancel();
+    if let Ok(Err(error)) = server.await {
+        tracing::warn!(%error, "the HTTP server of the starting agent failed");
+    }
+    outcome
 }
 
 async fn start_node(

@@ -231,14 +231,67 @@ async fn bad_configuration_exits_2_with_the_key_named() {
     );
 }
 
+/// An agent started while no NATS server answers keeps trying: its HTTP
+/// port is up (`/healthz` 200, so a liveness probe leaves it alone) and
+/// says why it is not ready; once the server is back it catches up.
 #[tokio::test]
-async fn an_unreachable_nats_exits_3() {
+async fn an_agent_started_before_nats_waits_unready_then_catches_up() {
+    let mut f = Fixture::new().await;
+    let last = publish_each(&f, 3).await;
+    f.server.stop().await.expect("server stops");
+    let (hook, hook_port) = Hook::start(Duration::ZERO).await;
+    let http_port = free_port();
+    let config = agent_config(&f, "early", http_port, &webhook(hook_port));
+    let mut agent = Agent::spawn(&config, http_port);
+
+    let readyz = within(Duration::from_secs(30), async {
+        loop {
+            if let Some((503, body)) = agent.get("/readyz").await {
+                if body.contains("connecting to NATS at nats://127.0.0.1") {
+                    return body;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let readyz: Value = serde_json::from_str(&readyz).unwrap();
+    assert_eq!(readyz["state"], "connecting", "{readyz}");
+    assert_eq!(agent.get("/healthz").await.map(|(c, _)| c), Some(200));
+    assert_eq!(agent.metric("invalog_ready").await, Some(0.0));
+    assert_eq!(agent.metric("invalog_nats_connected").await, Some(0.0));
+    let (code, body) = agent.get("/applied?seq=1").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+
+    f.server.restart().await.expect("server starts again");
+    within(Duration::from_secs(30), async {
+        while agent.get("/readyz").await.map(|(c, _)| c) != Some(200) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(hook.sequences(), (1..=last).collect::<Vec<_>>());
+    assert_eq!(agent.metric("invalog_nats_connected").await, Some(1.0));
+    agent.terminate();
+    assert_eq!(agent.exit_code().await, 0);
+}
+
+/// A server that refuses the agent's credentials is a settings problem:
+/// the agent exits 3 at once instead of retrying.
+#[tokio::test]
+async fn refused_credentials_exit_3() {
+    let server = invalog::embedded::NatsServer::start_with_config(
+        r#"authorization { token: "right-token-123" }"#,
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
         format!(
-            "[node]\nid = \"x\"\n[nats]\nurls = [\"nats://127.0.0.1:{}\"]\nconnect_timeout = \"1s\"\n[[refreshers]]\nname = \"content\"\nid = \"00000000-0000-0000-0000-000000000001\"\n[refreshers.applier]\n{}\n",
+            "[node]\nid = \"x\"\n[nats]\nurls = [\"{}\"]\ntoken = \"wrong-token-456\"\n[http]\nlisten = \"127.0.0.1:{}\"\n[[refreshers]]\nname = \"content\"\nid = \"00000000-0000-0000-0000-000000000001\"\n[refreshers.applier]\n{}\n",
+            server.url(),
             free_port(),
             webhook(1)
         ),
@@ -253,10 +306,8 @@ async fn an_unreachable_nats_exits_3() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("authorization violation"), "{stderr}");
+    assert!(!stderr.contains("wrong-token-456"), "secret in: {stderr}");
 }

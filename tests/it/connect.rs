@@ -961,3 +961,22 @@ fn encoders_match_known_vectors() {
     assert!(NKey::new(PREFIX_OPERATOR).public().starts_with('O'));
     assert!(NKey::new(PREFIX_ACCOUNT).seed().starts_with("SA"));
 }
+
+/// No server answering is worth retrying (the agent waits for it at start);
+/// refused credentials are not.
+#[tokio::test]
+async fn unreachable_is_transient_and_refused_is_not() {
+    let err = connect(&settings(vec![dead_url()], NatsAuth::None))
+        .await
+        .expect_err("nothing listens");
+    assert!(err.is_transient(), "{err}");
+
+    let config = format!(r#"authorization {{ token: "{TOKEN}" }}"#);
+    let server = NatsServer::start_with_config(&config).await.unwrap();
+    let wrong = settings(
+        vec![server.url()],
+        NatsAuth::Token(Secret::new(WRONG_TOKEN)),
+    );
+    let err = connect(&wrong).await.expect_err("refused");
+    assert!(!err.is_transient(), "{err}");
+}
