@@ -462,6 +462,16 @@ impl Publisher {
         ack: jetstream::context::PublishAckFuture,
     ) -> Result<jetstream::publish::PublishAck, (bool, PublishError)> {
         match tokio::time::timeout(self.inner.settings.ack_timeout, ack).await {
+            // nats-server 2.10 answers a resend whose first copy a clustered
+            // stream is still storing with `duplicate` and sequence 0 (2.11+
+            // answer error 10158): ask again until the real sequence comes.
+            Ok(Ok(ack)) if ack.sequence == 0 => Err((
+                true,
+                PublishError::new(
+                    PublishErrorKind::TimedOut,
+                    "acknowledged as a duplicate without its sequence: the first copy is still being stored",
+                ),
+            )),
             Ok(result) => result.map_err(nats_error),
             Err(_) => Err((
                 true,
