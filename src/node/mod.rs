@@ -10,6 +10,7 @@
 //! again on the next start, none is lost).
 
 mod apply;
+mod check;
 mod plan;
 mod run;
 mod status;

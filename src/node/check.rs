@@ -1,0 +1,171 @@
+//! The node's checks of the stream and of its consumer, and the cold boot
+//! they can lead to: a recreated stream (its creation time changed) or a
+//! gap (messages left before being applied) means a cold boot; a consumer
+//! that stalled with messages pending, or stayed quiet while messages wait,
+//! is recreated. The stream is read at most every `CHECK_INTERVAL`; the
+//! stall check uses only local state.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::run::{Flow, Runner};
+use super::status::{now_ms, ColdBootReason, NodeState, Stats};
+use crate::stream::StreamPosition;
+
+/// How long a consumer may deliver nothing while the stream holds messages
+/// past `next` before it is recreated.
+const QUIET_CONSUMER_LIMIT: Duration = Duration::from_secs(3);
+
+/// How long a consumer that has delivered messages, and was told more are
+/// pending, may then deliver nothing before it counts as stalled and is
+/// recreated. A healthy server delivers the next one within microseconds;
+/// the ordered consumer of async-nats 0.51 was seen to stop in mid catch-up
+/// (no pull answered) until its heartbeat check, seconds later.
+const STALL_LIMIT: Duration = Duration::from_millis(500);
+
+impl Runner {
+    /// Whether the consumer stopped delivering although the server said
+    /// more messages were pending (see [`STALL_LIMIT`]).
+    pub(super) fn stalled(&self) -> bool {
+        let quiet = self.last_delivery.elapsed();
+        match self.pending_after_last {
+            Some(pending) if pending > 0 && quiet > STALL_LIMIT => {
+                tracing::warn!(
+                    node = %self.settings.node_id, next = self.next, pending,
+                    quiet_ms = quiet.as_millis() as u64,
+                    "consumer stalled with messages pending; recreating it"
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many times the client has connected (grows on every reconnect).
+    pub(super) fn connects(&self) -> u64 {
+        self.js.client().statistics().connects.load(Relaxed)
+    }
+
+    /// Reads the stream's first/last sequence and incarnation.
+    pub(super) async fn position(&self) -> Result<StreamPosition, String> {
+        // `get_stream` reads the stream's info: one request, not two.
+        let stream = self
+            .js
+            .get_stream(&self.log.stream)
+            .await
+            .map_err(|e| format!("reading stream info: {e}"))?;
+        let position = StreamPosition::of(stream.cached_info());
+        self.stats()
+            .stream_last_sequence
+            .store(position.last, Relaxed);
+        self.stats().last_contact_ms.store(now_ms(), Relaxed);
+        Ok(position)
+    }
+
+    /// Cold boots when the stream was recreated or lost messages not yet
+    /// applied.
+    pub(super) async fn check_stream(&mut self, position: StreamPosition) -> Option<Flow> {
+        if position.created != self.incarnation {
+            return Some(self.cold_boot(ColdBootReason::StreamRecreated).await);
+        }
+        if position.first > self.next && position.last >= self.next {
+            Stats::bump(&self.stats().gaps);
+            let reason = ColdBootReason::Gap {
+                expected: self.next,
+                found: position.first,
+            };
+            return Some(self.cold_boot(reason).await);
+        }
+        None
+    }
+
+    pub(super) async fn on_tick(&mut self) -> Flow {
+        self.last_check = Instant::now();
+        if self.last_flush.elapsed() >= self.settings.flush_interval {
+            self.flush();
+        }
+        match self.position().await {
+            Ok(position) => match self.check_stream(position).await {
+                Some(flow) => flow,
+                None => self.check_consumer(position),
+            },
+            Err(e) => {
+                tracing::debug!(node = %self.settings.node_id, error = %e, "stream check failed");
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Recreates a consumer that delivers nothing although the stream holds
+    /// messages this node has not applied: after a stream leader change the
+    /// ordered consumer would only notice through missed heartbeats (about
+    /// 30 s).
+    pub(super) fn check_consumer(&self, position: StreamPosition) -> Flow {
+        let quiet = self.last_delivery.elapsed();
+        if position.last >= self.next && quiet > QUIET_CONSUMER_LIMIT {
+            tracing::warn!(
+                node = %self.settings.node_id, next = self.next, last = position.last,
+                quiet_ms = quiet.as_millis() as u64,
+                "consumer delivers nothing although messages wait; recreating it"
+            );
+            return Flow::Restart;
+        }
+        Flow::Continue
+    }
+
+    /// Moves to the stream's tail without applying anything.
+    pub(super) async fn jump_to_tail(&mut self) {
+        match self.position().await {
+            Ok(position) => {
+                self.incarnation = position.created;
+                self.target = self.target.max(position.last);
+                self.advance(position.last);
+                self.flush();
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.settings.node_id, error = %e, "cannot read the stream's tail; following from the start position")
+            }
+        }
+    }
+
+    /// Refreshes every hosted refresher fully, then follows from the tail
+    /// seen *before* the refresh (what was published earlier is covered by
+    /// the refresh; what follows is applied).
+    pub(super) async fn cold_boot(&mut self, reason: ColdBootReason) -> Flow {
+        tracing::warn!(node = %self.settings.node_id, %reason, "cold boot: refreshing every refresher");
+        Stats::bump(&self.stats().cold_boots);
+        self.shared
+            .state
+            .send_replace(NodeState::ColdBooting { reason });
+        let position = loop {
+            match self.position().await {
+                Ok(position) => break position,
+                Err(e) => {
+                    tracing::warn!(node = %self.settings.node_id, error = %e, "cold boot waits for the stream");
+                    if !self.pause(self.settings.retry.max_backoff).await {
+                        return Flow::Stop;
+                    }
+                }
+            }
+        };
+        for hosted in self
+            .registry
+            .hosted()
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            if !self.refresh_all_until_done(&hosted, 0).await {
+                return Flow::Stop;
+            }
+        }
+        // Everything up to `position.last` is covered by the refresh; an
+        // earlier target may belong to a stream that no longer exists.
+        self.incarnation = position.created;
+        self.target = position.last;
+        self.stored = None;
+        self.advance(position.last);
+        self.flush();
+        Flow::Restart
+    }
+}
