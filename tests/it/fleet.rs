@@ -298,8 +298,7 @@ async fn the_status_binary_prints_json_and_a_table_and_exits_5_when_unhealthy() 
     .await;
     drop(b.presence.take());
     let doc = until("web-b is stale", || async {
-        let (code, stdout, _) =
-            invalog_status(&config, &["--json", "--stale-after", "300ms"]).await;
+        let (code, stdout, _) = invalog_status(&config, &["--json", "--stale-after", "2s"]).await;
         let doc: Value = serde_json::from_str(&stdout).unwrap();
         (code == 5 && node(&doc, "web-b")["stale"] == true).then_some(doc)
     })
@@ -310,7 +309,7 @@ async fn the_status_binary_prints_json_and_a_table_and_exits_5_when_unhealthy() 
         "it was ready when last seen"
     );
     assert_eq!(node(&doc, "web-a")["stale"], false);
-    let (code, table, _) = invalog_status(&config, &["--stale-after", "300ms"]).await;
+    let (code, table, _) = invalog_status(&config, &["--stale-after", "2s"]).await;
     assert_eq!(code, 5);
     assert!(
         table.contains("STALE") && table.contains("UNHEALTHY: web-b stale"),

@@ -121,7 +121,7 @@ case "$body" in *'"trigger":"refresh_all"'*) printf '%s\n' "$body" >> "$1"; exit
 echo $$ >> "$1.pids"
 exec sleep 60
 "#,
-        Duration::from_millis(300),
+        Duration::from_secs(1),
     );
     let node = start_node(&f, "cmd", &settings, NewNodePolicy::Tail).await;
     let started = Instant::now();

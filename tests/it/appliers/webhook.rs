@@ -324,7 +324,7 @@ async fn webhook_escalates_a_404_at_once_and_retries_a_timeout() {
     .await;
     let mut applier = settings(&receiver);
     if let ApplierSettings::Webhook(w) = &mut applier {
-        w.timeout = Duration::from_millis(300);
+        w.timeout = Duration::from_secs(1);
     }
     let node = start_node(&f, "web", &applier, NewNodePolicy::Tail).await;
 
