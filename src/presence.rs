@@ -330,31 +330,43 @@ pub async fn read_reports(js: &jetstream::Context, bucket: &str) -> Result<Repor
         bucket: bucket.to_owned(),
         message,
     };
-    if let Err(e) = js.get_stream(format!("KV_{bucket}")).await {
-        let not_found = matches!(
-            e.kind(),
-            jetstream::context::GetStreamErrorKind::JetStream(ref js)
-                if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-        );
-        return Err(if not_found {
-            PresenceError::NoBucket {
-                bucket: bucket.to_owned(),
-            }
-        } else {
-            kv_err(format!("cannot open it: {e}"))
-        });
-    }
-    let store = js
-        .get_key_value(bucket)
-        .await
-        .map_err(|e| kv_err(format!("cannot open it: {e}")))?;
-    let keys: Vec<String> = store
-        .keys()
+    // The keys come from the stream's subjects, not from `Store::keys`:
+    // its LastPerSubject consumer was seen to end early, missing a node,
+    // while reporters kept writing.
+    let stream = match js.get_stream(format!("KV_{bucket}")).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            let not_found = matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref js)
+                    if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            );
+            return Err(if not_found {
+                PresenceError::NoBucket {
+                    bucket: bucket.to_owned(),
+                }
+            } else {
+                kv_err(format!("cannot open it: {e}"))
+            });
+        }
+    };
+    let prefix = format!("$KV.{bucket}.");
+    let subjects: Vec<(String, usize)> = stream
+        .info_with_subjects(format!("{prefix}>"))
         .await
         .map_err(|e| kv_err(format!("cannot list keys: {e}")))?
         .try_collect()
         .await
         .map_err(|e| kv_err(format!("cannot list keys: {e}")))?;
+    let mut keys: Vec<String> = subjects
+        .into_iter()
+        .filter_map(|(subject, _)| subject.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    keys.sort();
+    let store = js
+        .get_key_value(bucket)
+        .await
+        .map_err(|e| kv_err(format!("cannot open it: {e}")))?;
     let mut out = Reports::default();
     for key in keys {
         let entry = store

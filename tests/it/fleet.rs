@@ -122,6 +122,39 @@ fn node<'a>(doc: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("node {name} in {doc:#}"))
 }
 
+/// Reading the fleet while every reporter keeps writing lists every node,
+/// every time (a listing through the KV's keys consumer once missed one).
+#[tokio::test]
+async fn every_node_is_listed_while_reports_keep_coming() {
+    let f = Fixture::new().await;
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        let TestNode { node, .. } = f.node_with(&format!("busy-{i}"), |_| {}).await;
+        let node = Arc::new(node);
+        let fast = PresenceSettings {
+            interval: Duration::from_millis(10),
+            ..settings(1)
+        };
+        let presence = Presence::start(f.js.clone(), fast, node.clone(), vec![])
+            .await
+            .expect("presence starts");
+        nodes.push((node, presence));
+    }
+    for round in 0..100 {
+        let reports = read_all(&f.js, BUCKET).await.unwrap();
+        let names: Vec<&str> = reports.iter().map(|r| r.node.as_str()).collect();
+        assert_eq!(
+            names,
+            ["busy-0", "busy-1", "busy-2", "busy-3", "busy-4"],
+            "round {round}"
+        );
+    }
+    for (node, presence) in nodes {
+        presence.stop().await.unwrap();
+        node.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn reports_are_read_back_and_a_silent_node_turns_stale() {
     let f = Fixture::new().await;
