@@ -68,7 +68,10 @@ pub async fn run(
     socket.set_nonblocking(true).map_err(http_error)?;
     let bound = socket.local_addr().map_err(http_error)?;
     on_listening(bound);
-    let Some(client) = connect_while_starting(&settings, &socket, shutdown.as_mut()).await? else {
+    // A second handle on the same socket serves the starting routes.
+    let early = tokio::net::TcpListener::from_std(socket.try_clone().map_err(http_error)?)
+        .map_err(http_error)?;
+    let Some(client) = connect_while_starting(&settings, early, shutdown.as_mut()).await? else {
         tracing::info!("stopped before NATS was reachable");
         return Ok(());
     };
@@ -144,23 +147,17 @@ pub async fn run(
 }
 
 /// Connects to NATS, retrying (with the reconnect backoff) while no server
-/// answers, and serving `starting::router` on a clone of `socket`
-/// meanwhile. `None` when shut down first.
+/// answers, and serving `starting::router` on `early` meanwhile. `None`
+/// when shut down first.
 async fn connect_while_starting(
     settings: &AgentSettings,
-    socket: &std::net::TcpListener,
+    early: tokio::net::TcpListener,
     mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> Result<Option<async_nats::Client>, AgentError> {
     let (reason_tx, reason) = watch::channel(format!(
         "connecting to NATS at {}",
         crate::connect::display_urls(&settings.nats.urls)
     ));
-    let http_error = |source| AgentError::Http {
-        listen: settings.http.listen,
-        source,
-    };
-    let early = tokio::net::TcpListener::from_std(socket.try_clone().map_err(http_error)?)
-        .map_err(http_error)?;
     let stop = CancellationToken::new();
     let routes = starting::router(starting::Starting {
         node_id: settings.node.node_id.clone(),

@@ -12,6 +12,7 @@ use invalog::node::NewNodePolicy;
 use invalog::{FileStore, Node, NodeId, NodeSettings, Registry};
 use tokio::sync::watch;
 
+use crate::agent_support::publish_each;
 use crate::support::{defs, eventually, within, Fixture, Recorder};
 
 /// A file store whose writes wait while `open` is false and fail while
@@ -70,16 +71,7 @@ async fn a_hanging_or_failing_store_never_holds_up_applying() {
         .expect("node starts");
 
     // Every write hangs; applying goes on regardless.
-    let p = f.publisher();
-    let mut last = 0;
-    for i in 0..20 {
-        last = p
-            .refresh_ids("content", &[i])
-            .await
-            .unwrap()
-            .sequence()
-            .unwrap();
-    }
+    let last = publish_each(&f, 20).await;
     within(Duration::from_secs(10), node.wait_applied(last))
         .await
         .expect("node running");
@@ -105,7 +97,8 @@ async fn a_hanging_or_failing_store_never_holds_up_applying() {
         node.stats().stored_sequence == last
     })
     .await;
-    let more = p
+    let more = f
+        .publisher()
         .refresh_ids("content", &[99])
         .await
         .unwrap()
