@@ -203,6 +203,7 @@ async fn status(State(app): State<App>) -> Json<Value> {
             "gaps": s.gaps,
             "checkpoint_errors": s.checkpoint_errors,
             "consumer_restarts": s.consumer_restarts,
+            "direct_reads": s.direct_reads,
         },
         "apply_duration_seconds": {
             "count": s.apply_latency.count,

@@ -11,6 +11,7 @@
 //! `invalog_unhosted_messages_total`, `invalog_own_messages_skipped_total`,
 //! `invalog_retries_total`, `invalog_cold_boots_total`, `invalog_gaps_total`,
 //! `invalog_checkpoint_errors_total`, `invalog_consumer_restarts_total`,
+//! `invalog_direct_reads_total`,
 //! `invalog_nats_reconnects_total`, `invalog_nats_{received,sent}_bytes_total`,
 //! `invalog_nats_{received,sent}_messages_total`; gauges
 //! `invalog_applied_sequence`, `invalog_stored_sequence`,
@@ -153,7 +154,7 @@ const PER_REFRESHER: [(&str, &str); 3] = [
 ];
 
 /// Node-wide and NATS counters: name without `_total`, help.
-const COUNTERS: [(&str, &str); 13] = [
+const COUNTERS: [(&str, &str); 14] = [
     (
         "invalog_decode_errors",
         "Messages that could not be decoded.",
@@ -182,6 +183,10 @@ const COUNTERS: [(&str, &str); 13] = [
     (
         "invalog_consumer_restarts",
         "Times the stream consumer was created again.",
+    ),
+    (
+        "invalog_direct_reads",
+        "Messages read without a consumer while it could not be used.",
     ),
     ("invalog_nats_reconnects", "Reconnections to NATS."),
     (
@@ -239,6 +244,7 @@ impl Collector for Scrape {
             s.gaps,
             s.checkpoint_errors,
             s.consumer_restarts,
+            s.direct_reads,
             n.reconnects(),
             n.received_bytes,
             n.sent_bytes,

@@ -2,8 +2,9 @@
 //! they can lead to: a recreated stream (its creation time changed) or a
 //! gap (messages left before being applied) means a cold boot; a consumer
 //! that stalled with messages pending, or stayed quiet while messages wait,
-//! is recreated. The stream is read at most every `CHECK_INTERVAL`; the
-//! stall check uses only local state.
+//! is recreated (a quiet one after reading what waits directly, see
+//! `direct`). The stream is read at most every `CHECK_INTERVAL`; the stall
+//! check uses only local state.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -99,8 +100,9 @@ impl Runner {
     /// Recreates a consumer that delivers nothing although the stream holds
     /// messages this node has not applied: after a stream leader change the
     /// ordered consumer would only notice through missed heartbeats (about
-    /// 30 s).
-    pub(super) fn check_consumer(&self, position: StreamPosition) -> Flow {
+    /// 30 s). What waits is read directly first (`direct`), in case the new
+    /// consumer cannot be placed either.
+    pub(super) fn check_consumer(&mut self, position: StreamPosition) -> Flow {
         let quiet = self.last_delivery.elapsed();
         if position.last >= self.next && quiet > QUIET_CONSUMER_LIMIT {
             tracing::warn!(
@@ -108,6 +110,7 @@ impl Runner {
                 quiet_ms = quiet.as_millis() as u64,
                 "consumer delivers nothing although messages wait; recreating it"
             );
+            self.read_directly = true;
             return Flow::Restart;
         }
         Flow::Continue

@@ -11,6 +11,7 @@
 
 mod apply;
 mod check;
+mod direct;
 mod plan;
 mod run;
 mod status;

@@ -2,7 +2,8 @@
 //! with an ordered consumer (no server-side state) from the next sequence,
 //! applying each message in order and handing the applied sequence to the
 //! checkpoint writer (`writer`) every `flush_interval` and on shutdown. The
-//! checks of the stream and the consumer, and the cold boot, are in `check`.
+//! checks of the stream and the consumer, and the cold boot, are in `check`;
+//! reading without a consumer when none can be used is in `direct`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -26,6 +27,14 @@ enum Opened {
     Consumer(Box<pull::Ordered>),
     /// No consumer: do this instead.
     Flow(Flow),
+}
+
+/// One message as stored in the stream.
+pub(super) struct Stored<'a> {
+    pub(super) sequence: u64,
+    pub(super) subject: &'a str,
+    pub(super) payload: &'a [u8],
+    pub(super) published: SystemTime,
 }
 
 /// What the loop does next.
@@ -63,6 +72,9 @@ pub(super) struct Runner {
     pub(super) pending_after_last: Option<u64>,
     /// When the stream was last checked (`on_tick`).
     pub(super) last_check: Instant,
+    /// Set when the consumer failed or stayed quiet while messages wait:
+    /// read what waits directly before creating the next one (`direct`).
+    pub(super) read_directly: bool,
 }
 
 /// How often a running node checks the stream (recreation, gaps, contact).
@@ -115,6 +127,7 @@ impl Runner {
             last_delivery: Instant::now(),
             pending_after_last: None,
             last_check: Instant::now(),
+            read_directly: false,
         }
     }
 
@@ -151,6 +164,11 @@ impl Runner {
         let mut failures = 0;
         let cancel = self.cancel.clone();
         loop {
+            if std::mem::take(&mut self.read_directly) {
+                if let Flow::Stop = self.read_direct().await {
+                    return;
+                }
+            }
             // Opening a consumer waits on the server; a shutdown need not
             // wait for it (nothing is in hand yet).
             let opened = tokio::select! {
@@ -168,6 +186,7 @@ impl Runner {
                 Ok(_) => failures = 0,
                 Err(message) => {
                     failures += 1;
+                    self.read_directly = true;
                     tracing::warn!(node = %self.settings.node_id, error = %message, "consumer failed; retrying");
                 }
             }
@@ -251,17 +270,28 @@ impl Runner {
     }
 
     async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
-        let started = Instant::now();
-        self.last_delivery = started;
         let Ok(info) = message.info() else {
+            self.last_delivery = Instant::now();
             tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");
             return Flow::Continue;
         };
-        let sequence = info.stream_sequence;
-        let pending = info.pending;
-        self.pending_after_last = Some(pending);
+        self.pending_after_last = Some(info.pending);
+        let stored = Stored {
+            sequence: info.stream_sequence,
+            subject: &message.subject,
+            payload: &message.payload,
+            published: info.published.into(),
+        };
+        self.on_stored(stored, info.pending).await
+    }
+
+    /// Applies one message read from the stream (by the consumer or
+    /// directly), if it is the next one; `pending` is how many follow it.
+    pub(super) async fn on_stored(&mut self, message: Stored<'_>, pending: u64) -> Flow {
+        let started = Instant::now();
+        self.last_delivery = started;
         self.stats().last_contact_ms.store(now_ms(), Relaxed);
-        let published: SystemTime = info.published.into();
+        let sequence = message.sequence;
         if sequence < self.next {
             return Flow::Continue;
         }
@@ -274,7 +304,7 @@ impl Runner {
             return self.cold_boot(reason).await;
         }
         let flow = self
-            .apply_message(sequence, &message.subject, &message.payload)
+            .apply_message(sequence, message.subject, message.payload)
             .await;
         if matches!(flow, Flow::Stop) {
             return flow;
@@ -288,7 +318,8 @@ impl Runner {
         stats
             .stream_last_sequence
             .fetch_max(sequence + pending, Relaxed);
-        let millis = published
+        let millis = message
+            .published
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         stats.last_applied_published_ms.store(millis, Relaxed);

@@ -248,6 +248,7 @@ pub struct Stats {
     pub(crate) gaps: AtomicU64,
     pub(crate) checkpoint_errors: AtomicU64,
     pub(crate) consumer_restarts: AtomicU64,
+    pub(crate) direct_reads: AtomicU64,
     pub(crate) applied_sequence: AtomicU64,
     pub(crate) stored_sequence: AtomicU64,
     pub(crate) stream_last_sequence: AtomicU64,
@@ -291,6 +292,7 @@ impl Stats {
             gaps: self.gaps.load(Relaxed),
             checkpoint_errors: self.checkpoint_errors.load(Relaxed),
             consumer_restarts: self.consumer_restarts.load(Relaxed),
+            direct_reads: self.direct_reads.load(Relaxed),
             applied_sequence: applied,
             stored_sequence: self.stored_sequence.load(Relaxed),
             stream_last_sequence: last,
@@ -354,6 +356,8 @@ pub struct StatsSnapshot {
     pub checkpoint_errors: u64,
     /// Times the consumer was created again (reconnects, errors).
     pub consumer_restarts: u64,
+    /// Messages read without a consumer, while it could not be used.
+    pub direct_reads: u64,
     /// Last sequence applied.
     pub applied_sequence: u64,
     /// Last sequence stored in the checkpoint.

@@ -135,7 +135,8 @@ async fn three_servers_an_r3_stream_and_two_agents_as_in_docker_compose() {
     // still form a quorum, so a publish is acknowledged, hence durable, and
     // both agents apply it (an agent whose consumer lived on the killed
     // server recreates it once it has been quiet for 3 s while messages
-    // wait).
+    // wait; one whose new consumer is placed on the dead server reads the
+    // message directly once the creation has timed out).
     let follower = (0..cluster.size())
         .find(|&i| Some(cluster.nodes()[i].name()) != leader.as_deref())
         .unwrap();

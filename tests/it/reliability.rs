@@ -11,6 +11,7 @@ mod fencing;
 mod fuzz_regressions;
 mod hostile;
 mod nats_restart;
+mod no_consumer;
 mod security;
 
 use std::time::{Duration, Instant, SystemTime};
