@@ -1,13 +1,13 @@
-//! Reading the stream without a consumer. When the consumer cannot be
-//! created or stays quiet while messages wait, the node reads what waits
-//! one message at a time with JetStream's direct get (any replica answers;
-//! the stream is provisioned with `allow_direct`) and applies it through
-//! the same path as consumer deliveries, before it creates the next
-//! consumer. This keeps a node applying while the consumer cannot be
-//! placed: in a cluster, a server that died without saying goodbye still
-//! counts as a peer for about 90 s, and an R1 ordered consumer placed on
-//! it is never answered (creation times out), a third of the time in a
-//! three-server cluster.
+//! Reading the stream without a consumer. When a consumer creation failed
+//! or has been pending for a second (`open`), or a consumer stays quiet
+//! while messages wait (`check`), the node reads what waits one message at
+//! a time with JetStream's direct get (any replica answers; the stream is
+//! provisioned with `allow_direct`) and applies it through the same path
+//! as consumer deliveries. This keeps a node applying while no consumer can
+//! be placed: in a cluster, a server that died without saying goodbye
+//! still counts as a peer for about 90 s, and an R1 ordered consumer placed
+//! on it is never answered (its creation times out) — a third of the time
+//! in a three-server cluster.
 
 use std::time::{Duration, Instant};
 

@@ -12,6 +12,7 @@
 mod apply;
 mod check;
 mod direct;
+mod open;
 mod plan;
 mod run;
 mod status;

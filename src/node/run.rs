@@ -9,10 +9,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
+use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::open::Opened;
 use super::status::{now_ms, ColdBootReason, NodeState, Stats};
 use super::writer::CheckpointWriter;
 use super::{NodeSettings, Shared, StartPlan};
@@ -20,14 +21,6 @@ use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::refresher::Registry;
 use crate::stream::{LogSettings, StreamPosition};
 use crate::wire;
-
-/// What opening a consumer gave.
-enum Opened {
-    /// A consumer's message stream.
-    Consumer(Box<pull::Ordered>),
-    /// No consumer: do this instead.
-    Flow(Flow),
-}
 
 /// One message as stored in the stream.
 pub(super) struct Stored<'a> {
@@ -195,35 +188,6 @@ impl Runner {
                 return;
             }
         }
-    }
-
-    /// Creates an ordered consumer at `next`, unless the stream check asks
-    /// for something else first (a cold boot).
-    async fn open_consumer(&mut self) -> Result<Opened, String> {
-        let position = self.position().await?;
-        if let Some(flow) = self.check_stream(position).await {
-            return Ok(Opened::Flow(flow));
-        }
-        let stream = self
-            .js
-            .get_stream(&self.log.stream)
-            .await
-            .map_err(|e| format!("opening stream: {e}"))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: self.log.all_subjects(),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: self.next,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("creating consumer: {e}"))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("starting consumer: {e}"))?;
-        Ok(Opened::Consumer(Box::new(messages)))
     }
 
     /// One consumer's life: apply what it delivers until it fails, the

@@ -2,7 +2,9 @@
 //! instruction, in order, by reading the stream directly (`node/direct.rs`).
 //! Its NATS user may read stream info and direct-get messages but not create
 //! consumers, so every consumer creation goes unanswered, as when a cluster
-//! places the consumer on a server that died without a goodbye.
+//! places the consumer on a server that died without a goodbye: with a
+//! short request timeout the node reads between failed creations; with a
+//! long one it reads while the creation is still pending (`node/open.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,12 @@ const CONFIG: &str = r#"authorization {
   ]
 }"#;
 
-async fn js_as(server: &NatsServer, user: &str, password: &str) -> jetstream::Context {
+async fn js_as(
+    server: &NatsServer,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+) -> jetstream::Context {
     let settings = NatsSettings {
         urls: vec![server.url()],
         auth: NatsAuth::UserPassword {
@@ -39,15 +46,32 @@ async fn js_as(server: &NatsServer, user: &str, password: &str) -> jetstream::Co
     };
     let client = connect(&settings).await.expect("connects");
     jetstream::context::ContextBuilder::new()
-        .timeout(Duration::from_millis(300))
+        .timeout(timeout)
         .build(client)
 }
 
 #[tokio::test]
-async fn a_node_that_cannot_create_a_consumer_applies_by_reading_directly() {
+async fn a_node_whose_consumer_creations_time_out_applies_by_reading_directly() {
+    let stats = applies_without_a_consumer(Duration::from_millis(300)).await;
+    assert!(stats.consumer_restarts >= 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_node_whose_consumer_creation_hangs_applies_while_it_waits() {
+    // The creation would time out after a minute: everything applied
+    // before that was read while it was pending.
+    let stats = applies_without_a_consumer(Duration::from_secs(60)).await;
+    assert_eq!(stats.consumer_restarts, 0, "{stats:?}");
+}
+
+/// Starts a node whose consumer creations go unanswered (its requests time
+/// out after `timeout`), checks that it applies two instructions published
+/// before it started and one after, once each and in order, and returns
+/// its counters.
+async fn applies_without_a_consumer(timeout: Duration) -> invalog::node::StatsSnapshot {
     let server = NatsServer::start_with_config(CONFIG).await.unwrap();
     let log = LogSettings::default();
-    let admin = js_as(&server, "admin", "admin-pw").await;
+    let admin = js_as(&server, "admin", "admin-pw", Duration::from_secs(5)).await;
     invalog::provision(&admin, &log).await.unwrap();
     let publisher = Publisher::new(
         admin.clone(),
@@ -68,7 +92,7 @@ async fn a_node_that_cannot_create_a_consumer_applies_by_reading_directly() {
     settings.retry.max_backoff = Duration::from_millis(100);
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::new(dir.path().join("web-1.json"));
-    let reader = js_as(&server, "reader", "reader-pw").await;
+    let reader = js_as(&server, "reader", "reader-pw", timeout).await;
     let node = Node::start(reader, log, settings, registry, store)
         .await
         .expect("starts without a consumer");
@@ -93,7 +117,7 @@ async fn a_node_that_cannot_create_a_consumer_applies_by_reading_directly() {
     );
     let stats = node.stats();
     assert_eq!(stats.direct_reads, 3, "{stats:?}");
-    assert!(stats.consumer_restarts >= 1, "{stats:?}");
     assert!(node.is_ready());
     node.shutdown().await.unwrap();
+    stats
 }
