@@ -108,7 +108,8 @@ pub struct PublisherSettings {
     pub origin: String,
     /// Most units per message (Umbraco: 1000).
     pub max_units_per_message: usize,
-    /// How long to wait for one acknowledgement before sending again.
+    /// How long to wait for one acknowledgement before sending again (a
+    /// reconnect of the client ends the wait at once).
     pub ack_timeout: Duration,
     /// How many times a message is sent before giving up.
     pub attempts: u32,

@@ -1,6 +1,7 @@
 //! Sending: messages go out pipelined and their acknowledgements are
-//! awaited together, each for at most `ack_timeout`; a retryable failure
-//! (timeout, no stream, "duplicate in process") sends the message again with
+//! awaited together, each for at most `ack_timeout` (less after a
+//! reconnect, which loses acknowledgements); a retryable failure (timeout,
+//! lost connection, no stream, "duplicate in process") sends the message again with
 //! the same batch id after a growing pause; a message that a retried one
 //! overtook is published again so the last copy of each stands in order.
 
@@ -59,12 +60,39 @@ impl Publisher {
         Ok(receipt)
     }
 
-    /// Awaits one acknowledgement for at most `ack_timeout`.
+    /// Awaits one acknowledgement for at most `ack_timeout`, or until the
+    /// client has reconnected since the message was sent: an acknowledgement
+    /// addressed to the old connection never arrives, so the message is
+    /// sent again at once instead of after `ack_timeout`.
     async fn await_ack(
         &self,
-        ack: jetstream::context::PublishAckFuture,
+        in_flight: InFlight,
     ) -> Result<jetstream::publish::PublishAck, (bool, PublishError)> {
-        match tokio::time::timeout(self.inner.settings.ack_timeout, ack).await {
+        let limit = self.inner.settings.ack_timeout;
+        let started = std::time::Instant::now();
+        let ack = std::future::IntoFuture::into_future(in_flight.ack);
+        tokio::pin!(ack);
+        let answer =
+            loop {
+                let left = limit.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break Err(());
+                }
+                // Most acknowledgements are in by the time they are awaited:
+                // no timer fires for them.
+                match tokio::time::timeout(left.min(RECONNECT_CHECK), &mut ack).await {
+                    Ok(answer) => break Ok(answer),
+                    Err(_) if self.connects() != in_flight.connects => return Err((
+                        true,
+                        PublishError::new(
+                            PublishErrorKind::TimedOut,
+                            "the connection to NATS was lost while waiting for the acknowledgement",
+                        ),
+                    )),
+                    Err(_) => {}
+                }
+            };
+        match answer {
             // nats-server 2.10 answers a resend whose first copy a clustered
             // stream is still storing with `duplicate` and sequence 0 (2.11+
             // answer error 10158): ask again until the real sequence comes.
@@ -76,17 +104,24 @@ impl Publisher {
                 ),
             )),
             Ok(result) => result.map_err(nats_error),
-            Err(_) => Err((
+            Err(()) => Err((
                 true,
                 PublishError::new(
                     PublishErrorKind::TimedOut,
-                    format!(
-                        "no acknowledgement within {:?}",
-                        self.inner.settings.ack_timeout
-                    ),
+                    format!("no acknowledgement within {limit:?}"),
                 ),
             )),
         }
+    }
+
+    /// How many times the client has connected (grows on every reconnect).
+    fn connects(&self) -> u64 {
+        self.inner
+            .js
+            .client()
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends a message again (same batch id) while its acknowledgement fails
@@ -191,7 +226,10 @@ impl Publisher {
         subject: Subject,
         batch: &Batch,
         body: &Bytes,
-    ) -> Result<jetstream::context::PublishAckFuture, (bool, PublishError)> {
+    ) -> Result<InFlight, (bool, PublishError)> {
+        // Read before sending: a reconnect from here on may lose the message
+        // or its acknowledgement.
+        let connects = self.connects();
         let mut id = Uuid::encode_buffer();
         let message = PublishMessage::build()
             .payload(body.clone())
@@ -202,7 +240,9 @@ impl Publisher {
         )
         .await
         {
-            Ok(result) => result.map_err(nats_error),
+            Ok(result) => result
+                .map(|ack| InFlight { ack, connects })
+                .map_err(nats_error),
             Err(_) => Err((
                 true,
                 PublishError::new(PublishErrorKind::TimedOut, "timed out sending"),
@@ -210,6 +250,16 @@ impl Publisher {
         }
     }
 }
+
+/// A message sent and the client's connection count when it was sent.
+pub(super) struct InFlight {
+    ack: jetstream::context::PublishAckFuture,
+    connects: u64,
+}
+
+/// How often an acknowledgement that is not in yet is checked against a
+/// reconnect.
+const RECONNECT_CHECK: Duration = Duration::from_millis(50);
 
 /// First pause between two attempts at one message; it doubles up to
 /// [`MAX_RETRY_BACKOFF`] (a leader election takes seconds).

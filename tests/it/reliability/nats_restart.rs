@@ -3,6 +3,7 @@
 //! (nothing lost).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -269,4 +270,38 @@ async fn publisher_ack_timeout_bounds_the_wait_for_an_acknowledgement() {
         2,
         "stored once"
     );
+}
+
+/// A reconnect loses the acknowledgements addressed to the old connection:
+/// the publisher sends such a message again as soon as the client has
+/// reconnected, not after `ack_timeout`. The server is frozen before the
+/// publish (so the message is sent but never read), then killed and
+/// started again; with `ack_timeout` (and the context's timeout) at two
+/// minutes, only the reconnect can end the wait within 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_lost_with_the_connection_is_sent_again_on_reconnect() {
+    let mut f = Fixture::new().await;
+    let mut settings = PublisherSettings::new("reconnect-test");
+    settings.ack_timeout = Duration::from_secs(120);
+    let client = f.js.client();
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build(client.clone());
+    let publisher = Publisher::new(js, f.log.clone(), settings, defs());
+    publisher.refresh_ids("content", &[1]).await.unwrap();
+    f.server.freeze().unwrap();
+    let sent_before = client.statistics().out_messages.load(Ordering::Relaxed);
+    let pending = tokio::spawn(async move { publisher.refresh_ids("content", &[2]).await });
+    eventually(Duration::from_secs(10), "the publish is sent", || {
+        client.statistics().out_messages.load(Ordering::Relaxed) > sent_before
+    })
+    .await;
+    f.server.restart().await.unwrap();
+    let receipt = within(Duration::from_secs(30), pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(receipt.sequence(), Some(2), "{receipt:?}");
+    let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
 }
