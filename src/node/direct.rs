@@ -50,8 +50,10 @@ impl Runner {
                     break;
                 }
             };
-            if message.sequence < self.next {
-                // Not what was asked for; the consumer will do.
+            if message.sequence != self.next {
+                // Only the next message is applied here. A later one means
+                // a gap, or a replica missing messages: the stream check
+                // (which asks the leader) and the consumer decide that.
                 break;
             }
             read += 1;
