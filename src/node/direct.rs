@@ -20,10 +20,25 @@ use super::status::Stats;
 /// again (a consumer is much faster for a long catch-up).
 const DIRECT_READ_LIMIT: Duration = Duration::from_secs(2);
 
+/// How long one direct get may take. Any replica answers at once; a request
+/// the server drops (no permission for the subject) is only noticed by
+/// this timeout, and must not hold up a consumer creation for long.
+const DIRECT_GET_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long direct reads are not tried again after one failed (other than
+/// "no such message"): no permission, `allow_direct` off, no responders.
+const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 impl Runner {
     /// Applies the messages after `next`, read one by one, until none is
     /// left, a read fails, or [`DIRECT_READ_LIMIT`] has passed.
     pub(super) async fn read_direct(&mut self) -> Flow {
+        if self
+            .direct_failed_at
+            .is_some_and(|at| at.elapsed() < DIRECT_RETRY_AFTER)
+        {
+            return Flow::Continue;
+        }
         let stream = match self.js.get_stream_no_info(&self.log.stream).await {
             Ok(stream) => stream,
             Err(error) => {
@@ -38,15 +53,23 @@ impl Runner {
             if self.cancel.is_cancelled() {
                 return Flow::Stop;
             }
-            let message = match stream
-                .direct_get_next_for_subject(subjects.as_str(), Some(self.next))
-                .await
-            {
-                Ok(message) => message,
-                Err(error) => {
-                    if error.kind() != DirectGetErrorKind::NotFound {
-                        tracing::debug!(node = %self.settings.node_id, next = self.next, %error, "direct read failed");
-                    }
+            let get = stream.direct_get_next_for_subject(subjects.as_str(), Some(self.next));
+            let message = match tokio::time::timeout(DIRECT_GET_TIMEOUT, get).await {
+                Ok(Ok(message)) => message,
+                Ok(Err(error)) if error.kind() == DirectGetErrorKind::NotFound => break,
+                failed => {
+                    let error = match failed {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => format!("no answer within {DIRECT_GET_TIMEOUT:?}"),
+                    };
+                    tracing::warn!(
+                        node = %self.settings.node_id, next = self.next, %error,
+                        "cannot read the stream directly while no consumer can be used; \
+                         trying again in {DIRECT_RETRY_AFTER:?} (the stream needs `allow_direct`, \
+                         the NATS user `$JS.API.DIRECT.GET.{}`)",
+                        self.log.stream
+                    );
+                    self.direct_failed_at = Some(Instant::now());
                     break;
                 }
             };

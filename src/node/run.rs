@@ -68,6 +68,9 @@ pub(super) struct Runner {
     /// Set when the consumer failed or stayed quiet while messages wait:
     /// read what waits directly before creating the next one (`direct`).
     pub(super) read_directly: bool,
+    /// When a direct read last failed other than "no such message"
+    /// (`direct`): such reads are not tried again for a while.
+    pub(super) direct_failed_at: Option<Instant>,
 }
 
 /// How often a running node checks the stream (recreation, gaps, contact).
@@ -121,6 +124,7 @@ impl Runner {
             pending_after_last: None,
             last_check: Instant::now(),
             read_directly: false,
+            direct_failed_at: None,
         }
     }
 
