@@ -268,12 +268,13 @@ const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 /// JetStream's "duplicate message id is in process": an earlier attempt is
 /// being stored; asking again returns its acknowledgement.
-const DUPLICATE_IN_PROCESS: usize = 10158;
+const DUPLICATE_IN_PROCESS: u64 = 10158;
 
 fn nats_error(e: jetstream::context::PublishError) -> (bool, PublishError) {
     let in_process = std::error::Error::source(&e)
         .and_then(|s| s.downcast_ref::<jetstream::Error>())
-        .is_some_and(|j| j.code() == DUPLICATE_IN_PROCESS);
+        // `code()` is the status (409); the JetStream error code is `error_code()`.
+        .is_some_and(|j| j.error_code().0 == DUPLICATE_IN_PROCESS);
     let (retryable, kind) = match e.kind() {
         NatsKind::TimedOut | NatsKind::BrokenPipe | NatsKind::MaxAckPending => {
             (true, PublishErrorKind::TimedOut)
@@ -283,4 +284,35 @@ fn nats_error(e: jetstream::context::PublishError) -> (bool, PublishError) {
         _ => (false, PublishErrorKind::Rejected),
     };
     (retryable, PublishError::new(kind, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publish answered with `body`, as async-nats reports it.
+    fn answered(body: &str) -> jetstream::context::PublishError {
+        let error: jetstream::Error = serde_json::from_str(body).unwrap();
+        jetstream::context::PublishError::with_source(NatsKind::Other, error)
+    }
+
+    #[test]
+    fn duplicate_in_process_is_retried_and_other_answers_are_not() {
+        let in_process = answered(
+            r#"{"code":409,"err_code":10158,"description":"duplicate message id is in process"}"#,
+        );
+        let (retryable, error) = nats_error(in_process);
+        assert!(retryable, "{error}");
+        assert_eq!(error.kind, PublishErrorKind::TimedOut);
+
+        let refused = answered(
+            r#"{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}"#,
+        );
+        let (retryable, error) = nats_error(refused);
+        assert!(!retryable, "{error}");
+        assert_eq!(error.kind, PublishErrorKind::Rejected);
+
+        let (retryable, _) = nats_error(jetstream::context::PublishError::new(NatsKind::TimedOut));
+        assert!(retryable);
+    }
 }
