@@ -1,10 +1,10 @@
 //! The node's checks of the stream and of its consumer, and the cold boot
 //! they can lead to: a recreated stream (its creation time changed) or a
 //! gap (messages left before being applied) means a cold boot; a consumer
-//! that stalled with messages pending, or stayed quiet while messages wait,
-//! is recreated (a quiet one after reading what waits directly, see
-//! `direct`). The stream is read at most every `CHECK_INTERVAL`; the stall
-//! check uses only local state.
+//! that stalled with messages pending is recreated; one that stays quiet
+//! while messages wait has them read directly (`direct`) after a second and
+//! is recreated after three. The stream is read at most every
+//! `CHECK_INTERVAL`; the stall check uses only local state.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -16,6 +16,10 @@ use crate::stream::StreamPosition;
 /// How long a consumer may deliver nothing while the stream holds messages
 /// past `next` before it is recreated.
 const QUIET_CONSUMER_LIMIT: Duration = Duration::from_secs(3);
+
+/// How long a consumer may deliver nothing while messages wait before they
+/// are read directly (the consumer is kept until [`QUIET_CONSUMER_LIMIT`]).
+const DIRECT_READ_AFTER: Duration = Duration::from_secs(1);
 
 /// How long a consumer that has delivered messages, and was told more are
 /// pending, may then deliver nothing before it counts as stalled and is
@@ -88,7 +92,7 @@ impl Runner {
         match self.position().await {
             Ok(position) => match self.check_stream(position).await {
                 Some(flow) => flow,
-                None => self.check_consumer(position),
+                None => self.check_consumer(position).await,
             },
             Err(e) => {
                 tracing::debug!(node = %self.settings.node_id, error = %e, "stream check failed");
@@ -97,14 +101,22 @@ impl Runner {
         }
     }
 
-    /// Recreates a consumer that delivers nothing although the stream holds
-    /// messages this node has not applied: after a stream leader change the
-    /// ordered consumer would only notice through missed heartbeats (about
-    /// 30 s). What waits is read directly first (`direct`), in case the new
-    /// consumer cannot be placed either.
-    pub(super) fn check_consumer(&mut self, position: StreamPosition) -> Flow {
-        let quiet = self.last_delivery.elapsed();
-        if position.last >= self.next && quiet > QUIET_CONSUMER_LIMIT {
+    /// Acts on a consumer that delivers nothing although the stream holds
+    /// messages this node has not applied (after a stream leader change
+    /// the ordered consumer would only notice through missed heartbeats,
+    /// about 30 s): after [`DIRECT_READ_AFTER`] of quiet it reads what
+    /// waits directly (`direct`); after [`QUIET_CONSUMER_LIMIT`] it also
+    /// recreates the consumer. Quiet counts from the later of the last
+    /// delivery and the first check that saw messages waiting, so a node
+    /// idle for an hour does not count as quiet the moment a message comes.
+    pub(super) async fn check_consumer(&mut self, position: StreamPosition) -> Flow {
+        if position.last < self.next {
+            self.waiting_since = None;
+            return Flow::Continue;
+        }
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        let quiet = self.last_delivery.elapsed().min(since.elapsed());
+        if quiet > QUIET_CONSUMER_LIMIT {
             tracing::warn!(
                 node = %self.settings.node_id, next = self.next, last = position.last,
                 quiet_ms = quiet.as_millis() as u64,
@@ -112,6 +124,9 @@ impl Runner {
             );
             self.read_directly = true;
             return Flow::Restart;
+        }
+        if quiet >= DIRECT_READ_AFTER {
+            return self.read_direct().await;
         }
         Flow::Continue
     }

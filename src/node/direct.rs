@@ -1,13 +1,13 @@
 //! Reading the stream without a consumer. When a consumer creation failed
-//! or has been pending for a second (`open`), or a consumer stays quiet
-//! while messages wait (`check`), the node reads what waits one message at
-//! a time with JetStream's direct get (any replica answers; the stream is
-//! provisioned with `allow_direct`) and applies it through the same path
-//! as consumer deliveries. This keeps a node applying while no consumer can
-//! be placed: in a cluster, a server that died without saying goodbye
-//! still counts as a peer for about 90 s, and an R1 ordered consumer placed
-//! on it is never answered (its creation times out) — a third of the time
-//! in a three-server cluster.
+//! or has been pending for a second (`open`), or a consumer has delivered
+//! nothing for a second while messages wait (`check`), the node reads what
+//! waits one message at a time with JetStream's direct get (any replica
+//! answers; the stream is provisioned with `allow_direct`) and applies it
+//! through the same path as consumer deliveries. This keeps a node applying
+//! while no consumer can be placed: in a cluster, a server that died
+//! without saying goodbye still counts as a peer for about 90 s, and an R1
+//! ordered consumer placed on it is never answered (its creation times
+//! out) — a third of the time in a three-server cluster.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,8 @@ impl Runner {
             }
         };
         let subjects = self.log.all_subjects();
+        // The consumer's quiet time goes on: a direct read is no delivery.
+        let last_delivery = self.last_delivery;
         let started = Instant::now();
         let mut read = 0u64;
         while started.elapsed() < DIRECT_READ_LIMIT {
@@ -88,6 +90,7 @@ impl Runner {
                 published: message.time.into(),
             };
             let flow = self.on_stored(stored, 0).await;
+            self.last_delivery = last_delivery;
             if !matches!(flow, Flow::Continue) {
                 return flow;
             }

@@ -58,8 +58,11 @@ pub(super) struct Runner {
     pub(super) stored: Option<u64>,
     /// When `flush` last ran.
     pub(super) last_flush: Instant,
-    /// When the consumer last delivered a message (or was created).
+    /// When the consumer last delivered a message (or was created); direct
+    /// reads leave it alone.
     pub(super) last_delivery: Instant,
+    /// Since when the stream checks have seen messages waiting (`check`).
+    pub(super) waiting_since: Option<Instant>,
     /// Messages the server said were still pending after the last one
     /// delivered, if the current consumer delivered any.
     pub(super) pending_after_last: Option<u64>,
@@ -121,6 +124,7 @@ impl Runner {
             stored: stored_seq,
             last_flush: Instant::now(),
             last_delivery: Instant::now(),
+            waiting_since: None,
             pending_after_last: None,
             last_check: Instant::now(),
             read_directly: false,
