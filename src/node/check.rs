@@ -111,7 +111,16 @@ impl Runner {
     /// idle for an hour does not count as quiet the moment a message comes.
     pub(super) async fn check_consumer(&mut self, position: StreamPosition) -> Flow {
         if position.last < self.next {
-            self.waiting_since = None;
+            // Caught up. Forget the wait only if the consumer delivered
+            // since it began: if direct reads did the work, the consumer
+            // is still suspect, and the next message that waits finds it
+            // quiet for long enough to be recreated.
+            if self
+                .waiting_since
+                .is_some_and(|since| self.last_delivery >= since)
+            {
+                self.waiting_since = None;
+            }
             return Flow::Continue;
         }
         let since = *self.waiting_since.get_or_insert_with(Instant::now);
