@@ -201,6 +201,20 @@ const COUNTERS: [(&str, &str); 14] = [
     ("invalog_nats_sent_messages", "Messages sent to NATS."),
 ];
 
+/// The metrics of an agent still connecting to NATS at start (see
+/// `super::starting`): `invalog_ready` and `invalog_nats_connected`, both 0.
+pub(super) fn not_connected() -> String {
+    let mut text = String::new();
+    for (name, help) in GAUGES {
+        if matches!(name, "invalog_ready" | "invalog_nats_connected") {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} 0\n"
+            ));
+        }
+    }
+    text + "# EOF\n"
+}
+
 /// Integer gauges: name, help.
 const GAUGES: [(&str, &str); 6] = [
     ("invalog_applied_sequence", "Last stream sequence applied."),

@@ -47,13 +47,7 @@ async fn not_ready(State(s): State<Starting>) -> Response {
 }
 
 async fn metrics() -> Response {
-    let text = "# HELP invalog_ready 1 when ready (caught up, not stalled, not fenced).\n\
-                # TYPE invalog_ready gauge\n\
-                invalog_ready 0\n\
-                # HELP invalog_nats_connected 1 while connected to NATS.\n\
-                # TYPE invalog_nats_connected gauge\n\
-                invalog_nats_connected 0\n\
-                # EOF\n";
+    let text = super::metrics::not_connected();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 

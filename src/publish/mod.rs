@@ -135,6 +135,9 @@ pub struct Publisher {
 
 struct Inner {
     js: jetstream::Context,
+    /// The client's statistics, kept once: `connects` tells a reconnect
+    /// (`send.rs`) without cloning the client per message.
+    connection: Arc<async_nats::client::Statistics>,
     log: LogSettings,
     settings: PublisherSettings,
     catalog: HashMap<String, RefresherDef>,
@@ -155,6 +158,7 @@ impl Publisher {
             .collect();
         Self {
             inner: Arc::new(Inner {
+                connection: js.client().statistics(),
                 js,
                 log,
                 settings,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishErrorKind as NatsKind, message::PublishMessage};
 use async_nats::Subject;
 use bytes::Bytes;
+use futures::FutureExt;
 use uuid::Uuid;
 
 use super::{PublishError, PublishErrorKind, PublishedMessage, Publisher, Receipt};
@@ -68,58 +69,59 @@ impl Publisher {
         &self,
         in_flight: InFlight,
     ) -> Result<jetstream::publish::PublishAck, (bool, PublishError)> {
-        let limit = self.inner.settings.ack_timeout;
-        let started = std::time::Instant::now();
-        let ack = std::future::IntoFuture::into_future(in_flight.ack);
-        tokio::pin!(ack);
-        let answer =
-            loop {
-                let left = limit.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    break Err(());
-                }
-                // Most acknowledgements are in by the time they are awaited:
-                // no timer fires for them.
-                match tokio::time::timeout(left.min(RECONNECT_CHECK), &mut ack).await {
-                    Ok(answer) => break Ok(answer),
-                    Err(_) if self.connects() != in_flight.connects => return Err((
-                        true,
-                        PublishError::new(
-                            PublishErrorKind::TimedOut,
-                            "the connection to NATS was lost while waiting for the acknowledgement",
-                        ),
-                    )),
-                    Err(_) => {}
-                }
-            };
+        let mut ack = std::future::IntoFuture::into_future(in_flight.ack);
+        // Most acknowledgements are in by the time they are awaited: no
+        // timer and no clock for those.
+        let answer = match (&mut ack).now_or_never() {
+            Some(answer) => answer,
+            None => self.wait_for_ack(ack, in_flight.connects).await?,
+        };
         match answer {
             // nats-server 2.10 answers a resend whose first copy a clustered
             // stream is still storing with `duplicate` and sequence 0 (2.11+
             // answer error 10158): ask again until the real sequence comes.
-            Ok(Ok(ack)) if ack.sequence == 0 => Err((
+            Ok(ack) if ack.sequence == 0 => Err((
                 true,
                 PublishError::new(
                     PublishErrorKind::TimedOut,
                     "acknowledged as a duplicate without its sequence: the first copy is still being stored",
                 ),
             )),
-            Ok(result) => result.map_err(nats_error),
-            Err(()) => Err((
-                true,
-                PublishError::new(
-                    PublishErrorKind::TimedOut,
-                    format!("no acknowledgement within {limit:?}"),
-                ),
-            )),
+            result => result.map_err(nats_error),
+        }
+    }
+
+    /// Waits for an acknowledgement that is not in yet, checking every
+    /// [`RECONNECT_CHECK`] whether the client reconnected since `connects`.
+    async fn wait_for_ack<F: std::future::Future + Unpin>(
+        &self,
+        mut ack: F,
+        connects: u64,
+    ) -> Result<F::Output, (bool, PublishError)> {
+        let limit = self.inner.settings.ack_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let slice = deadline.min(tokio::time::Instant::now() + RECONNECT_CHECK);
+            match tokio::time::timeout_at(slice, &mut ack).await {
+                Ok(answer) => return Ok(answer),
+                Err(_) if self.connects() != connects => {
+                    let lost =
+                        "the connection to NATS was lost while waiting for the acknowledgement";
+                    return Err((true, PublishError::new(PublishErrorKind::TimedOut, lost)));
+                }
+                Err(_) if slice >= deadline => {
+                    let message = format!("no acknowledgement within {limit:?}");
+                    return Err((true, PublishError::new(PublishErrorKind::TimedOut, message)));
+                }
+                Err(_) => {}
+            }
         }
     }
 
     /// How many times the client has connected (grows on every reconnect).
     fn connects(&self) -> u64 {
         self.inner
-            .js
-            .client()
-            .statistics()
+            .connection
             .connects
             .load(std::sync::atomic::Ordering::Relaxed)
     }
