@@ -20,3 +20,4 @@ mod recovery;
 mod reliability;
 mod replay;
 mod support;
+mod truth;
