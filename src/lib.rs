@@ -22,6 +22,7 @@
 //! - [`replay`]: re-applying a range through a node's appliers.
 //! - [`probe`]: canary instructions timed on every node.
 //! - [`secret`]: `Secret`, a string that never reaches logs.
+//! - [`units`]: durations and sizes as people write them (`7d`, `10GiB`).
 //! - [`connect`]: NATS connection from settings (auth, TLS, reconnect).
 //! - [`config`]: TOML + environment configuration, validated once.
 //! - [`applier`]: the agent's appliers (webhook, redis, command).
@@ -51,6 +52,7 @@ pub mod refresher;
 pub mod replay;
 pub mod secret;
 pub mod stream;
+pub mod units;
 pub mod wire;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, KvStore};
@@ -63,4 +65,4 @@ pub use refresher::{
     BatchContext, InstanceRefresher, PayloadRefresher, Payloads, RefreshError, RefreshResult,
     Refresher, Registry,
 };
-pub use stream::{provision, provision_allowing_data_loss, LogSettings, Storage};
+pub use stream::{provision, provision_allowing_data_loss, LogSettings, Storage, StreamPolicy};

@@ -10,6 +10,7 @@ mod probe_cmd;
 mod publish_cmd;
 mod replay_cmd;
 mod status_cmd;
+mod stream_cmd;
 
 use clap::{Parser, Subcommand};
 use invalog::agent::LogFormat;
@@ -69,6 +70,11 @@ enum Command {
     /// Publishes canary instructions and measures when every live node
     /// applied them.
     Probe(probe_cmd::Args),
+    /// Owns the log's stream: `show` its settings next to a configuration's,
+    /// `provision` it from a configuration, `edit` single settings; changes
+    /// that delete messages need --allow-data-loss.
+    #[command(subcommand_value_name = "ACTION")]
+    Stream(stream_cmd::Args),
 }
 
 /// Runs the parsed command.
@@ -87,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Command::Explain(a) => explain_cmd::run(a).await,
         Command::Replay(a) => replay_cmd::run(a).await,
         Command::Probe(a) => probe_cmd::run(a).await,
+        Command::Stream(a) => stream_cmd::run(a).await,
     }
 }
 
