@@ -21,4 +21,5 @@ mod python_publisher;
 mod recovery;
 mod reliability;
 mod replay;
+mod stream_cmd;
 mod support;
