@@ -335,3 +335,27 @@ fn presence_has_defaults_and_stale_after_outlasts_the_interval() {
     assert!(error("[presence]\nbucket = \"a.b\"", &[]).contains("`presence.bucket`"));
     assert!(error("[presence]\nintervall = \"1s\"", &[]).contains("did you mean `interval`"));
 }
+
+#[test]
+fn stream_provision_is_create_update_or_off_and_accepts_the_old_booleans() {
+    let policy = |value: &str| {
+        let text = agent_toml(&format!(
+            "[node]\nid = \"web-1\"\n[stream]\nprovision = {value}"
+        ));
+        check(&text, &[]).map(|c| c.agent().unwrap().provision)
+    };
+    assert_eq!(policy("\"create\"").unwrap(), StreamPolicy::Create);
+    assert_eq!(policy("\"update\"").unwrap(), StreamPolicy::Update);
+    assert_eq!(policy("\"off\"").unwrap(), StreamPolicy::Off);
+    assert_eq!(policy("true").unwrap(), StreamPolicy::Update);
+    assert_eq!(policy("false").unwrap(), StreamPolicy::Off);
+    let err = policy("\"updte\"").unwrap_err().to_string();
+    assert!(
+        err.contains("stream.provision") && err.contains("update"),
+        "{err}"
+    );
+    let env = [("INVALOG_STREAM__PROVISION", "update")];
+    let config = check(&agent_toml("[node]\nid = \"web-1\""), &env).unwrap();
+    assert_eq!(config.agent().unwrap().provision, StreamPolicy::Update);
+    assert!(config.effective_toml().contains("provision = \"update\""));
+}
