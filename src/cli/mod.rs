@@ -97,12 +97,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     }
 }
 
-/// Installs the log subscriber: text or JSON lines on stderr.
+/// Installs the log subscriber: text or JSON lines on stderr. Colours
+/// (ANSI escape codes) only when stderr is a terminal, never in a file or
+/// a pipe.
 pub fn init_logging(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

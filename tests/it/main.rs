@@ -15,6 +15,7 @@ mod connect;
 mod fleet;
 mod harness;
 mod history_cmd;
+mod logging;
 mod probe_replay;
 mod publishing;
 mod python_publisher;
