@@ -119,7 +119,7 @@ impl Runner {
             shared,
             cancel,
             incarnation: position.created,
-            next: stored_seq.map_or(1, |s| s + 1),
+            next: stored_seq.map_or(1, |s| s.saturating_add(1)),
             target: position.last,
             stored: stored_seq,
             last_flush: Instant::now(),
@@ -328,29 +328,6 @@ impl Runner {
             return Flow::Continue;
         }
         self.apply_batch(&hosted, &batch, sequence).await
-    }
-
-    /// Answers the canaries of `invalog probe` (see `crate::probe`): every
-    /// node applies them in order like any message, and replies.
-    async fn answer_canaries(&self, sequence: u64, batch: &crate::model::Batch) {
-        Stats::bump(&self.stats().probe_messages);
-        for instruction in &batch.instructions {
-            let crate::model::Instruction::RefreshJson(json) = instruction else {
-                continue;
-            };
-            let Some(canary) = wire::parse_canary(json) else {
-                continue;
-            };
-            let reply = wire::encode_probe_reply(&wire::ProbeReply {
-                probe: canary.probe,
-                canary: canary.canary,
-                node: self.settings.node_id.to_string(),
-                sequence,
-            });
-            if let Err(error) = self.js.client().publish(canary.reply, reply.into()).await {
-                tracing::debug!(node = %self.settings.node_id, %error, "cannot answer a probe canary");
-            }
-        }
     }
 
     /// Records `sequence` as applied and updates readiness.
