@@ -15,12 +15,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
+use super::position::PositionExt;
 use super::run::{Flow, Runner};
 use super::status::{NodeState, Stats};
 use crate::model::{Batch, RefresherName};
 use crate::refresher::{BatchContext, Hosted};
+use crate::token::Incarnation;
 
 /// Per refresher, what its last successful escalation's refresh-all
 /// covers: the stream incarnation and the stream's last sequence read just
@@ -28,10 +29,10 @@ use crate::refresher::{BatchContext, Hosted};
 /// is applied, or when an escalation's refresh-all starts without a fresh
 /// reading.
 #[derive(Debug, Default)]
-pub(crate) struct EscalationCovers(Mutex<BTreeMap<RefresherName, (SystemTime, u64)>>);
+pub(crate) struct EscalationCovers(Mutex<BTreeMap<RefresherName, (Incarnation, u64)>>);
 
 impl EscalationCovers {
-    fn covers(&self, refresher: &RefresherName, incarnation: SystemTime, sequence: u64) -> bool {
+    fn covers(&self, refresher: &RefresherName, incarnation: Incarnation, sequence: u64) -> bool {
         let covers = self
             .0
             .lock()
@@ -41,7 +42,7 @@ impl EscalationCovers {
             .is_some_and(|&(of, through)| of == incarnation && sequence <= through)
     }
 
-    fn set(&self, refresher: &RefresherName, cover: Option<(SystemTime, u64)>) {
+    fn set(&self, refresher: &RefresherName, cover: Option<(Incarnation, u64)>) {
         let mut covers = self
             .0
             .lock()
@@ -65,7 +66,7 @@ impl Runner {
         let mut failures = 0;
         loop {
             let context = BatchContext { sequence, batch };
-            let error = match hosted.handler.apply(context).await {
+            let error = match hosted.apply_guarded(context).await {
                 Ok(()) => {
                     self.stats().escalation_covers.set(&hosted.def.name, None);
                     self.count_applied(hosted, batch);
@@ -115,7 +116,9 @@ impl Runner {
         }
         // Everything stored up to here is covered by the refresh-all.
         let cover = match self.position().await {
-            Ok(position) if position.created == incarnation => Some((incarnation, position.last)),
+            Ok(position) if Incarnation::new(position.created) == incarnation => {
+                Some((incarnation, position.last))
+            }
             Ok(_) => None,
             Err(error) => {
                 tracing::debug!(node = %self.settings.node_id, %error, "stream check before an escalation failed; it covers only its own message");
@@ -137,13 +140,13 @@ impl Runner {
     pub(super) async fn refresh_all_until_done(&mut self, hosted: &Hosted, sequence: u64) -> bool {
         let policy = self.settings.retry;
         let mut failures = 0;
-        let before = self.shared.state.borrow().clone();
+        let before = self.shared.position.borrow().state.clone();
         loop {
-            let error = match hosted.handler.refresh_all().await {
+            let error = match hosted.refresh_all_guarded().await {
                 Ok(()) => {
                     if failures >= policy.attempts {
                         tracing::info!(node = %self.settings.node_id, refresher = %hosted.def.name, "refresh_all succeeded; no longer stalled");
-                        self.shared.state.send_replace(before);
+                        self.shared.position.set_state(before);
                     }
                     return true;
                 }
@@ -156,7 +159,7 @@ impl Runner {
                     node = %self.settings.node_id, sequence, refresher = %hosted.def.name, %error,
                     "refresh_all keeps failing; node is stalled (not advancing, not ready)"
                 );
-                self.shared.state.send_replace(NodeState::Stalled {
+                self.shared.position.set_state(NodeState::Stalled {
                     refresher: hosted.def.name.clone(),
                     sequence,
                     error: error.to_string(),

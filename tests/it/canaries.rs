@@ -86,7 +86,7 @@ async fn a_canary_replying_to_the_nodes_checkpoint_key_does_not_touch_it() {
     let second = content(&f, 2).await;
     within(LIMIT, node.wait_applied(second)).await.unwrap();
     eventually(LIMIT, "the node keeps storing its checkpoint", || {
-        node.stats().stored_sequence == second
+        node.position().stored == second
     })
     .await;
     let stats = node.stats();

@@ -22,3 +22,4 @@ mod recovery;
 mod reliability;
 mod replay;
 mod support;
+mod truth;
