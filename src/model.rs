@@ -20,7 +20,7 @@ pub struct InvalidName {
 }
 
 /// Checks a NATS-subject-safe token: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
-fn check_token(what: &'static str, value: &str) -> Result<(), InvalidName> {
+pub(crate) fn check_token(what: &'static str, value: &str) -> Result<(), InvalidName> {
     let fail = |why| {
         Err(InvalidName {
             what,

@@ -5,8 +5,10 @@
 //! publish → applied on every node, from one clock.
 //!
 //! A canary is a `refresh_json` instruction whose JSON is
-//! `{"probe": "<run id>", "canary": <n>, "reply": "<subject>"}`; the reply is
-//! encoded by [`crate::wire::encode_probe_reply`].
+//! `{"probe": "<run id>", "canary": <n>, "reply": "_INVALOG.probe.<run id>"}`;
+//! the reply is encoded by [`crate::wire::encode_probe_reply`]. Nodes answer
+//! only on that subject of the canary's own run, at most
+//! [`MAX_CANARIES_PER_MESSAGE`] per message (`reply`).
 //!
 //! [`run`] sends [`ProbeSettings::count`] canaries at [`ProbeSettings::rate`]
 //! per second. Each latency is measured on the probe's monotonic clock from
@@ -19,8 +21,10 @@
 //! any answer), and "N of M canaries applied on all nodes within T".
 
 //!
-//! `report` turns what the run recorded into the [`ProbeReport`].
+//! `report` turns what the run recorded into the [`ProbeReport`]; `reply`
+//! checks where a node may answer.
 
+mod reply;
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +40,10 @@ use crate::stream::LogSettings;
 use crate::wire::{self, Canary};
 use report::{expected_of, report, Answers, CanaryState};
 
+pub use reply::{
+    check_reply, redact_subject, reply_subject, ReplyRefused, MAX_CANARIES_PER_MESSAGE,
+    REPLY_PREFIX,
+};
 pub use report::{Latencies, NodeResult, ProbeReport, PublishFailure};
 
 /// Name of the reserved probe refresher (subject `<prefix>._probe`).
@@ -108,7 +116,17 @@ pub async fn run(
     let client = js.client();
     let publisher = Publisher::new(js.clone(), log.clone(), publisher, [probe_refresher()]);
     let probe = Uuid::now_v7().to_string();
-    let inbox = client.new_inbox();
+    let inbox = reply_subject(&probe).expect("a UUID is a token");
+    let first = Canary {
+        probe: probe.clone(),
+        canary: 0,
+        reply: inbox.clone(),
+    };
+    if let Err(why) = check_reply(&first, &log.subject_prefix) {
+        return Err(ProbeError::InvalidSettings(format!(
+            "nodes would refuse to answer: {why}; choose a [stream] subject_prefix outside `{REPLY_PREFIX}`"
+        )));
+    }
     let mut replies = client
         .subscribe(inbox.clone())
         .await

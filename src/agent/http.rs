@@ -208,6 +208,8 @@ async fn status(State(app): State<App>) -> Json<Value> {
             "checkpoint_errors": s.checkpoint_errors,
             "consumer_restarts": s.consumer_restarts,
             "direct_reads": s.direct_reads,
+            "escalations_coalesced": s.escalations_coalesced,
+            "probe_canaries_refused": s.probe_canaries_refused,
         },
         "apply_duration_seconds": {
             "count": s.apply_latency.count,

@@ -11,7 +11,8 @@
 //! `invalog_unhosted_messages_total`, `invalog_own_messages_skipped_total`,
 //! `invalog_retries_total`, `invalog_cold_boots_total`, `invalog_gaps_total`,
 //! `invalog_checkpoint_errors_total`, `invalog_consumer_restarts_total`,
-//! `invalog_direct_reads_total`,
+//! `invalog_direct_reads_total`, `invalog_escalations_coalesced_total`,
+//! `invalog_probe_canaries_refused_total`,
 //! `invalog_nats_reconnects_total`, `invalog_nats_{received,sent}_bytes_total`,
 //! `invalog_nats_{received,sent}_messages_total`; gauges
 //! `invalog_applied_sequence`, `invalog_stored_sequence`,
@@ -149,7 +150,7 @@ const PER_REFRESHER: [(&str, &str); 3] = [
 ];
 
 /// Node-wide and NATS counters: name without `_total`, help.
-const COUNTERS: [(&str, &str); 14] = [
+const COUNTERS: [(&str, &str); 16] = [
     (
         "invalog_decode_errors",
         "Messages that could not be decoded.",
@@ -182,6 +183,14 @@ const COUNTERS: [(&str, &str); 14] = [
     (
         "invalog_direct_reads",
         "Messages read without a consumer while it could not be used.",
+    ),
+    (
+        "invalog_escalations_coalesced",
+        "Escalations covered by an earlier refresh-all of the same refresher.",
+    ),
+    (
+        "invalog_probe_canaries_refused",
+        "Probe canaries not answered (reply subject refused, or over the cap).",
     ),
     ("invalog_nats_reconnects", "Reconnections to NATS."),
     (
@@ -258,6 +267,8 @@ impl Collector for Scrape {
             s.checkpoint_errors,
             s.consumer_restarts,
             s.direct_reads,
+            s.escalations_coalesced,
+            s.probe_canaries_refused,
             n.reconnects(),
             n.received_bytes,
             n.sent_bytes,
@@ -331,6 +342,8 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut stats = StatsSnapshot {
             decode_errors: 1,
+            escalations_coalesced: 4,
+            probe_canaries_refused: 5,
             last_applied_published_at: Some(at - Duration::from_millis(1500)),
             apply_latency: HistogramSnapshot {
                 buckets: vec![(0.001, 2), (0.01, 5), (0.1, 5)],
@@ -376,6 +389,8 @@ mod tests {
             "invalog_instructions_applied_total{refresher=\"content\"} 7",
             "invalog_escalations_total{refresher=\"content\"} 1",
             "invalog_decode_errors_total 1",
+            "invalog_escalations_coalesced_total 4",
+            "invalog_probe_canaries_refused_total 5",
             "invalog_nats_reconnects_total 2",
             "invalog_nats_connected 1",
             "invalog_applied_sequence 40",

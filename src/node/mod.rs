@@ -10,6 +10,7 @@
 //! again on the next start, none is lost).
 
 mod apply;
+mod canary;
 mod check;
 mod direct;
 mod open;

@@ -54,13 +54,18 @@ pub fn plan_start(
         return StartPlan::ColdBoot(ColdBootReason::StreamRecreated);
     }
     let s = stored.sequence;
-    if s > position.last {
-        return StartPlan::ColdBoot(ColdBootReason::StoredAheadOfStream {
-            stored: s,
-            last: position.last,
-        });
-    }
-    if s + 1 < position.first {
+    // A sequence past the stream's last one, or one without a successor
+    // (u64::MAX, a corrupt checkpoint), cannot be replayed from.
+    let next = match s.checked_add(1) {
+        Some(next) if s <= position.last => next,
+        _ => {
+            return StartPlan::ColdBoot(ColdBootReason::StoredAheadOfStream {
+                stored: s,
+                last: position.last,
+            })
+        }
+    };
+    if next < position.first {
         return StartPlan::ColdBoot(ColdBootReason::BehindRetention {
             stored: s,
             first: position.first,
@@ -72,7 +77,7 @@ pub fn plan_start(
             return StartPlan::ColdBoot(ColdBootReason::OverThreshold { pending, threshold });
         }
     }
-    StartPlan::Replay { from: s + 1 }
+    StartPlan::Replay { from: next }
 }
 
 #[cfg(test)]
@@ -157,6 +162,25 @@ mod tests {
                 stored: 30,
                 last: 20
             })
+        );
+    }
+
+    #[test]
+    fn an_impossible_stored_sequence_is_a_cold_boot_not_a_panic() {
+        let ahead = |last| {
+            StartPlan::ColdBoot(ColdBootReason::StoredAheadOfStream {
+                stored: u64::MAX,
+                last,
+            })
+        };
+        assert_eq!(plan(Some(u64::MAX), 1, 20), ahead(20));
+        assert_eq!(plan(Some(u64::MAX), 0, 0), ahead(0));
+        // Even a stream claiming the largest sequence: no successor exists.
+        assert_eq!(plan(Some(u64::MAX), 1, u64::MAX), ahead(u64::MAX));
+        assert_eq!(
+            plan(Some(u64::MAX - 1), u64::MAX, u64::MAX - 1),
+            StartPlan::Replay { from: u64::MAX },
+            "the largest sequence that still has a successor"
         );
     }
 

@@ -80,6 +80,8 @@ pub(super) struct Runner {
     /// When a direct read last failed other than "no such message"
     /// (`direct`): such reads are not tried again for a while.
     pub(super) direct_failed_at: Option<Instant>,
+    /// What the last escalation of each refresher covers (`apply`).
+    pub(super) escalation_covers: super::apply::EscalationCovers,
 }
 
 /// How often a running node checks the stream (recreation, gaps, contact).
@@ -128,6 +130,7 @@ impl Runner {
             last_check: Instant::now(),
             read_directly: false,
             direct_failed_at: None,
+            escalation_covers: Default::default(),
         }
     }
 
@@ -333,29 +336,6 @@ impl Runner {
             return Flow::Continue;
         }
         self.apply_batch(&hosted, &batch, sequence).await
-    }
-
-    /// Answers the canaries of `invalog probe` (see `crate::probe`): every
-    /// node applies them in order like any message, and replies.
-    async fn answer_canaries(&self, sequence: u64, batch: &crate::model::Batch) {
-        Stats::bump(&self.stats().probe_messages);
-        for instruction in &batch.instructions {
-            let crate::model::Instruction::RefreshJson(json) = instruction else {
-                continue;
-            };
-            let Some(canary) = wire::parse_canary(json) else {
-                continue;
-            };
-            let reply = wire::encode_probe_reply(&wire::ProbeReply {
-                probe: canary.probe,
-                canary: canary.canary,
-                node: self.settings.node_id.to_string(),
-                sequence,
-            });
-            if let Err(error) = self.js.client().publish(canary.reply, reply.into()).await {
-                tracing::debug!(node = %self.settings.node_id, %error, "cannot answer a probe canary");
-            }
-        }
     }
 
     /// Records `sequence` as applied and updates readiness.

@@ -269,6 +269,8 @@ pub struct Stats {
     /// Unix millis of the last successful contact with the stream.
     pub(crate) last_contact_ms: AtomicU64,
     pub(crate) per_refresher: BTreeMap<RefresherName, RefresherCounters>,
+    pub(crate) probe_canaries_refused: AtomicU64,
+    pub(crate) escalations_coalesced: AtomicU64,
 }
 
 impl Stats {
@@ -320,6 +322,8 @@ impl Stats {
                     )
                 })
                 .collect(),
+            probe_canaries_refused: self.probe_canaries_refused.load(Relaxed),
+            escalations_coalesced: self.escalations_coalesced.load(Relaxed),
         }
     }
 }
@@ -370,4 +374,12 @@ pub struct StatsSnapshot {
     pub apply_latency: HistogramSnapshot,
     /// Per hosted refresher.
     pub per_refresher: BTreeMap<RefresherName, RefresherSnapshot>,
+    /// Probe canaries not answered: a reply subject outside the canary's
+    /// own run's reply namespace, or more canaries in one message than a
+    /// node answers.
+    pub probe_canaries_refused: u64,
+    /// Escalations that needed no refresh-all of their own: an earlier
+    /// escalation's refresh-all of the same refresher, with no message of
+    /// it applied since, began after the message was stored.
+    pub escalations_coalesced: u64,
 }

@@ -16,7 +16,8 @@ pub struct Canary {
     pub probe: String,
     /// The canary's number in the run.
     pub canary: u64,
-    /// Core NATS subject for the replies.
+    /// Core NATS subject for the replies; nodes answer only if it is
+    /// `_INVALOG.probe.<probe>` (`crate::probe::check_reply`).
     pub reply: String,
 }
 
@@ -244,7 +245,7 @@ mod tests {
         let c = Canary {
             probe: "run-1".into(),
             canary: 7,
-            reply: "_INBOX.x".into(),
+            reply: "_INVALOG.probe.run-1".into(),
         };
         assert_eq!(parse_canary(&canary_json(&c)), Some(c));
         assert_eq!(parse_canary(&serde_json::json!({"a": 1})), None);

@@ -366,3 +366,49 @@ async fn a_node_cut_off_from_nats_fences_itself_then_recovers() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_stored_sequence_of_u64_max_is_a_cold_boot_not_a_panic() {
+    let f = Fixture::new().await;
+    let p = f.publisher();
+    for i in 1..=3 {
+        p.refresh_ids("content", &[i]).await.unwrap();
+    }
+    // A corrupt checkpoint for this very stream: the largest sequence.
+    let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
+    let position = invalog::stream::StreamPosition::of(stream.info().await.unwrap());
+    let corrupt = invalog::Checkpoint {
+        stream: f.log.stream.clone(),
+        stream_created: position.created,
+        sequence: u64::MAX,
+    };
+    FileStore::new(f.checkpoint_path("a"))
+        .save(&corrupt)
+        .await
+        .unwrap();
+
+    let a = f.node("a", NewNodePolicy::ReplayAll).await;
+    a.ready().await;
+    let stats = a.node.stats();
+    assert_eq!(
+        stats.cold_boots, 1,
+        "the impossible sequence is not replayed from"
+    );
+    assert_eq!(a.content.calls(), vec![Call::All]);
+    assert_eq!(a.node.applied(), 3);
+    let next = p
+        .refresh_ids("content", &[4])
+        .await
+        .unwrap()
+        .sequence()
+        .unwrap();
+    a.wait_applied(next).await;
+    assert_eq!(a.content.calls().last(), Some(&Call::Ids(vec![4])));
+    a.node.shutdown().await.unwrap();
+    let stored = FileStore::new(f.checkpoint_path("a")).load().await.unwrap();
+    assert_eq!(
+        stored.map(|c| c.sequence),
+        Some(next),
+        "a sane checkpoint again"
+    );
+}

@@ -1,0 +1,173 @@
+//! The shipped deploy/nats/least-privilege.conf, loaded as it is (only the
+//! passwords, which it reads from the server's environment, written in):
+//! an agent answers `invalog probe` under it, and each role is refused what
+//! it must not do — an agent may not publish to the log, another node's
+//! keys, other clients' inboxes or outside `_INVALOG.probe.*`; a publisher
+//! may do nothing a node may besides appending to the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use invalog::node::NewNodePolicy;
+use invalog::probe::ProbeSettings;
+use invalog::{KvStore, LogSettings, Node, NodeId, NodeSettings, PublisherSettings, Registry};
+
+use crate::support::{defs, eventually, within, Recorder};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The shipped file with literal passwords in place of `$INVALOG_…`.
+fn shipped_config() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/nats/least-privilege.conf"
+    );
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for (variable, password) in [
+        ("$INVALOG_ADMIN_PASSWORD", "\"admin-pw\""),
+        ("$INVALOG_PUBLISHER_PASSWORD", "\"publisher-pw\""),
+        ("$INVALOG_AGENT_WEB_1_PASSWORD", "\"agent-1-pw\""),
+        ("$INVALOG_AGENT_WEB_2_PASSWORD", "\"agent-2-pw\""),
+    ] {
+        assert!(text.contains(variable), "{variable} no longer in {path}");
+        text = text.replace(variable, password);
+    }
+    text
+}
+
+async fn client_as(
+    server: &invalog::embedded::NatsServer,
+    user: &str,
+    password: &str,
+) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .connect(server.url())
+        .await
+        .unwrap()
+}
+
+fn js_of(client: &async_nats::Client) -> jetstream::Context {
+    jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client.clone())
+}
+
+#[tokio::test]
+async fn the_shipped_permissions_let_each_role_do_only_its_part() {
+    let server = invalog::embedded::NatsServer::start_with_config(&shipped_config())
+        .await
+        .unwrap();
+    let violations = || {
+        let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+        let denied = log.lines().filter(|l| l.contains("Violation"));
+        denied.map(str::to_owned).collect::<Vec<_>>()
+    };
+    let log = LogSettings::default();
+    let admin = js_of(&client_as(&server, "admin", "admin-pw").await);
+    invalog::provision(&admin, &log).await.unwrap();
+    let web_1 = NodeId::new("web-1").unwrap();
+    KvStore::open(&admin, "invalog_checkpoints", 1, web_1.clone())
+        .await
+        .expect("the admin creates the bucket");
+
+    // The agent of web-1 follows the log and answers a probe.
+    let agent = client_as(&server, "agent-web-1", "agent-1-pw").await;
+    let agent_js = js_of(&agent);
+    let store = KvStore::open(&agent_js, "invalog_checkpoints", 1, web_1.clone())
+        .await
+        .unwrap();
+    let mut registry = Registry::new();
+    registry
+        .register_arc(defs()[0].clone(), Arc::new(Recorder::default()))
+        .unwrap();
+    let mut settings = NodeSettings::new(web_1);
+    settings.new_node = NewNodePolicy::ReplayAll;
+    let node = Node::start(agent_js, log.clone(), settings, registry, store)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; violations: {:?}", violations()));
+    within(LIMIT, node.ready()).await.unwrap();
+    let probe = ProbeSettings {
+        rate: 50.0,
+        count: 3,
+        within: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+        expected_nodes: vec!["web-1".into()],
+    };
+    let report = invalog::probe::run(&admin, &log, PublisherSettings::new("probe"), &probe)
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}; violations: {:?}", violations());
+    assert_eq!(
+        violations(),
+        Vec::<String>::new(),
+        "nothing the agent needs is missing"
+    );
+
+    let publisher = client_as(&server, "publisher", "publisher-pw").await;
+    let agent_denied = [
+        "invalog.content",
+        "invalog._probe",
+        "$KV.invalog_checkpoints.web-2",
+        "$KV.invalog_nodes.web-2",
+        "$JS.API.STREAM.PURGE.INVALOG",
+        "$JS.API.STREAM.DELETE.INVALOG",
+        "_INBOX.someone-else",
+        "_INVALOG.probe.run.extra",
+        "_INVALOG.other",
+    ];
+    let publisher_denied = [
+        "_INVALOG.probe.run-1",
+        "$KV.invalog_checkpoints.web-1",
+        "$KV.invalog_nodes.web-1",
+        "$JS.API.CONSUMER.CREATE.INVALOG",
+        "$JS.API.DIRECT.GET.INVALOG",
+        "_INBOX.someone-else",
+    ];
+    for subject in agent_denied {
+        agent.publish(subject, "x".into()).await.unwrap();
+    }
+    for subject in publisher_denied {
+        publisher.publish(subject, "x".into()).await.unwrap();
+    }
+    // Allowed, for contrast: no violation.
+    agent
+        .publish("_INVALOG.probe.run-1", "x".into())
+        .await
+        .unwrap();
+    agent.flush().await.unwrap();
+    publisher.flush().await.unwrap();
+    let denied = |user: &str, subject: &str| {
+        violations().iter().any(|l| {
+            l.contains("Publish Violation")
+                && l.contains(&format!("user:{user}\""))
+                && l.contains(&format!("\"{subject}\""))
+        })
+    };
+    for subject in agent_denied {
+        eventually(LIMIT, &format!("agent-web-1 refused {subject}"), || {
+            denied("agent-web-1", subject)
+        })
+        .await;
+    }
+    for subject in publisher_denied {
+        eventually(LIMIT, &format!("publisher refused {subject}"), || {
+            denied("publisher", subject)
+        })
+        .await;
+    }
+    assert!(
+        !violations()
+            .iter()
+            .any(|l| l.contains("user:agent-web-1") && l.contains("\"_INVALOG.probe.run-1\"")),
+        "{:?}",
+        violations()
+    );
+    assert_eq!(
+        violations().len(),
+        agent_denied.len() + publisher_denied.len(),
+        "{:?}",
+        violations()
+    );
+    node.shutdown().await.unwrap();
+}
