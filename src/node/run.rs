@@ -150,7 +150,14 @@ impl Runner {
                 self.jump_to_tail().await;
                 Flow::Continue
             }
-            StartPlan::ColdBoot(reason) => self.cold_boot(reason).await,
+            StartPlan::ColdBoot(reason) => {
+                if matches!(reason, ColdBootReason::BehindRetention { .. }) {
+                    // Messages left the stream before this node applied
+                    // them: a gap, found at start.
+                    Stats::bump(&self.stats().gaps);
+                }
+                self.cold_boot(reason).await
+            }
         };
         if !matches!(started, Flow::Stop) {
             self.follow().await;

@@ -64,6 +64,11 @@ async fn a_node_behind_retention_cold_boots_before_ready() {
     assert_eq!(again.media.calls(), vec![Call::All]);
     assert_eq!(again.node.applied(), 31);
     assert_eq!(again.node.stats().cold_boots, 1);
+    assert_eq!(
+        again.node.stats().gaps,
+        1,
+        "messages 2..21 left unapplied: a gap, found at start"
+    );
     let next = p
         .refresh_ids("content", &[7])
         .await
