@@ -18,6 +18,7 @@ mod fleet;
 mod harness;
 mod history_cmd;
 mod logging;
+mod model;
 mod probe_replay;
 mod publishing;
 mod python_publisher;

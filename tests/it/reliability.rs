@@ -26,6 +26,11 @@ pub fn slow() -> bool {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator that repeats for the same seed.
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
     pub fn from_time(test: &str) -> Rng {
         let seed = std::env::var("INVALOG_TEST_SEED")
             .ok()
