@@ -101,6 +101,7 @@ pub async fn run(
     let presence = crate::presence::Presence::start(
         js.clone(),
         settings.presence.clone(),
+        &settings.log.stream,
         node.clone(),
         settings
             .refreshers

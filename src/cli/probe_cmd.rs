@@ -76,7 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let mut expected = args.nodes.clone();
-    match invalog::presence::read_all(&js, &bucket).await {
+    match invalog::presence::read_all(&js, &bucket, &settings.log.stream).await {
         Ok(reports) => {
             let now = SystemTime::now();
             for r in reports {
