@@ -25,11 +25,17 @@ const WIDTH_ROWS: usize = 500;
 /// Arguments of `invalog history`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Times (--since, --until) are a duration back from now (`90s`, `2h`, `3days`, `2h ago`) or an RFC 3339 time (`2025-03-14T09:27:05Z`); they compare with the time the server stored each message.\n\nExamples:\n  invalog history -c config/publisher.toml --since 2h --refresher content --id 42\n  invalog history -c config/publisher.toml --from-seq 1200 --to-seq 1300 --json\n  invalog history -c config/publisher.toml --last 20 --follow"
+    after_help = "Times (--since, --until) are a duration back from now (`90s`, `2h`, `3days`, `2h ago`) or an RFC 3339 time (`2025-03-14T09:27:05Z`); they compare with the time the server stored each message.\n\nExit codes: 0 done (with --follow: stopped by Ctrl-C or SIGTERM); 1 the log cannot be read; 2 invalid configuration or arguments; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog history -c config/publisher.toml --since 2h --refresher content --id 42\n  invalog history -c config/publisher.toml --from-seq 1200 --to-seq 1300 --json\n  invalog history -c config/publisher.toml --last 20 --follow"
 )]
 pub struct Args {
     /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(long, short, default_value = "config/publisher.toml")]
+    #[arg(
+        long,
+        short,
+        env = "INVALOG_CONFIG",
+        hide_env_values = true,
+        default_value = "config/publisher.toml"
+    )]
     config: PathBuf,
     /// First sequence (inclusive).
     #[arg(long, value_name = "SEQ")]
@@ -65,7 +71,8 @@ pub struct Args {
     /// JSON lines: one object per message, the batch as stored.
     #[arg(long)]
     json: bool,
-    /// Keep reading: print new messages as they arrive (Ctrl-C stops).
+    /// Keep reading: print new messages as they arrive (Ctrl-C or SIGTERM
+    /// stops, exit 0).
     #[arg(long, short)]
     follow: bool,
 }
@@ -114,8 +121,14 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     });
     let mut out = Output::new(args.json, target, terminal || args.follow, bar);
     let mut matched = 0u64;
+    // Following ends with Ctrl-C or SIGTERM: a normal end, exit 0.
+    let mut stop = std::pin::pin!(stop_following(args.follow));
     let outcome = loop {
-        match reader.next().await {
+        let next = tokio::select! {
+            _ = &mut stop => break Ok(()),
+            next = reader.next() => next,
+        };
+        match next {
             Ok(Some(entry)) => {
                 matched += 1;
                 if out.entry(&entry).is_err() {
@@ -144,6 +157,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// Completes on SIGINT or SIGTERM when following; never otherwise (an
+/// interrupted scan ends the default way, killed by the signal).
+async fn stop_following(follow: bool) {
+    if follow {
+        super::agent_cmd::shutdown_signal().await;
+    } else {
+        std::future::pending::<()>().await;
+    }
 }
 
 fn fail(error: &HistoryError) -> u8 {

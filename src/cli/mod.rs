@@ -31,7 +31,7 @@ pub const EXIT_STREAM: u8 = 4;
 pub struct Args {
     /// Log filter (as RUST_LOG), for example `info` or `invalog=debug`;
     /// overrides the configuration's `logging.level`.
-    #[arg(long, global = true, env = "RUST_LOG")]
+    #[arg(long, global = true, env = "RUST_LOG", hide_env_values = true)]
     log: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -103,8 +103,19 @@ pub fn init_logging(filter: &str, format: LogFormat) {
     };
 }
 
-/// Loads a configuration file (and `INVALOG_…` environment overrides).
+/// Loads a configuration file (and `INVALOG_…` environment overrides). A
+/// missing file is said with the ways to name another.
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<invalog::config::Config> {
+    if !path.exists() {
+        let relative = match (path.is_relative(), std::env::current_dir()) {
+            (true, Ok(dir)) => format!(" (in {})", dir.display()),
+            _ => String::new(),
+        };
+        anyhow::bail!(
+            "{}: no such configuration file{relative}; name the file with `-c FILE` (`--config FILE`) or the INVALOG_CONFIG environment variable",
+            path.display()
+        );
+    }
     Ok(invalog::config::load(path)?)
 }
 

@@ -26,7 +26,13 @@ pub const EXIT_PROBE_MISSED: u8 = 6;
 )]
 pub struct Args {
     /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(long, short, default_value = "config/publisher.toml")]
+    #[arg(
+        long,
+        short,
+        env = "INVALOG_CONFIG",
+        hide_env_values = true,
+        default_value = "config/publisher.toml"
+    )]
     config: PathBuf,
     /// Canaries per second.
     #[arg(long, default_value_t = 10.0)]

@@ -23,7 +23,13 @@ use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 pub struct Args {
     /// The agent configuration whose appliers replay the messages (with
     /// --dry-run any configuration with [nats] and [stream] will do).
-    #[arg(long, short, default_value = "config/agent.toml")]
+    #[arg(
+        long,
+        short,
+        env = "INVALOG_CONFIG",
+        hide_env_values = true,
+        default_value = "config/agent.toml"
+    )]
     config: PathBuf,
     /// First sequence to replay.
     #[arg(long, value_name = "SEQ")]

@@ -25,7 +25,13 @@ pub const EXIT_UNHEALTHY: u8 = 5;
 )]
 pub struct Args {
     /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(long, short, default_value = "config/publisher.toml")]
+    #[arg(
+        long,
+        short,
+        env = "INVALOG_CONFIG",
+        hide_env_values = true,
+        default_value = "config/publisher.toml"
+    )]
     config: PathBuf,
     #[command(flatten)]
     presence: PresenceArgs,

@@ -311,3 +311,26 @@ async fn refused_credentials_exit_3() {
     assert!(stderr.contains("authorization violation"), "{stderr}");
     assert!(!stderr.contains("wrong-token-456"), "secret in: {stderr}");
 }
+
+/// `agent --help` has exit codes and examples like the other commands, and
+/// no help shows an environment variable's value (`[env: RUST_LOG=…]`).
+#[tokio::test]
+async fn help_has_exit_codes_and_examples_and_hides_env_values() {
+    for command in ["agent", "publish", "status", "history", "explain"] {
+        let out = Command::new(BIN)
+            .args([command, "--help"])
+            .env("RUST_LOG", "secret-looking-filter")
+            .env("INVALOG_CONFIG", "/somewhere/else.toml")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("[env: RUST_LOG]"), "{command}: {help}");
+        assert!(help.contains("[env: INVALOG_CONFIG]"), "{command}: {help}");
+        assert!(!help.contains("secret-looking-filter"), "{command}: {help}");
+        assert!(!help.contains("/somewhere/else.toml"), "{command}: {help}");
+        assert!(help.contains("Exit codes:"), "{command}: {help}");
+        assert!(help.contains("Examples:"), "{command}: {help}");
+    }
+}

@@ -10,6 +10,7 @@ mod checkpoint_writer;
 mod compose_topology;
 mod config;
 mod connect;
+mod exit_codes;
 mod fleet;
 mod harness;
 mod history_cmd;
