@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use invalog::history::{self, Entry, HistoryError, Limit, Query, Target};
 use invalog::RefresherName;
 
-use super::{client_settings, jetstream};
+use super::{client_settings, jetstream, Columns};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Scans at least this long get a progress bar (on a terminal).
@@ -261,9 +261,9 @@ pub(super) fn what(entry: &Entry) -> String {
     s
 }
 
-/// The table's columns for one message.
-pub(super) fn row(entry: &Entry) -> [String; 5] {
-    [
+/// The table's columns for one message: [`HEADER`].
+pub(super) fn row(entry: &Entry) -> Vec<String> {
+    vec![
         entry.sequence.to_string(),
         millis(entry.stored_at),
         entry
@@ -275,20 +275,10 @@ pub(super) fn row(entry: &Entry) -> [String; 5] {
     ]
 }
 
-/// Formats rows with the given widths (the last column is not padded).
-pub(super) fn format_row(cells: &[String], widths: &[usize]) -> String {
-    let mut line = String::new();
-    for (i, cell) in cells.iter().enumerate() {
-        if i + 1 == cells.len() {
-            line.push_str(cell);
-        } else {
-            let width = widths.get(i).copied().unwrap_or(0);
-            line.push_str(&format!("{cell:<width$}  "));
-        }
-    }
-    line.truncate(line.trim_end().len());
-    line.push('\n');
-    line
+/// The columns of a table of messages (`history`, `replay`, the demo),
+/// as [`row`] fills them; the time is always 24 characters.
+pub(super) fn columns() -> Columns {
+    Columns::new(&HEADER, &[3, 24, 8, 9, 4])
 }
 
 /// Where entries go: JSON lines, or table rows whose widths come from the
@@ -299,15 +289,16 @@ struct Output {
     eager: bool,
     bar: Option<indicatif::ProgressBar>,
     stdout: std::io::BufWriter<std::io::Stdout>,
-    pending: Vec<[String; 5]>,
-    widths: Option<Vec<usize>>,
+    pending: Vec<Vec<String>>,
+    columns: Columns,
     /// Text held while the progress bar shows, printed in chunks (each
     /// print hides and redraws the bar).
     held: String,
     shown: Instant,
 }
 
-const HEADER: [&str; 5] = ["SEQ", "TIME", "ORIGIN", "REFRESHER", "WHAT"];
+/// The columns of [`row`].
+pub(super) const HEADER: [&str; 5] = ["SEQ", "TIME", "ORIGIN", "REFRESHER", "WHAT"];
 
 impl Output {
     fn new(
@@ -323,7 +314,7 @@ impl Output {
             bar,
             stdout: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             pending: Vec::new(),
-            widths: None,
+            columns: columns(),
             held: String::new(),
             shown: Instant::now(),
         }
@@ -336,7 +327,7 @@ impl Output {
             return self.write(&format!("{line}\n"));
         }
         self.pending.push(row(entry));
-        if self.widths.is_none() && self.pending.len() < WIDTH_ROWS {
+        if !self.columns.fixed() && self.pending.len() < WIDTH_ROWS {
             return Ok(());
         }
         self.flush_rows()
@@ -356,25 +347,10 @@ impl Output {
 
     /// Prints the rows held back for the widths (and the header first).
     fn flush_rows(&mut self) -> std::io::Result<()> {
-        if self.json || (self.widths.is_none() && self.pending.is_empty()) {
+        if self.json || (!self.columns.fixed() && self.pending.is_empty()) {
             return Ok(());
         }
-        let mut text = String::new();
-        if self.widths.is_none() {
-            // The time is always 24 characters; origins and names are short.
-            let mut widths = vec![3, 24, 8, 9, 4];
-            for row in &self.pending {
-                for (w, cell) in widths.iter_mut().zip(row.iter()) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            text.push_str(&format_row(&HEADER.map(String::from), &widths));
-            self.widths = Some(widths);
-        }
-        let widths = self.widths.clone().unwrap_or_default();
-        for row in std::mem::take(&mut self.pending) {
-            text.push_str(&format_row(&row, &widths));
-        }
+        let text = self.columns.render(&std::mem::take(&mut self.pending));
         self.write(&text)?;
         if self.eager && self.bar.is_none() {
             self.stdout.flush()?;

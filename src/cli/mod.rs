@@ -174,37 +174,96 @@ impl PresenceArgs {
 /// Aligns columns with two spaces between them; `right[i]` right-aligns
 /// column `i`. The last column is not padded.
 pub fn table(rows: &[Vec<String>], right: &[bool]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
+    let widths = widths(rows, &[]);
+    rows.iter().map(|row| line(row, &widths, right)).collect()
+}
+
+/// A table printed while its rows arrive (`history`, `replay`, the demo):
+/// the first [`Columns::render`] prints the header and fixes the widths
+/// from it, `min` and the rows given; later rows keep those widths (a
+/// longer cell shifts only its own line). Every column is left-aligned.
+pub struct Columns {
+    header: Vec<String>,
+    min: Vec<usize>,
+    widths: Option<Vec<usize>>,
+}
+
+impl Columns {
+    /// Columns named `header`, each at least `min[i]` wide.
+    pub fn new(header: &[&str], min: &[usize]) -> Self {
+        Columns {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            min: min.to_vec(),
+            widths: None,
+        }
+    }
+
+    /// Whether the header is out and the widths fixed.
+    pub fn fixed(&self) -> bool {
+        self.widths.is_some()
+    }
+
+    /// The lines of `rows`, after the header on the first call.
+    pub fn render(&mut self, rows: &[Vec<String>]) -> String {
+        let mut out = String::new();
+        let widths = match &self.widths {
+            Some(widths) => widths.clone(),
+            None => {
+                let mut all = vec![self.header.clone()];
+                all.extend(rows.iter().cloned());
+                let widths = widths(&all, &self.min);
+                out.push_str(&line(&self.header, &widths, &[]));
+                self.widths = Some(widths.clone());
+                widths
+            }
+        };
+        for row in rows {
+            out.push_str(&line(row, &widths, &[]));
+        }
+        out
+    }
+}
+
+/// Each column's width: its widest cell, at least `min`.
+fn widths(rows: &[Vec<String>], min: &[usize]) -> Vec<usize> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0).max(min.len());
+    (0..columns)
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.get(c))
                 .map(|cell| cell.chars().count())
+                .chain(min.get(c).copied())
                 .max()
                 .unwrap_or(0)
         })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c > 0 {
-                line.push_str("  ");
-            }
-            let pad = widths[c] - cell.chars().count();
-            let last = c + 1 == row.len();
-            if right.get(c).copied().unwrap_or(false) {
+        .collect()
+}
+
+/// One row: cells padded to `widths` (right-aligned where `right` says),
+/// two spaces apart, the last cell not padded, no trailing spaces.
+fn line(row: &[String], widths: &[usize], right: &[bool]) -> String {
+    let mut line = String::new();
+    for (c, cell) in row.iter().enumerate() {
+        if c > 0 {
+            line.push_str("  ");
+        }
+        let pad = widths
+            .get(c)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(cell.chars().count());
+        let last = c + 1 == row.len();
+        if right.get(c).copied().unwrap_or(false) {
+            line.push_str(&" ".repeat(pad));
+            line.push_str(cell);
+        } else {
+            line.push_str(cell);
+            if !last {
                 line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                if !last {
-                    line.push_str(&" ".repeat(pad));
-                }
             }
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
     }
-    out
+    let mut line = line.trim_end().to_owned();
+    line.push('\n');
+    line
 }

@@ -12,7 +12,8 @@ use invalog::replay::{Mode, Outcome, ReplayEvent, ReplayRequest, ReplaySummary};
 use invalog::{RefresherName, Registry};
 use serde_json::json;
 
-use super::jetstream;
+use super::history_cmd::{self, HEADER};
+use super::{jetstream, Columns};
 use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Arguments of `invalog replay`.
@@ -128,21 +129,14 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     };
     let json = args.json;
     let mut stdout = std::io::stdout().lock();
-    let mut header = !json;
+    let mut columns = table_columns();
     let outcome = invalog::replay::replay(&js, &log, mode, &request, |event| {
-        if std::mem::take(&mut header) {
-            let _ = writeln!(
-                stdout,
-                "{:>8}  {:<30}  {:<14}  {:<12}  {:<22}  INSTRUCTIONS",
-                "SEQ", "STORED", "REFRESHER", "ORIGIN", "RESULT"
-            );
-        }
-        let line = if json {
-            json_line(&event)
+        let text = if json {
+            format!("{}\n", json_line(&event))
         } else {
-            table_line(&event)
+            columns.render(&[table_row(&event)])
         };
-        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
     })
     .await;
@@ -156,7 +150,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     if json {
         writeln!(stdout, "{}", json_summary(&summary))?;
     } else {
-        let gap = if header { "" } else { "\n" };
+        let gap = if columns.fixed() { "\n" } else { "" };
         writeln!(stdout, "{gap}{}", text_summary(&summary))?;
     }
     stdout.flush()?;
@@ -187,36 +181,32 @@ fn result_text(outcome: &Outcome) -> String {
     }
 }
 
-fn table_line(event: &ReplayEvent<'_>) -> String {
+/// The columns of `history` with RESULT before WHAT.
+fn table_columns() -> Columns {
+    let mut header = HEADER.to_vec();
+    header.insert(4, "RESULT");
+    // "probe canary (skipped)" is the longest result.
+    Columns::new(&header, &[3, 24, 8, 9, 22, 4])
+}
+
+fn table_row(event: &ReplayEvent<'_>) -> Vec<String> {
     let (entry, outcome) = match event {
         ReplayEvent::Missing { from, to } => {
-            return format!("{from:>8}  MISSING: sequences {from}..={to} are no longer in the stream (retention); not replayed");
+            return vec![
+                from.to_string(),
+                format!("MISSING: sequences {from}..={to} are no longer in the stream (retention); not replayed"),
+            ];
         }
         ReplayEvent::Message { entry, outcome } => (*entry, *outcome),
     };
-    let stored = invalog::wire::format_time(entry.stored_at);
-    let (origin, what) = match &entry.batch {
-        Ok(batch) => (
-            batch.origin.clone(),
-            batch
-                .instructions
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        Err(error) => ("?".to_owned(), error.to_string()),
-    };
-    let what = match outcome {
-        Outcome::Failed { error } => format!("{what}  — error: {error}"),
-        _ => what,
-    };
-    format!(
-        "{:>8}  {stored:<30}  {:<14}  {origin:<12}  {:<22}  {what}",
-        entry.sequence,
-        refresher_of(entry),
-        result_text(outcome)
-    )
+    let mut row = history_cmd::row(entry);
+    if let Outcome::Failed { error } = outcome {
+        if let Some(what) = row.last_mut() {
+            what.push_str(&format!("  — error: {error}"));
+        }
+    }
+    row.insert(4, result_text(outcome));
+    row
 }
 
 fn json_line(event: &ReplayEvent<'_>) -> String {

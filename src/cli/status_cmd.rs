@@ -102,12 +102,16 @@ fn render(status: &FleetStatus) -> String {
         vec!["REPLICAS".to_owned(), s.replicas.to_string()],
     ];
     if let Some(cluster) = &s.cluster {
-        let leader = cluster.leader.as_deref().unwrap_or("(none)");
-        let name = cluster
-            .name
+        let leader = cluster
+            .leader
             .as_deref()
-            .map_or(String::new(), |n| format!(" (cluster {n})"));
-        block.push(vec!["LEADER".to_owned(), format!("{leader}{name}")]);
+            .map_or("(none)".to_owned(), server);
+        // A single server (no NATS cluster) is the stream's only copy.
+        let (label, name) = match cluster.name.as_deref() {
+            Some(n) => ("LEADER", format!(" (cluster {n})")),
+            None => ("SERVER", String::new()),
+        };
+        block.push(vec![label.to_owned(), format!("{leader}{name}")]);
     }
     let mut out = table(&block, &[false, false]);
     if let Some(cluster) = s.cluster.as_ref().filter(|c| c.replicas.len() > 1) {
@@ -116,7 +120,7 @@ fn render(status: &FleetStatus) -> String {
             .to_vec()];
         for r in &cluster.replicas {
             rows.push(vec![
-                r.name.clone(),
+                server(&r.name),
                 if r.leader { "leader" } else { "follower" }.to_owned(),
                 match (r.offline, r.current) {
                     (true, _) => "OFFLINE".to_owned(),
@@ -226,6 +230,22 @@ fn verdict(status: &FleetStatus) -> String {
     format!("UNHEALTHY: {}", problems.join(", "))
 }
 
+/// A server's name as JetStream reports it. A server without `server_name`
+/// reports its id (56 characters of base32, starting with `N`) instead:
+/// said so, with the fix.
+fn server(name: &str) -> String {
+    let id = name.len() == 56
+        && name.starts_with('N')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b));
+    if id {
+        format!("{name} (the server's id: it has no `server_name` in its configuration)")
+    } else {
+        name.to_owned()
+    }
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
@@ -269,6 +289,17 @@ mod tests {
         assert_eq!(ago(Duration::from_secs(7380)), "2h 3m");
         assert_eq!(bytes(812), "812 B");
         assert_eq!(bytes(12_595), "12.3 KiB");
+    }
+
+    #[test]
+    fn a_server_without_a_name_is_said_to_be_shown_by_id() {
+        let id = "NCXV5XMB6YKM5NHKNX2QAVU4XZ3LNXEWBQYX7RHOKHQ2IA4DU6RBDBJE";
+        assert_eq!(
+            server(id),
+            format!("{id} (the server's id: it has no `server_name` in its configuration)")
+        );
+        assert_eq!(server("nats-1"), "nats-1");
+        assert_eq!(server("NATS"), "NATS");
     }
 
     #[test]

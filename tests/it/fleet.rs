@@ -302,6 +302,9 @@ async fn the_status_binary_prints_json_and_a_table_and_exits_5_when_unhealthy() 
         "{table}"
     );
     assert!(table.contains("healthy: 2 node(s) ready"), "{table}");
+    // One server, no cluster: the server's name, not a leader.
+    let server = format!("SERVER     {}\n", f.server.name());
+    assert!(table.contains(&server), "{table}");
 
     // b's media refresher fails, even its refresh-all: b stalls, exit 5.
     b.media.fail_calls.store(u32::MAX, Ordering::SeqCst);
