@@ -6,13 +6,13 @@
 //! (`wire::encode_explanation`).
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use invalog::history::explain::{self, Explanation, Question, Verdict};
 use invalog::history::{HistoryError, Target};
 use invalog::RefresherName;
 
 use super::history_cmd::{millis, what};
+use super::ConfigArg;
 use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
@@ -23,15 +23,8 @@ use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
     after_help = "Exit codes: 0 explained; 1 the log or the presence bucket cannot be read; 2 invalid configuration or arguments, or a refresher that neither the configuration, nor any node, nor the log knows; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog explain -c config/publisher.toml --refresher content --id 42\n  invalog explain -c config/publisher.toml --refresher content --id home --node web-3 --json"
 )]
 pub struct Args {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(
-        long,
-        short,
-        env = "INVALOG_CONFIG",
-        hide_env_values = true,
-        default_value = "config/publisher.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// The refresher that caches the entry.
     #[arg(long, short)]
     refresher: String,
@@ -53,7 +46,7 @@ pub struct Args {
 
 /// Runs `invalog explain`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match client_settings(&args.config) {
+    let settings = match client_settings(&args.config.publisher()) {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
@@ -86,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             });
         }
     };
-    if let Some(message) = unknown_refresher(&explanation, &settings, &args.config) {
+    if let Some(message) = unknown_refresher(&explanation, &settings, &args.config.publisher()) {
         eprintln!("invalog: {message}");
         return Ok(EXIT_CONFIG);
     }

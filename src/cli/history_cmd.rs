@@ -6,7 +6,6 @@
 //! goes to stderr on long scans when stdout is a terminal.
 
 use std::io::{IsTerminal as _, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use invalog::history::{self, Entry, HistoryError, Limit, Query, Target};
 use invalog::RefresherName;
 
+use super::ConfigArg;
 use super::{client_settings, jetstream, Columns};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
@@ -28,15 +28,8 @@ const WIDTH_ROWS: usize = 500;
     after_help = "Times (--since, --until) are a duration back from now (`90s`, `2h`, `3days`, `2h ago`) or an RFC 3339 time (`2025-03-14T09:27:05Z`); they compare with the time the server stored each message.\n\nExit codes: 0 done (with --follow: stopped by Ctrl-C or SIGTERM); 1 the log cannot be read; 2 invalid configuration or arguments; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog history -c config/publisher.toml --since 2h --refresher content --id 42\n  invalog history -c config/publisher.toml --from-seq 1200 --to-seq 1300 --json\n  invalog history -c config/publisher.toml --last 20 --follow"
 )]
 pub struct Args {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(
-        long,
-        short,
-        env = "INVALOG_CONFIG",
-        hide_env_values = true,
-        default_value = "config/publisher.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// First sequence (inclusive).
     #[arg(long, value_name = "SEQ")]
     from_seq: Option<u64>,
@@ -79,7 +72,7 @@ pub struct Args {
 
 /// Runs `invalog history`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match client_settings(&args.config) {
+    let settings = match client_settings(&args.config.publisher()) {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };

@@ -145,6 +145,38 @@ pub async fn jetstream(
     Ok((client, js))
 }
 
+/// `-c FILE`: the configuration file a command reads.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file (TOML; `INVALOG_…` environment variables
+    /// override it). Default: `config/agent.toml` for `agent` and `replay`,
+    /// else `config/publisher.toml`, from the current directory.
+    #[arg(
+        long = "config",
+        short = 'c',
+        env = "INVALOG_CONFIG",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    file: Option<std::path::PathBuf>,
+}
+
+impl ConfigArg {
+    /// The file of a command that publishes or reads the log.
+    pub fn publisher(&self) -> std::path::PathBuf {
+        self.or("config/publisher.toml")
+    }
+
+    /// The file of a command that runs appliers (`agent`, `replay`).
+    pub fn agent(&self) -> std::path::PathBuf {
+        self.or("config/agent.toml")
+    }
+
+    fn or(&self, default: &str) -> std::path::PathBuf {
+        self.file.clone().unwrap_or_else(|| default.into())
+    }
+}
+
 /// Where node reports are read, for `status`, `explain` and `probe`.
 #[derive(Debug, clap::Args)]
 pub struct PresenceArgs {

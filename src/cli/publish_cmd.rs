@@ -1,13 +1,12 @@
 //! `invalog publish`: publishes instructions from the command line, or JSON
 //! lines from stdin, and prints the stream sequence of each message.
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 use invalog::{Instruction, Provenance, PublishError, Publisher};
 use tokio::io::AsyncBufReadExt;
 use uuid::Uuid;
 
+use super::ConfigArg;
 use super::{client_settings, jetstream};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
@@ -17,15 +16,8 @@ use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
     after_help = "--stdin reads and checks every line before publishing any: an invalid line publishes nothing.\n\nExit codes: 0 published; 1 publishing failed (the messages stored before the failure are printed); 2 invalid configuration, arguments or input line, or an unknown refresher; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog publish -c config/publisher.toml content refresh-ids 1 2 3\n  invalog publish -c config/publisher.toml media refresh-all --reason 'bulk import'\n  echo '{\"refresher\":\"content\",\"instructions\":[{\"kind\":\"remove_keys\",\"keys\":[\"home\"]}]}' | invalog publish -c config/publisher.toml --stdin"
 )]
 pub struct PublishArgs {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(
-        long,
-        short,
-        env = "INVALOG_CONFIG",
-        hide_env_values = true,
-        default_value = "config/publisher.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Read JSON lines from stdin: {"refresher":…,"instructions":[…],"actor":…}.
     #[arg(long, conflicts_with_all = ["refresher", "kind"])]
     stdin: bool,
@@ -134,7 +126,7 @@ fn instruction(kind: Kind, values: &[String]) -> anyhow::Result<Instruction> {
 /// name against the configuration; invalid input exits 2 and publishes
 /// nothing.
 pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
-    let settings = match client_settings(&args.config) {
+    let settings = match client_settings(&args.config.publisher()) {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
@@ -171,7 +163,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
                 "{}{} (the refreshers of {})",
                 r.at(),
                 PublishError::unknown_refresher(&r.refresher, known.iter().copied()),
-                args.config.display()
+                args.config.publisher().display()
             )),
         }
     });

@@ -5,7 +5,6 @@
 //! agent's checkpoint is not read or written.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use invalog::history::Entry;
 use invalog::replay::{Mode, Outcome, ReplayEvent, ReplayRequest, ReplaySummary};
@@ -13,6 +12,7 @@ use invalog::{RefresherName, Registry};
 use serde_json::json;
 
 use super::history_cmd::{self, HEADER};
+use super::ConfigArg;
 use super::{jetstream, Columns};
 use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
@@ -22,16 +22,8 @@ use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
     after_help = "Exit codes: 0 every message of the range was applied (or would be), or is not hosted here; 1 a message failed, did not decode, or is no longer in the stream, or NATS failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --dry-run\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --refresher content\n  invalog replay -c config/agent.toml --from-seq 1200 --json"
 )]
 pub struct Args {
-    /// The agent configuration whose appliers replay the messages (with
-    /// --dry-run any configuration with [nats] and [stream] will do).
-    #[arg(
-        long,
-        short,
-        env = "INVALOG_CONFIG",
-        hide_env_values = true,
-        default_value = "config/agent.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// First sequence to replay.
     #[arg(long, value_name = "SEQ")]
     from_seq: u64,
@@ -42,7 +34,8 @@ pub struct Args {
     /// Only messages for this refresher (repeatable).
     #[arg(long = "refresher", value_name = "NAME")]
     refreshers: Vec<String>,
-    /// Apply nothing; print what would be applied.
+    /// Apply nothing; print what would be applied (then any configuration
+    /// with [nats] and [stream] will do, not only an agent's).
     #[arg(long)]
     dry_run: bool,
     /// Stop at the first message that fails instead of going on.
@@ -59,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         eprintln!("invalog: --from-seq must be at least 1 and not after --to-seq");
         return Ok(EXIT_CONFIG);
     }
-    let config = match load_config(&args.config) {
+    let config = match load_config(&args.config.agent()) {
         Ok(config) => config,
         Err(error) => return Ok(config_error(error)),
     };
@@ -104,7 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         if let Some(name) = filter.iter().find(|n| registry.get(n.as_str()).is_none()) {
             eprintln!(
                 "invalog: {}: refresher `{name}` is not configured, so nothing of it can be replayed",
-                args.config.display()
+                args.config.agent().display()
             );
             return Ok(EXIT_CONFIG);
         }

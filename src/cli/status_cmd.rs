@@ -4,12 +4,12 @@
 //! reported recently, [`EXIT_UNHEALTHY`] when one is not.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use invalog::fleet::{FleetStatus, NodeStatus};
 
 use super::table;
+use super::ConfigArg;
 use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_FAILURE, EXIT_OK};
@@ -24,15 +24,8 @@ pub const EXIT_UNHEALTHY: u8 = 5;
     after_help = "Exit codes: 0 every node ready and seen recently; 5 a node is not ready, stale, or unreadable; 1 the stream or the presence bucket cannot be read; 2 invalid configuration or arguments; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog status -c config/publisher.toml\n  invalog status -c config/publisher.toml --json --stale-after 1m"
 )]
 pub struct Args {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(
-        long,
-        short,
-        env = "INVALOG_CONFIG",
-        hide_env_values = true,
-        default_value = "config/publisher.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(flatten)]
     presence: PresenceArgs,
     /// Print one JSON document instead of the table.
@@ -42,7 +35,7 @@ pub struct Args {
 
 /// Runs `invalog status`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match client_settings(&args.config) {
+    let settings = match client_settings(&args.config.publisher()) {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
