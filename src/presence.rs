@@ -3,8 +3,9 @@
 //!
 //! A [`Presence`] handle owns a task that, every `interval` (default 5 s),
 //! puts a [`NodeReport`] under the node id in the bucket (default
-//! [`DEFAULT_BUCKET`]): the stream it follows, version, applied / stored / stream-last sequence and
-//! lag, state, readiness and its reason, start time and hosted refreshers.
+//! [`DEFAULT_BUCKET`]): the stream it follows, version, applied / stored /
+//! stream-last sequence and lag, state, readiness and its reason, start
+//! time and hosted refreshers.
 //! Dropping the handle stops the task (as a crash would: the entry stays and
 //! becomes stale); [`Presence::stop`] writes one last report with state
 //! `stopped` first, so the fleet view tells a node that left cleanly from one
@@ -15,14 +16,14 @@
 //! [`read_all`] reads the latest report of every node of one stream: one
 //! bucket serves every stream on the server, and a report names its
 //! stream (a report without one, written by an older invalog, is read for
-//! every stream, as it was then). During a
-//! leader election of the bucket's stream a write fails with
-//! [`PresenceError::NoLeader`]; the reporter logs that at INFO and warns only
-//! when it lasts longer than [`NO_LEADER_WARN_AFTER`].
+//! every stream, as it was then). During a leader election of the bucket's
+//! stream a write fails with [`PresenceError::NoLeader`]; the reporter logs
+//! that at INFO and warns only when it lasts longer than
+//! [`NO_LEADER_WARN_AFTER`].
 //!
-//! A report's `last_seen` is
-//! the time the NATS server stored it, not the node's clock, so a node whose
-//! clock is wrong is neither hidden nor flagged stale by mistake.
+//! A report's `last_seen` is the time the NATS server stored it, not the
+//! node's clock, so a node whose clock is wrong is neither hidden nor
+//! flagged stale by mistake.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
