@@ -236,7 +236,11 @@ fn connected_server(info: &async_nats::ServerInfo) -> Value {
     json!({
         "name": info.server_name,
         "id": info.server_id,
-        "address": format!("{}:{}", info.host, info.port),
+        "address": if info.host.contains(':') {
+            format!("[{}]:{}", info.host, info.port)
+        } else {
+            format!("{}:{}", info.host, info.port)
+        },
     })
 }
 
