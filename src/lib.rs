@@ -21,6 +21,7 @@
 //! - [`fleet`]: the stream and every node's position; explaining an id.
 //! - [`replay`]: re-applying a range through a node's appliers.
 //! - [`probe`]: canary instructions timed on every node.
+//! - [`token`]: read-your-writes tokens (sequence + stream incarnation).
 //! - [`secret`]: `Secret`, a string that never reaches logs.
 //! - [`connect`]: NATS connection from settings (auth, TLS, reconnect).
 //! - [`config`]: TOML + environment configuration, validated once.
@@ -51,6 +52,7 @@ pub mod refresher;
 pub mod replay;
 pub mod secret;
 pub mod stream;
+pub mod token;
 pub mod wire;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, KvStore};
@@ -64,3 +66,4 @@ pub use refresher::{
     Refresher, Registry,
 };
 pub use stream::{provision, provision_allowing_data_loss, LogSettings, Storage};
+pub use token::{Incarnation, ReadToken};

@@ -307,22 +307,23 @@ impl Reporter {
     /// Puts the node's current report; `stopped` overrides state and
     /// readiness for the last report of a clean stop.
     async fn put(&self, stopped: Option<&str>) -> Result<(), PresenceError> {
-        let stats = self.node.stats();
+        let snapshot = self.node.snapshot();
+        let p = &snapshot.position;
         let (state, ready, reason) = match stopped {
             Some(why) => (STOPPED.to_owned(), false, Some(why.to_owned())),
-            None => match self.node.readiness() {
-                Readiness::Ready => (self.node.state().name().to_owned(), true, None),
-                Readiness::NotReady(why) => (self.node.state().name().to_owned(), false, Some(why)),
+            None => match snapshot.readiness {
+                Readiness::Ready => (p.state.name().to_owned(), true, None),
+                Readiness::NotReady(why) => (p.state.name().to_owned(), false, Some(why)),
             },
         };
         let report = NodeReport {
             node: self.node.node_id().to_string(),
             stream: Some(self.stream.clone()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            applied: stats.applied_sequence,
-            stored: stats.stored_sequence,
-            stream_last: stats.stream_last_sequence,
-            lag: stats.lag_messages,
+            applied: p.applied,
+            stored: p.stored,
+            stream_last: p.stream_last,
+            lag: p.lag(),
             state,
             ready,
             reason,

@@ -233,6 +233,41 @@ pub struct Hosted {
     pub handler: Arc<dyn Refresher>,
 }
 
+impl Hosted {
+    /// Applies a batch; a panic in the handler is a failure like any other
+    /// (retried, then escalated), not the end of the node.
+    pub(crate) async fn apply_guarded(&self, context: BatchContext<'_>) -> RefreshResult {
+        guarded(self.handler.apply(context)).await
+    }
+
+    /// Refreshes everything; a panic in the handler counts as a failure.
+    pub(crate) async fn refresh_all_guarded(&self) -> RefreshResult {
+        guarded(self.handler.refresh_all()).await
+    }
+}
+
+async fn guarded(call: impl std::future::Future<Output = RefreshResult>) -> RefreshResult {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(RefreshError::msg(format_args!(
+                "the refresher panicked: {}",
+                panic_message(panic.as_ref())
+            )))
+        })
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 /// Why a registry refused a refresher.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {

@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::{lag_seconds, NatsSample, Scrape, CONTENT_TYPE};
 use crate::model::{NodeId, RefresherDef};
-use crate::node::Readiness;
+use crate::node::{NodeError, Readiness};
+use crate::token::ReadToken;
 use crate::wire::format_time;
 use crate::Node;
 
@@ -130,16 +131,15 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<App>) -> Response {
-    let node = &app.state.node;
-    let readiness = node.readiness();
-    let stats = node.stats();
+    let node = app.state.node.snapshot();
+    let p = &node.position;
     let mut body = json!({
-        "ready": readiness.is_ready(),
-        "state": node.state().name(),
-        "applied_sequence": stats.applied_sequence,
-        "lag_messages": stats.lag_messages,
+        "ready": node.readiness.is_ready(),
+        "state": p.state.name(),
+        "applied_sequence": p.applied,
+        "lag_messages": p.lag(),
     });
-    match readiness {
+    match node.readiness {
         Readiness::Ready => (StatusCode::OK, Json(body)).into_response(),
         Readiness::NotReady(reason) => {
             body["reason"] = reason.into();
@@ -157,8 +157,8 @@ async fn metrics(State(app): State<App>) -> Response {
 async fn status(State(app): State<App>) -> Json<Value> {
     let HttpState { node, client, info } = &app.state;
     let now = SystemTime::now();
-    let readiness = node.readiness();
-    let s = node.stats();
+    let snapshot = node.snapshot();
+    let (p, s, readiness) = (&snapshot.position, &snapshot.stats, &snapshot.readiness);
     let nats = NatsSample::of(client);
     let refreshers: Vec<Value> = s
         .per_refresher
@@ -178,18 +178,21 @@ async fn status(State(app): State<App>) -> Json<Value> {
         "node_id": info.node_id.as_str(),
         "version": info.version,
         "stream": info.stream,
-        "state": node.state().name(),
+        "state": p.state.name(),
         "ready": readiness.is_ready(),
-        "reason": match &readiness {
+        "reason": match readiness {
             Readiness::Ready => None,
             Readiness::NotReady(reason) => Some(reason),
         },
         "sequences": {
-            "applied": s.applied_sequence,
-            "stored": s.stored_sequence,
-            "stream_last": s.stream_last_sequence,
+            "applied": p.applied,
+            "stored": p.stored,
+            "stream_last": p.stream_last,
+            "target": p.target,
         },
-        "lag": { "messages": s.lag_messages, "seconds": lag_seconds(&s, now) },
+        "stream_created": format_time(p.stream_created()),
+        "token": p.token().map(|t| t.to_string()),
+        "lag": { "messages": p.lag(), "seconds": lag_seconds(&snapshot, now) },
         "last_applied_published_at": s.last_applied_published_at.map(format_time),
         "counters": {
             "messages_applied": s.applied_messages,
@@ -244,12 +247,21 @@ fn connected_server(info: &async_nats::ServerInfo) -> Value {
     })
 }
 
-/// `/applied?seq=N&timeout=5s`: the read-your-writes wait.
+/// What `/applied` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// `token=<sequence>@<incarnation>`: checked against the incarnation.
+    Token(ReadToken),
+    /// `seq=N`: a bare sequence, read in whatever incarnation the node follows.
+    Sequence(u64),
+}
+
+/// `/applied?token=T&timeout=5s` (or `seq=N`): the read-your-writes wait.
 async fn applied(
     State(app): State<App>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let (sequence, timeout) = match query
+    let (wanted, timeout) = match query
         .map_err(|e| e.body_text())
         .and_then(|Query(q)| parse_applied_query(&q))
     {
@@ -258,11 +270,20 @@ async fn applied(
     };
     let node = &app.state.node;
     let answer = |status: StatusCode, applied: bool, extra: Value| {
+        let p = node.position();
         let mut body = json!({
             "applied": applied,
-            "sequence": sequence,
-            "applied_sequence": node.applied(),
+            "applied_sequence": p.applied,
+            "applied_token": p.token().map(|t| t.to_string()),
+            "stream_created": format_time(p.stream_created()),
         });
+        match wanted {
+            Wanted::Token(token) => {
+                body["token"] = token.to_string().into();
+                body["sequence"] = token.sequence.into();
+            }
+            Wanted::Sequence(sequence) => body["sequence"] = sequence.into(),
+        }
         if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
             body.extend(extra);
         }
@@ -278,9 +299,20 @@ async fn applied(
     if app.closing.is_cancelled() {
         return shutting_down();
     }
+    let wait = async {
+        match wanted {
+            Wanted::Token(token) => node.wait_token(&token).await,
+            Wanted::Sequence(sequence) => node.wait_applied(sequence).await,
+        }
+    };
     tokio::select! {
-        waited = tokio::time::timeout(timeout, node.wait_applied(sequence)) => match waited {
+        waited = tokio::time::timeout(timeout, wait) => match waited {
             Ok(Ok(())) => answer(StatusCode::OK, true, json!({})),
+            Ok(Err(e @ NodeError::OtherIncarnation { .. })) => answer(
+                StatusCode::GONE,
+                false,
+                json!({ "error": e.to_string() }),
+            ),
             Ok(Err(e)) => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 false,
@@ -288,13 +320,17 @@ async fn applied(
             ),
             Err(_) => {
                 let waited = humantime::format_duration(timeout).to_string();
+                let what = match wanted {
+                    Wanted::Token(token) => format!("token {token}"),
+                    Wanted::Sequence(sequence) => format!("sequence {sequence}"),
+                };
                 answer(
                     StatusCode::GATEWAY_TIMEOUT,
                     false,
                     json!({
                         "timeout": waited,
                         "error": format!(
-                            "sequence {sequence} was not applied within {waited} (applied: {})",
+                            "{what} was not applied within {waited} (applied: {})",
                             node.applied()
                         ),
                     }),
@@ -305,17 +341,26 @@ async fn applied(
     }
 }
 
-/// `seq` (required, a whole number) and `timeout` (a humantime duration,
-/// default 5s, at most 60s), or a message for a 400.
-fn parse_applied_query(query: &HashMap<String, String>) -> Result<(u64, Duration), String> {
-    let raw = query.get("seq").ok_or_else(|| {
-        "missing query parameter `seq`: the stream sequence to wait for, as returned by a \
-         publish (for example /applied?seq=42&timeout=5s)"
-            .to_owned()
-    })?;
-    let sequence = raw.trim().parse::<u64>().map_err(|_| {
-        format!("bad `seq` {raw:?}: expected a stream sequence, a whole number such as 42")
-    })?;
+/// `token` or `seq` (one of them, required) and `timeout` (a humantime
+/// duration, default 5s, at most 60s), or a message for a 400.
+fn parse_applied_query(query: &HashMap<String, String>) -> Result<(Wanted, Duration), String> {
+    let wanted = match (query.get("token"), query.get("seq")) {
+        (Some(_), Some(_)) => {
+            return Err("give either `token` or `seq`, not both".to_owned());
+        }
+        (Some(raw), None) => Wanted::Token(raw.parse::<ReadToken>().map_err(|e| e.to_string())?),
+        (None, Some(raw)) => Wanted::Sequence(raw.trim().parse::<u64>().map_err(|_| {
+            format!("bad `seq` {raw:?}: expected a stream sequence, a whole number such as 42")
+        })?),
+        (None, None) => {
+            return Err(
+                "missing query parameter `token`: the read-your-writes token a publish \
+                 returned, `<sequence>@<incarnation>` (for example \
+                 /applied?token=42@18a3c5e2f0b1d400&timeout=5s)"
+                    .to_owned(),
+            )
+        }
+    };
     let timeout = match query.get("timeout") {
         None => DEFAULT_APPLIED_TIMEOUT,
         Some(raw) => humantime::parse_duration(raw.trim()).map_err(|e| {
@@ -329,14 +374,14 @@ fn parse_applied_query(query: &HashMap<String, String>) -> Result<(u64, Duration
             humantime::format_duration(MAX_APPLIED_TIMEOUT)
         ));
     }
-    Ok((sequence, timeout))
+    Ok((wanted, timeout))
 }
 
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such endpoint".into(),
-        json!({ "endpoints": ["/healthz", "/readyz", "/metrics", "/status", "/applied?seq=N&timeout=5s"] }),
+        json!({ "endpoints": ["/healthz", "/readyz", "/metrics", "/status", "/applied?token=T&timeout=5s"] }),
     )
 }
 
@@ -352,7 +397,7 @@ fn error(status: StatusCode, message: String, extra: Value) -> Response {
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<(u64, Duration), String> {
+    fn parse(pairs: &[(&str, &str)]) -> Result<(Wanted, Duration), String> {
         let q = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -362,18 +407,33 @@ mod tests {
 
     #[test]
     fn applied_query() {
-        assert_eq!(parse(&[("seq", "42")]), Ok((42, DEFAULT_APPLIED_TIMEOUT)));
+        let seq = Wanted::Sequence;
+        assert_eq!(
+            parse(&[("seq", "42")]),
+            Ok((seq(42), DEFAULT_APPLIED_TIMEOUT))
+        );
         assert_eq!(
             parse(&[("seq", "7"), ("timeout", "250ms")]),
-            Ok((7, Duration::from_millis(250)))
+            Ok((seq(7), Duration::from_millis(250)))
         );
         assert_eq!(
             parse(&[("seq", "7"), ("timeout", "1m")]),
-            Ok((7, MAX_APPLIED_TIMEOUT))
+            Ok((seq(7), MAX_APPLIED_TIMEOUT))
+        );
+        let token: ReadToken = "42@ff".parse().unwrap();
+        assert_eq!(
+            parse(&[("token", "42@ff")]),
+            Ok((Wanted::Token(token), DEFAULT_APPLIED_TIMEOUT))
         );
         assert!(parse(&[])
             .unwrap_err()
-            .contains("missing query parameter `seq`"));
+            .contains("missing query parameter `token`"));
+        assert!(parse(&[("seq", "1"), ("token", "1@ff")])
+            .unwrap_err()
+            .contains("not both"));
+        assert!(parse(&[("token", "42")])
+            .unwrap_err()
+            .contains("<sequence>@<incarnation>"));
         assert!(parse(&[("seq", "-1")]).unwrap_err().contains("bad `seq`"));
         assert!(parse(&[("seq", "x")])
             .unwrap_err()

@@ -30,7 +30,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::node::{HistogramSnapshot, RefresherSnapshot, StatsSnapshot};
+use crate::node::{HistogramSnapshot, RefresherSnapshot, Snapshot};
 use crate::Node;
 
 /// The `Content-Type` of [`Scrape::render`]'s output.
@@ -38,13 +38,14 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Every value of `invalog_state{state}`; the current state is 1, the
 /// others 0.
-pub const STATES: [&str; 6] = [
+pub const STATES: [&str; 7] = [
     "starting",
     "cold_booting",
     "catching_up",
     "ready",
     "stalled",
     "stopped",
+    "failed",
 ];
 
 /// The NATS client's side of a scrape.
@@ -88,12 +89,8 @@ impl NatsSample {
 /// Everything one scrape reports, read at one moment.
 #[derive(Debug, Clone)]
 pub struct Scrape {
-    /// The node's counters.
-    pub stats: StatsSnapshot,
-    /// The node's state name (`NodeState::name`).
-    pub state: &'static str,
-    /// Whether the node is ready (caught up, not stalled, not fenced).
-    pub ready: bool,
+    /// The node's position, readiness and counters.
+    pub node: Snapshot,
     /// The NATS client.
     pub nats: NatsSample,
     /// When the scrape was taken (for the lag in seconds).
@@ -106,9 +103,7 @@ impl Scrape {
     /// Reads a node and its NATS client now.
     pub fn take(node: &Node, client: &async_nats::Client, version: &'static str) -> Self {
         Self {
-            stats: node.stats(),
-            state: node.state().name(),
-            ready: node.readiness().is_ready(),
+            node: node.snapshot(),
             nats: NatsSample::of(client),
             at: SystemTime::now(),
             version,
@@ -117,7 +112,7 @@ impl Scrape {
 
     /// See [`lag_seconds`].
     pub fn lag_seconds(&self) -> f64 {
-        lag_seconds(&self.stats, self.at)
+        lag_seconds(&self.node, self.at)
     }
 
     /// The OpenMetrics text (ending in `# EOF`), served as [`CONTENT_TYPE`].
@@ -133,10 +128,10 @@ impl Scrape {
 
 /// How old the last applied message is while messages wait: `at` minus its
 /// publish time when the lag is above 0, else 0 (also 0 when nothing was
-/// applied yet; `lag_messages` tells then).
-pub fn lag_seconds(stats: &StatsSnapshot, at: SystemTime) -> f64 {
-    match stats.last_applied_published_at {
-        Some(published) if stats.lag_messages > 0 => at
+/// applied yet; the lag in messages tells then).
+pub fn lag_seconds(node: &Snapshot, at: SystemTime) -> f64 {
+    match node.stats.last_applied_published_at {
+        Some(published) if node.position.lag() > 0 => at
             .duration_since(published)
             .map_or(0.0, |d| d.as_secs_f64()),
         _ => 0.0,
@@ -239,7 +234,7 @@ const GAUGES: [(&str, &str); 6] = [
 
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        let (s, n) = (&self.stats, &self.nats);
+        let (s, n) = (&self.node.stats, &self.nats);
         let per: [fn(&RefresherSnapshot) -> u64; PER_REFRESHER.len()] =
             [|c| c.messages, |c| c.units, |c| c.escalations];
         for ((name, help), value) in PER_REFRESHER.into_iter().zip(per) {
@@ -269,12 +264,13 @@ impl Collector for Scrape {
             let metric = ConstCounter::new(value);
             metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
+        let p = &self.node.position;
         let gauges: [u64; GAUGES.len()] = [
-            s.applied_sequence,
-            s.stored_sequence,
-            s.stream_last_sequence,
-            s.lag_messages,
-            u64::from(self.ready),
+            p.applied,
+            p.stored,
+            p.stream_last,
+            p.lag(),
+            u64::from(self.node.readiness.is_ready()),
             u64::from(n.connected),
         ];
         for ((name, help), value) in GAUGES.into_iter().zip(gauges) {
@@ -287,10 +283,11 @@ impl Collector for Scrape {
         lag.encode(e.encode_descriptor("invalog_lag", help, unit, lag.metric_type())?)?;
         let help = "1 for the node's current state, 0 for the others.";
         let mut m = e.encode_descriptor("invalog_state", help, None, MetricType::Gauge)?;
-        let current = (!STATES.contains(&self.state)).then_some(self.state);
+        let now = p.state.name();
+        let current = (!STATES.contains(&now)).then_some(now);
         for state in STATES.into_iter().chain(current) {
             let labels = [("state", state)];
-            ConstGauge::new(i64::from(state == self.state)).encode(m.encode_family(&labels)?)?;
+            ConstGauge::new(i64::from(state == now)).encode(m.encode_family(&labels)?)?;
         }
         histogram(&mut e, &s.apply_latency)?;
         let help = "The agent's version.";
@@ -322,14 +319,12 @@ mod tests {
 
     use super::*;
     use crate::model::RefresherName;
+    use crate::node::{NodeState, Position, Readiness, StatsSnapshot};
+    use crate::token::Incarnation;
 
     fn scrape() -> Scrape {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut stats = StatsSnapshot {
-            applied_sequence: 40,
-            stored_sequence: 38,
-            stream_last_sequence: 42,
-            lag_messages: 2,
             decode_errors: 1,
             last_applied_published_at: Some(at - Duration::from_millis(1500)),
             apply_latency: HistogramSnapshot {
@@ -347,10 +342,15 @@ mod tests {
                 escalations: 1,
             },
         );
+        let mut position = Position::starting(Incarnation::new(at), 38, 42);
+        position.applied = 40;
+        position.state = NodeState::CatchingUp { target: 42 };
         Scrape {
-            stats,
-            state: "catching_up",
-            ready: false,
+            node: Snapshot {
+                position,
+                readiness: Readiness::NotReady("catching up".into()),
+                stats,
+            },
             nats: NatsSample {
                 connects: 3,
                 connected: true,
@@ -400,19 +400,19 @@ mod tests {
     #[test]
     fn lag_seconds_is_zero_when_caught_up() {
         let mut s = scrape();
-        s.stats.lag_messages = 0;
+        s.node.position.applied = 42;
         assert_eq!(s.lag_seconds(), 0.0);
-        s.stats.lag_messages = 5;
-        s.stats.last_applied_published_at = None;
+        s.node.position.applied = 37;
+        s.node.stats.last_applied_published_at = None;
         assert_eq!(s.lag_seconds(), 0.0);
     }
 
     #[test]
-    fn an_unknown_state_is_still_reported() {
+    fn a_failed_node_reports_the_failed_state() {
         let mut s = scrape();
-        s.state = "hibernating";
-        assert!(s
-            .render()
-            .contains("invalog_state{state=\"hibernating\"} 1\n"));
+        s.node.position.state = NodeState::Failed {
+            error: "boom".into(),
+        };
+        assert!(s.render().contains("invalog_state{state=\"failed\"} 1\n"));
     }
 }

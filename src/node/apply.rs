@@ -6,6 +6,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::position::PositionExt;
 use super::run::{Flow, Runner};
 use super::status::{NodeState, Stats};
 use crate::model::Batch;
@@ -23,7 +24,7 @@ impl Runner {
         let mut failures = 0;
         loop {
             let context = BatchContext { sequence, batch };
-            let error = match hosted.handler.apply(context).await {
+            let error = match hosted.apply_guarded(context).await {
                 Ok(()) => {
                     self.count_applied(hosted, batch);
                     return Flow::Continue;
@@ -70,13 +71,13 @@ impl Runner {
     pub(super) async fn refresh_all_until_done(&mut self, hosted: &Hosted, sequence: u64) -> bool {
         let policy = self.settings.retry;
         let mut failures = 0;
-        let before = self.shared.state.borrow().clone();
+        let before = self.shared.position.borrow().state.clone();
         loop {
-            let error = match hosted.handler.refresh_all().await {
+            let error = match hosted.refresh_all_guarded().await {
                 Ok(()) => {
                     if failures >= policy.attempts {
                         tracing::info!(node = %self.settings.node_id, refresher = %hosted.def.name, "refresh_all succeeded; no longer stalled");
-                        self.shared.state.send_replace(before);
+                        self.shared.position.set_state(before);
                     }
                     return true;
                 }
@@ -89,7 +90,7 @@ impl Runner {
                     node = %self.settings.node_id, sequence, refresher = %hosted.def.name, %error,
                     "refresh_all keeps failing; node is stalled (not advancing, not ready)"
                 );
-                self.shared.state.send_replace(NodeState::Stalled {
+                self.shared.position.set_state(NodeState::Stalled {
                     refresher: hosted.def.name.clone(),
                     sequence,
                     error: error.to_string(),

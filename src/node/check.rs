@@ -9,9 +9,11 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use super::position::PositionExt;
 use super::run::{Flow, Runner};
 use super::status::{now_ms, ColdBootReason, NodeState, Stats};
 use crate::stream::StreamPosition;
+use crate::token::Incarnation;
 
 /// How long a consumer may deliver nothing while the stream holds messages
 /// past `next` before it is recreated.
@@ -60,17 +62,30 @@ impl Runner {
             .await
             .map_err(|e| format!("reading stream info: {e}"))?;
         let position = StreamPosition::of(stream.cached_info());
-        self.stats()
-            .stream_last_sequence
-            .store(position.last, Relaxed);
+        if Incarnation::new(position.created) == self.incarnation {
+            self.shared.position.saw_stream_last(position.last);
+        }
         self.stats().last_contact_ms.store(now_ms(), Relaxed);
         Ok(position)
+    }
+
+    /// Reads the stream and checks it is still the incarnation followed;
+    /// `Some(flow)` when it is not (a cold boot ran) or cannot be read (the
+    /// consumer is recreated): then nothing read meanwhile may be applied.
+    pub(super) async fn verify_incarnation(&mut self) -> Option<Flow> {
+        match self.position().await {
+            Ok(position) => self.check_stream(position).await,
+            Err(error) => {
+                tracing::debug!(node = %self.settings.node_id, %error, "cannot check the stream's identity; not applying until it can be");
+                Some(Flow::Restart)
+            }
+        }
     }
 
     /// Cold boots when the stream was recreated or lost messages not yet
     /// applied.
     pub(super) async fn check_stream(&mut self, position: StreamPosition) -> Option<Flow> {
-        if position.created != self.incarnation {
+        if Incarnation::new(position.created) != self.incarnation {
             return Some(self.cold_boot(ColdBootReason::StreamRecreated).await);
         }
         if position.first > self.next && position.last >= self.next {
@@ -144,7 +159,7 @@ impl Runner {
     pub(super) async fn jump_to_tail(&mut self) {
         match self.position().await {
             Ok(position) => {
-                self.incarnation = position.created;
+                self.enter_incarnation(position);
                 self.target = self.target.max(position.last);
                 self.advance(position.last);
                 self.flush();
@@ -155,6 +170,26 @@ impl Runner {
         }
     }
 
+    /// Moves the node to the stream incarnation of `position` if it follows
+    /// another: nothing is applied or stored there yet, and the consumer of
+    /// the old one is no longer trusted.
+    fn enter_incarnation(&mut self, position: StreamPosition) {
+        let incarnation = Incarnation::new(position.created);
+        if incarnation == self.incarnation {
+            return;
+        }
+        self.incarnation = incarnation;
+        self.verified_consumer = None;
+        self.stored = None;
+        self.next = 1;
+        self.shared.position.send_modify(|p| {
+            p.incarnation = incarnation;
+            p.applied = 0;
+            p.stored = 0;
+            p.stream_last = position.last;
+        });
+    }
+
     /// Refreshes every hosted refresher fully, then follows from the tail
     /// seen *before* the refresh (what was published earlier is covered by
     /// the refresh; what follows is applied).
@@ -162,8 +197,8 @@ impl Runner {
         tracing::warn!(node = %self.settings.node_id, %reason, "cold boot: refreshing every refresher");
         Stats::bump(&self.stats().cold_boots);
         self.shared
-            .state
-            .send_replace(NodeState::ColdBooting { reason });
+            .position
+            .set_state(NodeState::ColdBooting { reason });
         let position = loop {
             match self.position().await {
                 Ok(position) => break position,
@@ -175,6 +210,9 @@ impl Runner {
                 }
             }
         };
+        // A recreated stream: from now on the node reports its position in
+        // the new one (nothing applied there until the refresh is done).
+        self.enter_incarnation(position);
         for hosted in self
             .registry
             .hosted()
@@ -188,9 +226,7 @@ impl Runner {
         }
         // Everything up to `position.last` is covered by the refresh; an
         // earlier target may belong to a stream that no longer exists.
-        self.incarnation = position.created;
         self.target = position.last;
-        self.stored = None;
         self.advance(position.last);
         self.flush();
         Flow::Restart

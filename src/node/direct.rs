@@ -3,7 +3,9 @@
 //! nothing for a second while messages wait (`check`), the node reads what
 //! waits one message at a time with JetStream's direct get (any replica
 //! answers; the stream is provisioned with `allow_direct`) and applies it
-//! through the same path as consumer deliveries. This keeps a node applying
+//! through the same path as consumer deliveries, each run of up to
+//! [`DIRECT_RUN`] messages only after a stream check found the incarnation
+//! followed still in place. This keeps a node applying
 //! while no consumer can be placed: in a cluster, a server that died
 //! without saying goodbye still counts as a peer for about 90 s, and an R1
 //! ordered consumer placed on it is never answered (its creation times
@@ -19,6 +21,10 @@ use super::status::Stats;
 /// How long one direct read may go on before the node tries a consumer
 /// again (a consumer is much faster for a long catch-up).
 const DIRECT_READ_LIMIT: Duration = Duration::from_secs(2);
+
+/// How many messages are read directly before the stream's identity is
+/// checked again and they are applied (one stream-info request per run).
+const DIRECT_RUN: usize = 64;
 
 /// How long one direct get may take. Any replica answers at once; a request
 /// the server drops (no permission for the subject) is only noticed by
@@ -51,48 +57,71 @@ impl Runner {
         let last_delivery = self.last_delivery;
         let started = Instant::now();
         let mut read = 0u64;
-        while started.elapsed() < DIRECT_READ_LIMIT {
+        let mut more = true;
+        while more && started.elapsed() < DIRECT_READ_LIMIT {
             if self.cancel.is_cancelled() {
                 return Flow::Stop;
             }
-            let get = stream.direct_get_next_for_subject(subjects.as_str(), Some(self.next));
-            let message = match tokio::time::timeout(DIRECT_GET_TIMEOUT, get).await {
-                Ok(Ok(message)) => message,
-                Ok(Err(error)) if error.kind() == DirectGetErrorKind::NotFound => break,
-                failed => {
-                    let error = match failed {
-                        Ok(Err(error)) => error.to_string(),
-                        _ => format!("no answer within {DIRECT_GET_TIMEOUT:?}"),
-                    };
-                    tracing::warn!(
-                        node = %self.settings.node_id, next = self.next, %error,
-                        "cannot read the stream directly while no consumer can be used; \
-                         trying again in {DIRECT_RETRY_AFTER:?} (the stream needs `allow_direct`, \
-                         the NATS user `$JS.API.DIRECT.GET.{}`)",
-                        self.log.stream
-                    );
-                    self.direct_failed_at = Some(Instant::now());
+            // Read a run, then check the stream is still the incarnation
+            // followed before applying any of it: a direct get reads
+            // whatever stream has the name now.
+            let mut run = Vec::new();
+            while run.len() < DIRECT_RUN {
+                let from = self.next + run.len() as u64;
+                let get = stream.direct_get_next_for_subject(subjects.as_str(), Some(from));
+                let message = match tokio::time::timeout(DIRECT_GET_TIMEOUT, get).await {
+                    Ok(Ok(message)) => message,
+                    Ok(Err(error)) if error.kind() == DirectGetErrorKind::NotFound => {
+                        more = false;
+                        break;
+                    }
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(error)) => error.to_string(),
+                            _ => format!("no answer within {DIRECT_GET_TIMEOUT:?}"),
+                        };
+                        tracing::warn!(
+                            node = %self.settings.node_id, next = from, %error,
+                            "cannot read the stream directly while no consumer can be used; \
+                             trying again in {DIRECT_RETRY_AFTER:?} (the stream needs `allow_direct`, \
+                             the NATS user `$JS.API.DIRECT.GET.{}`)",
+                            self.log.stream
+                        );
+                        self.direct_failed_at = Some(Instant::now());
+                        more = false;
+                        break;
+                    }
+                };
+                if message.sequence != from {
+                    // Only the very next message is applied here. A later
+                    // one means a gap, or a replica missing messages: the
+                    // stream check (which asks the leader) and the consumer
+                    // decide that.
+                    more = false;
                     break;
                 }
-            };
-            if message.sequence != self.next {
-                // Only the next message is applied here. A later one means
-                // a gap, or a replica missing messages: the stream check
-                // (which asks the leader) and the consumer decide that.
+                run.push(message);
+            }
+            if run.is_empty() {
                 break;
             }
-            read += 1;
-            Stats::bump(&self.stats().direct_reads);
-            let stored = Stored {
-                sequence: message.sequence,
-                subject: &message.subject,
-                payload: &message.payload,
-                published: message.time.into(),
-            };
-            let flow = self.on_stored(stored, 0).await;
-            self.last_delivery = last_delivery;
-            if !matches!(flow, Flow::Continue) {
+            if let Some(flow) = self.verify_incarnation().await {
                 return flow;
+            }
+            for message in &run {
+                read += 1;
+                Stats::bump(&self.stats().direct_reads);
+                let stored = Stored {
+                    sequence: message.sequence,
+                    subject: &message.subject,
+                    payload: &message.payload,
+                    published: message.time.into(),
+                };
+                let flow = self.on_stored(stored, 0).await;
+                self.last_delivery = last_delivery;
+                if !matches!(flow, Flow::Continue) {
+                    return flow;
+                }
             }
         }
         if read > 0 {

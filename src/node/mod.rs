@@ -14,6 +14,7 @@ mod check;
 mod direct;
 mod open;
 mod plan;
+mod position;
 mod run;
 mod status;
 mod writer;
@@ -26,6 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use plan::{plan_start, NewNodePolicy, StartPlan};
+pub use position::Position;
 pub use status::{
     ColdBootReason, HistogramSnapshot, NodeState, Readiness, RefresherCounters, RefresherSnapshot,
     Stats, StatsSnapshot, APPLY_BUCKETS,
@@ -35,6 +37,8 @@ use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::model::NodeId;
 use crate::refresher::Registry;
 use crate::stream::{LogSettings, StreamPosition};
+use crate::token::{Incarnation, ReadToken, TokenCheck};
+use position::PositionExt;
 
 /// How a failing refresher is retried before escalating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,15 +131,39 @@ pub enum NodeError {
     /// The node was shut down, or its task ended.
     #[error("node `{0}` is stopped")]
     Stopped(NodeId),
+    /// A read-your-writes token of an older incarnation of the stream than
+    /// the one the node follows: the stream was deleted and created again
+    /// since the token was issued.
+    #[error("token {token} belongs to an older incarnation of the stream than the one node `{node}` follows (created {current}); the stream was created again since, so the token proves nothing: the node refreshed its caches fully when it moved to the new stream")]
+    OtherIncarnation {
+        /// The node.
+        node: NodeId,
+        /// The token.
+        token: ReadToken,
+        /// The incarnation the node follows.
+        current: String,
+    },
 }
 
 /// What the handle and the task share.
 pub(crate) struct Shared {
     node_id: NodeId,
     fence: FenceSettings,
-    state: watch::Sender<NodeState>,
-    applied: watch::Sender<u64>,
+    /// The one source of truth for where the node is (`position`).
+    position: watch::Sender<Position>,
     stats: Stats,
+}
+
+/// What `/status`, `/readyz`, `/metrics` and presence show about a node,
+/// taken at one moment by [`Node::snapshot`].
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Where the node is.
+    pub position: Position,
+    /// Whether it serves, judged from `position`.
+    pub readiness: Readiness,
+    /// Its counters.
+    pub stats: StatsSnapshot,
 }
 
 /// A running node replayer. See the module docs.
@@ -192,11 +220,24 @@ impl Node {
         stats
             .last_contact_ms
             .store(status::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        // What is stored counts only in the incarnation it was stored in,
+        // and only up to the stream's last sequence.
+        let stored_here = stored
+            .as_ref()
+            .filter(|c| {
+                c.stream == log.stream
+                    && c.stream_created == position.created
+                    && c.sequence <= position.last
+            })
+            .map_or(0, |c| c.sequence);
         let shared = Arc::new(Shared {
             node_id: settings.node_id.clone(),
             fence: settings.fence,
-            state: watch::Sender::new(NodeState::Starting),
-            applied: watch::Sender::new(stored.as_ref().map_or(0, |c| c.sequence)),
+            position: watch::Sender::new(Position::starting(
+                Incarnation::new(position.created),
+                stored_here,
+                position.last,
+            )),
             stats,
         });
         let cancel = CancellationToken::new();
@@ -209,9 +250,9 @@ impl Node {
             shared.clone(),
             cancel.clone(),
             position,
-            stored,
+            stored_here,
         );
-        let task = tokio::spawn(runner.run(plan));
+        let task = tokio::spawn(supervise(runner, plan, shared.clone()));
         Ok(Node {
             shared,
             cancel,
@@ -227,13 +268,13 @@ impl Node {
     /// Waits until the node is ready (caught up and not stalled). Errors when
     /// the node stopped.
     pub async fn ready(&self) -> Result<(), NodeError> {
-        let mut rx = self.shared.state.subscribe();
-        let state = rx
-            .wait_for(|s| s.is_ready() || *s == NodeState::Stopped)
+        let mut rx = self.shared.position.subscribe();
+        let position = rx
+            .wait_for(|p| p.state.is_ready() || p.state.is_final())
             .await
             .map_err(|_| self.stopped())?
             .clone();
-        if state == NodeState::Stopped {
+        if position.state.is_final() {
             return Err(self.stopped());
         }
         Ok(())
@@ -249,9 +290,14 @@ impl Node {
     /// `fence.max_disconnected`, or more than `fence.max_lag_messages`
     /// behind).
     pub fn readiness(&self) -> Readiness {
-        let state = self.shared.state.borrow().clone();
-        if !state.is_ready() {
-            return Readiness::NotReady(state.to_string());
+        self.readiness_at(&self.position())
+    }
+
+    /// [`Node::readiness`] judged from a copy of the position taken before,
+    /// so that what a surface shows (position and readiness) is one moment.
+    pub fn readiness_at(&self, position: &Position) -> Readiness {
+        if !position.state.is_ready() {
+            return Readiness::NotReady(position.state.to_string());
         }
         let fence = self.shared.fence;
         if let Some(limit) = fence.max_disconnected {
@@ -270,7 +316,7 @@ impl Node {
             }
         }
         if let Some(limit) = fence.max_lag_messages {
-            let lag = self.shared.stats.snapshot().lag_messages;
+            let lag = position.lag();
             if lag > limit {
                 return Readiness::NotReady(format!(
                     "fenced: {lag} messages behind (limit {limit})"
@@ -280,29 +326,76 @@ impl Node {
         Readiness::Ready
     }
 
+    /// Everything a surface shows about the node, read at one moment: the
+    /// position, the readiness judged from it, and the counters.
+    pub fn snapshot(&self) -> Snapshot {
+        let position = self.position();
+        Snapshot {
+            readiness: self.readiness_at(&position),
+            position,
+            stats: self.stats(),
+        }
+    }
+
+    /// A copy of the node's position: the one source of truth for what it
+    /// applied and stored, in which incarnation, its lag and its state.
+    pub fn position(&self) -> Position {
+        self.shared.position.borrow().clone()
+    }
+
+    /// A receiver of position changes (state changes always notify; applied
+    /// sequences notify while someone waits).
+    pub fn watch_position(&self) -> watch::Receiver<Position> {
+        self.shared.position.subscribe()
+    }
+
     /// The current state.
     pub fn state(&self) -> NodeState {
-        self.shared.state.borrow().clone()
+        self.shared.position.borrow().state.clone()
     }
 
-    /// A receiver of state changes.
-    pub fn watch_state(&self) -> watch::Receiver<NodeState> {
-        self.shared.state.subscribe()
-    }
-
-    /// The last sequence applied.
+    /// The last sequence applied (in the incarnation [`Node::position`] names).
     pub fn applied(&self) -> u64 {
-        *self.shared.applied.borrow()
+        self.shared.position.borrow().applied
     }
 
-    /// Waits until sequence `sequence` is applied (read-your-writes: pass the
-    /// sequence a publish returned). Bound it with `tokio::time::timeout`.
+    /// Waits until sequence `sequence` is applied. Prefer
+    /// [`Node::wait_token`]: a bare sequence cannot tell one incarnation of
+    /// the stream from another. Bound it with `tokio::time::timeout`.
     pub async fn wait_applied(&self, sequence: u64) -> Result<(), NodeError> {
-        let mut rx = self.shared.applied.subscribe();
-        let mut state = self.shared.state.subscribe();
-        tokio::select! {
-            done = rx.wait_for(|applied| *applied >= sequence) => done.map(|_| ()).map_err(|_| self.stopped()),
-            _ = state.wait_for(|s| *s == NodeState::Stopped) => Err(self.stopped()),
+        let mut rx = self.shared.position.subscribe();
+        let position = rx
+            .wait_for(|p| p.applied >= sequence || p.state.is_final())
+            .await
+            .map_err(|_| self.stopped())?
+            .clone();
+        if position.applied >= sequence {
+            Ok(())
+        } else {
+            Err(self.stopped())
+        }
+    }
+
+    /// Waits until the message of `token` (a publish's
+    /// [`crate::Receipt::token`]) is applied: read-your-writes. Errors at once
+    /// with [`NodeError::OtherIncarnation`] for a token of an older
+    /// incarnation of the stream, and when the node stops. Bound it with
+    /// `tokio::time::timeout`.
+    pub async fn wait_token(&self, token: &ReadToken) -> Result<(), NodeError> {
+        let mut rx = self.shared.position.subscribe();
+        let position = rx
+            .wait_for(|p| p.check(token) != TokenCheck::Pending || p.state.is_final())
+            .await
+            .map_err(|_| self.stopped())?
+            .clone();
+        match position.check(token) {
+            TokenCheck::Applied => Ok(()),
+            TokenCheck::OtherIncarnation => Err(NodeError::OtherIncarnation {
+                node: self.shared.node_id.clone(),
+                token: *token,
+                current: crate::wire::format_time(position.stream_created()),
+            }),
+            TokenCheck::Pending => Err(self.stopped()),
         }
     }
 
@@ -329,12 +422,28 @@ impl Node {
     }
 }
 
+/// Runs the node's task; a panic anywhere in it (a refresher's panic is
+/// caught earlier, as a failure of that refresher) leaves the node
+/// `Failed`, not ready, instead of a dead task behind a handle that still
+/// says ready.
+async fn supervise(runner: run::Runner, plan: StartPlan, shared: Arc<Shared>) {
+    use futures::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(runner.run(plan))
+        .catch_unwind()
+        .await
+    {
+        let error = crate::refresher::panic_message(panic.as_ref());
+        tracing::error!(node = %shared.node_id, %error, "node task panicked; the node is failed (not ready) until restarted");
+        shared.position.set_state(NodeState::Failed { error });
+    }
+}
+
 impl Drop for Node {
     /// Aborts the task without storing the applied sequence (like a crash).
     fn drop(&mut self) {
         if let Some(task) = self.task.lock().unwrap().take() {
             task.abort();
-            self.shared.state.send_replace(NodeState::Stopped);
+            self.shared.position.set_state(NodeState::Stopped);
         }
     }
 }

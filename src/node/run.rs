@@ -14,12 +14,14 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::open::Opened;
+use super::position::PositionExt;
 use super::status::{now_ms, ColdBootReason, NodeState, Stats};
 use super::writer::CheckpointWriter;
 use super::{NodeSettings, Shared, StartPlan};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::refresher::Registry;
 use crate::stream::{LogSettings, StreamPosition};
+use crate::token::Incarnation;
 use crate::wire;
 
 /// One message as stored in the stream.
@@ -48,8 +50,12 @@ pub(super) struct Runner {
     writer: CheckpointWriter,
     pub(super) shared: Arc<Shared>,
     pub(super) cancel: CancellationToken,
-    /// Creation time of the stream incarnation being followed.
-    pub(super) incarnation: SystemTime,
+    /// The stream incarnation being followed.
+    pub(super) incarnation: Incarnation,
+    /// The consumer whose deliveries are known to come from `incarnation`
+    /// (checked on the first delivery of every consumer, including those
+    /// async-nats recreates by itself).
+    pub(super) verified_consumer: Option<String>,
     /// The next sequence to apply.
     pub(super) next: u64,
     /// Ready once `next > target`.
@@ -94,16 +100,8 @@ impl Runner {
         shared: Arc<Shared>,
         cancel: CancellationToken,
         position: StreamPosition,
-        stored: Option<Checkpoint>,
+        stored: u64,
     ) -> Self {
-        let stored_seq = stored.as_ref().map(|c| c.sequence);
-        if let Some(s) = stored_seq {
-            shared.stats.stored_sequence.store(s, Relaxed);
-        }
-        shared
-            .stats
-            .stream_last_sequence
-            .store(position.last, Relaxed);
         let writer = CheckpointWriter::spawn(
             store,
             shared.clone(),
@@ -118,10 +116,11 @@ impl Runner {
             writer,
             shared,
             cancel,
-            incarnation: position.created,
-            next: stored_seq.map_or(1, |s| s + 1),
+            incarnation: Incarnation::new(position.created),
+            verified_consumer: None,
+            next: stored.saturating_add(1),
             target: position.last,
-            stored: stored_seq,
+            stored: (stored > 0).then_some(stored),
             last_flush: Instant::now(),
             last_delivery: Instant::now(),
             waiting_since: None,
@@ -156,7 +155,7 @@ impl Runner {
         self.flush();
         let (node, applied) = (self.settings.node_id.clone(), self.next - 1);
         self.writer.finish().await;
-        self.shared.state.send_replace(NodeState::Stopped);
+        self.shared.position.set_state(NodeState::Stopped);
         tracing::info!(%node, applied, "node stopped");
     }
 
@@ -248,6 +247,15 @@ impl Runner {
             return Flow::Continue;
         };
         self.pending_after_last = Some(info.pending);
+        if self.verified_consumer.as_deref() != Some(info.consumer) {
+            // A consumer (ours, or one async-nats recreated after losing the
+            // last) may sit on a stream created again since the last check:
+            // nothing it delivers is applied before the stream's identity is.
+            if let Some(flow) = self.verify_incarnation().await {
+                return flow;
+            }
+            self.verified_consumer = Some(info.consumer.to_owned());
+        }
         let stored = Stored {
             sequence: info.stream_sequence,
             subject: &message.subject,
@@ -287,15 +295,12 @@ impl Runner {
         self.last_delivery = done;
         let stats = self.stats();
         stats.apply_latency.observe(done - started);
-        stats
-            .stream_last_sequence
-            .fetch_max(sequence + pending, Relaxed);
         let millis = message
             .published
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         stats.last_applied_published_ms.store(millis, Relaxed);
-        self.advance(sequence);
+        self.advance_to(sequence, sequence.saturating_add(pending));
         Flow::Continue
     }
 
@@ -355,16 +360,14 @@ impl Runner {
 
     /// Records `sequence` as applied and updates readiness.
     pub(super) fn advance(&mut self, sequence: u64) {
+        self.advance_to(sequence, sequence);
+    }
+
+    /// Records `sequence` as applied, the stream holding at least up to
+    /// `stream_last`, and updates readiness.
+    fn advance_to(&mut self, sequence: u64, stream_last: u64) {
         self.next = sequence + 1;
-        self.shared.stats.applied_sequence.store(sequence, Relaxed);
-        // Waking receivers costs a lock per notifier shard even when nobody
-        // waits; `Node::applied` reads the value either way, and a receiver
-        // that subscribes later sees it (wait_for checks the current value).
-        let applied = &self.shared.applied;
-        applied.send_if_modified(|current| {
-            *current = sequence;
-            applied.receiver_count() > 0
-        });
+        self.shared.position.applied(sequence, stream_last);
         self.publish_progress();
     }
 
@@ -377,14 +380,15 @@ impl Runner {
                 target: self.target,
             }
         };
-        self.shared.state.send_if_modified(|current| {
-            if *current == state {
+        self.shared.position.send_if_modified(|current| {
+            current.target = self.target;
+            if current.state == state {
                 return false;
             }
             if state.is_ready() {
                 tracing::info!(node = %self.settings.node_id, applied = self.next - 1, "caught up; ready");
             }
-            *current = state;
+            current.state = state;
             true
         });
     }
@@ -398,7 +402,7 @@ impl Runner {
         }
         let checkpoint = Checkpoint {
             stream: self.log.stream.clone(),
-            stream_created: self.incarnation,
+            stream_created: self.incarnation.created(),
             sequence: applied,
         };
         self.writer.submit(checkpoint);

@@ -1,5 +1,5 @@
-//! What a node reports about itself: its [`NodeState`] (readiness), the
-//! sequence it applied, and counters ([`Stats`]) that the agent's metrics
+//! What a node reports about itself besides its position (`position`): its
+//! [`NodeState`] and counters ([`Stats`]) that the agent's metrics
 //! and `invalog status` read. Counters are atomics: the apply loop writes
 //! them without locks and anyone may read a [`StatsSnapshot`].
 
@@ -104,6 +104,12 @@ pub enum NodeState {
     },
     /// Shut down (or its task ended).
     Stopped,
+    /// The node's task panicked: it applies nothing more and is not ready
+    /// until the process restarts it.
+    Failed {
+        /// The panic's message.
+        error: String,
+    },
 }
 
 impl fmt::Display for NodeState {
@@ -123,6 +129,9 @@ impl fmt::Display for NodeState {
                 "stalled: refresher `{refresher}` keeps failing at sequence {sequence}: {error}"
             ),
             NodeState::Stopped => write!(f, "stopped"),
+            NodeState::Failed { error } => {
+                write!(f, "failed: the node's task panicked ({error}); restart it")
+            }
         }
     }
 }
@@ -155,6 +164,11 @@ impl NodeState {
         matches!(self, NodeState::Ready)
     }
 
+    /// True once the node's task ended (`Stopped` or `Failed`).
+    pub fn is_final(&self) -> bool {
+        matches!(self, NodeState::Stopped | NodeState::Failed { .. })
+    }
+
     /// A one-word name for metrics and status output.
     pub fn name(&self) -> &'static str {
         match self {
@@ -164,6 +178,7 @@ impl NodeState {
             NodeState::Ready => "ready",
             NodeState::Stalled { .. } => "stalled",
             NodeState::Stopped => "stopped",
+            NodeState::Failed { .. } => "failed",
         }
     }
 }
@@ -249,9 +264,6 @@ pub struct Stats {
     pub(crate) checkpoint_errors: AtomicU64,
     pub(crate) consumer_restarts: AtomicU64,
     pub(crate) direct_reads: AtomicU64,
-    pub(crate) applied_sequence: AtomicU64,
-    pub(crate) stored_sequence: AtomicU64,
-    pub(crate) stream_last_sequence: AtomicU64,
     pub(crate) last_applied_published_ms: AtomicU64,
     pub(crate) apply_latency: LatencyHistogram,
     /// Unix millis of the last successful contact with the stream.
@@ -276,8 +288,6 @@ impl Stats {
 
     /// A consistent-enough copy of every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let applied = self.applied_sequence.load(Relaxed);
-        let last = self.stream_last_sequence.load(Relaxed).max(applied);
         let published_ms = self.last_applied_published_ms.load(Relaxed);
         StatsSnapshot {
             applied_messages: self.applied_messages.load(Relaxed),
@@ -293,10 +303,6 @@ impl Stats {
             checkpoint_errors: self.checkpoint_errors.load(Relaxed),
             consumer_restarts: self.consumer_restarts.load(Relaxed),
             direct_reads: self.direct_reads.load(Relaxed),
-            applied_sequence: applied,
-            stored_sequence: self.stored_sequence.load(Relaxed),
-            stream_last_sequence: last,
-            lag_messages: last - applied,
             last_applied_published_at: (published_ms > 0)
                 .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(published_ms)),
             apply_latency: self.apply_latency.snapshot(),
@@ -358,14 +364,6 @@ pub struct StatsSnapshot {
     pub consumer_restarts: u64,
     /// Messages read without a consumer, while it could not be used.
     pub direct_reads: u64,
-    /// Last sequence applied.
-    pub applied_sequence: u64,
-    /// Last sequence stored in the checkpoint.
-    pub stored_sequence: u64,
-    /// Last sequence the node knows the stream has.
-    pub stream_last_sequence: u64,
-    /// Messages not yet applied.
-    pub lag_messages: u64,
     /// When the last applied message was published.
     pub last_applied_published_at: Option<SystemTime>,
     /// Time spent applying each message.

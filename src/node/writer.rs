@@ -6,17 +6,18 @@
 //! counted and retried with the newest checkpoint. Dropping the writer (the
 //! runner task aborted: a crash) aborts it without a last write.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::position::PositionExt;
 use super::status::Stats;
 use super::Shared;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::model::NodeId;
+use crate::token::Incarnation;
 
 /// Hands checkpoints to the writer task.
 pub(super) struct CheckpointWriter {
@@ -72,10 +73,10 @@ async fn write_loop(
             };
             match store.save(&checkpoint).await {
                 Ok(()) => {
-                    shared
-                        .stats
-                        .stored_sequence
-                        .store(checkpoint.sequence, Relaxed);
+                    shared.position.stored(
+                        Incarnation::new(checkpoint.stream_created),
+                        checkpoint.sequence,
+                    );
                     break;
                 }
                 Err(e) => {

@@ -21,8 +21,10 @@ use crate::batch::plan_messages;
 use crate::model::{Batch, Instruction, Provenance, RefresherDef, RefresherName};
 use crate::refresher::{InstanceRefresher, RefreshError};
 use crate::stream::LogSettings;
+use crate::token::{Incarnation, ReadToken};
 use crate::wire;
 
+mod incarnation;
 mod send;
 
 /// What can go wrong when publishing.
@@ -44,15 +46,18 @@ pub enum PublishErrorKind {
     Rejected,
 }
 
-/// Why publishing failed. Messages of a unit of work acknowledged before the
-/// failure are listed in `published`.
+/// Why publishing failed. Messages of a unit of work that the stream
+/// acknowledged — before the failure, or sent before it and acknowledged
+/// after — are listed in `published`.
 #[derive(Debug)]
 pub struct PublishError {
     /// What kind of failure.
     pub kind: PublishErrorKind,
     message: String,
-    /// Messages that were stored before the failure.
+    /// Messages the stream acknowledged although the call failed.
     pub published: Vec<PublishedMessage>,
+    /// The stream incarnation `published` is in, when known.
+    pub incarnation: Option<Incarnation>,
 }
 
 impl PublishError {
@@ -71,6 +76,7 @@ impl PublishError {
             kind,
             message: message.into(),
             published: Vec::new(),
+            incarnation: None,
         }
     }
 }
@@ -101,13 +107,28 @@ pub struct PublishedMessage {
 pub struct Receipt {
     /// The stored messages, in publish order.
     pub messages: Vec<PublishedMessage>,
+    /// The stream incarnation they were stored in, as the publisher knows
+    /// it (`None` when the stream's info could not be read; see `incarnation`).
+    pub incarnation: Option<Incarnation>,
 }
 
 impl Receipt {
-    /// The read-your-writes token: the highest sequence stored, `None` when
-    /// there was nothing to publish (an empty id list is a no-op).
+    /// The highest sequence stored, `None` when there was nothing to publish
+    /// (an empty id list is a no-op). Prefer [`Receipt::token`]: a sequence
+    /// alone cannot tell one incarnation of the stream from another.
     pub fn sequence(&self) -> Option<u64> {
         self.messages.iter().map(|m| m.sequence).max()
+    }
+
+    /// The read-your-writes token: the highest sequence stored and the
+    /// stream incarnation it is in; wait for it with `Node::wait_token` or
+    /// the agent's `/applied?token=`. `None` when nothing was published or
+    /// the incarnation is unknown.
+    pub fn token(&self) -> Option<ReadToken> {
+        Some(ReadToken {
+            sequence: self.sequence()?,
+            incarnation: self.incarnation?,
+        })
     }
 }
 
@@ -151,6 +172,8 @@ struct Inner {
     log: LogSettings,
     settings: PublisherSettings,
     catalog: HashMap<String, RefresherDef>,
+    /// The stream incarnation receipts name (`incarnation`).
+    incarnation: incarnation::Known,
 }
 
 impl Publisher {
@@ -173,6 +196,7 @@ impl Publisher {
                 log,
                 settings,
                 catalog,
+                incarnation: incarnation::Known::default(),
             }),
         }
     }

@@ -44,21 +44,38 @@ impl Publisher {
             };
             in_flight.push(self.send_one(subject, batch, body).await);
         }
+        let mut failed: Option<PublishError> = None;
         for ((batch, body), first) in encoded.iter().zip(in_flight) {
             let first = match first {
                 Ok(ack) => self.await_ack(ack).await,
                 Err(e) => Err(e),
             };
+            if failed.is_some() {
+                // Sent before an earlier message failed: report what the
+                // stream stored, so the caller keeps its tokens.
+                if let Ok(ack) = first {
+                    receipt.messages.push(published(batch, &ack));
+                }
+                continue;
+            }
             match self.retry(batch, body, first).await {
                 Ok(message) => receipt.messages.push(message),
-                Err(mut error) => {
-                    error.published = receipt.messages;
-                    return Err(error);
-                }
+                Err(error) => failed = Some(error),
             }
         }
-        self.restore_order(&encoded, &mut receipt).await?;
-        Ok(receipt)
+        let outcome = match failed {
+            Some(error) => Err(error),
+            None => self.restore_order(&encoded, &mut receipt).await,
+        };
+        receipt.incarnation = self.incarnation_of(&receipt).await;
+        match outcome {
+            Ok(()) => Ok(receipt),
+            Err(mut error) => {
+                error.published = receipt.messages;
+                error.incarnation = receipt.incarnation;
+                Err(error)
+            }
+        }
     }
 
     /// Awaits one acknowledgement for at most `ack_timeout`, or until the
@@ -156,12 +173,7 @@ impl Publisher {
             };
         }
         match outcome {
-            Ok(ack) => Ok(PublishedMessage {
-                batch_id: batch.id,
-                refresher: batch.refresher.name.clone(),
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            }),
+            Ok(ack) => Ok(published(batch, &ack)),
             Err((_, mut error)) => {
                 error.message = format!(
                     "publishing batch {} to `{}`: {}",
@@ -250,6 +262,16 @@ impl Publisher {
                 PublishError::new(PublishErrorKind::TimedOut, "timed out sending"),
             )),
         }
+    }
+}
+
+/// What the stream stored of `batch`, from its acknowledgement.
+fn published(batch: &Batch, ack: &jetstream::publish::PublishAck) -> PublishedMessage {
+    PublishedMessage {
+        batch_id: batch.id,
+        refresher: batch.refresher.name.clone(),
+        sequence: ack.sequence,
+        duplicate: ack.duplicate,
     }
 }
 

@@ -4,7 +4,7 @@
 //! (read-your-writes, timeout, bad input, shutdown), `/metrics` parsed line
 //! by line as OpenMetrics text, and `/status`.
 
-mod kit;
+pub mod kit;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -283,7 +283,8 @@ async fn applied_rejects_bad_input_and_ends_on_stop_and_shutdown() {
     let node = start_node(&f, "web-2", Arc::new(Recorder::default()), |_| {}).await;
     let mut api = Api::serve(&f, &node).await;
     for (query, message) in [
-        ("", "missing query parameter `seq`"),
+        ("", "missing query parameter `token`"),
+        ("?token=42", "bad token `42`"),
         ("?seq=abc", "bad `seq` \"abc\""),
         ("?seq=-3", "bad `seq` \"-3\""),
         ("?seq=1&timeout=soon", "bad `timeout` \"soon\""),

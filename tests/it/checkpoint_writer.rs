@@ -80,7 +80,7 @@ async fn a_hanging_or_failing_store_never_holds_up_applying() {
         20,
         "all applied while the store hangs"
     );
-    assert_eq!(node.stats().stored_sequence, 0, "nothing stored yet");
+    assert_eq!(node.position().stored, 0, "nothing stored yet");
 
     // Writes fail: counted, retried, the stored sequence does not move.
     failing.store(true, Ordering::SeqCst);
@@ -89,12 +89,12 @@ async fn a_hanging_or_failing_store_never_holds_up_applying() {
         node.stats().checkpoint_errors >= 2
     })
     .await;
-    assert_eq!(node.stats().stored_sequence, 0);
+    assert_eq!(node.position().stored, 0);
 
     // The store recovers: the newest applied sequence is stored.
     failing.store(false, Ordering::SeqCst);
     eventually(Duration::from_secs(10), "stored after recovery", || {
-        node.stats().stored_sequence == last
+        node.position().stored == last
     })
     .await;
     let more = f

@@ -21,3 +21,4 @@ mod recovery;
 mod reliability;
 mod replay;
 mod support;
+mod truth;

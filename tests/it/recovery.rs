@@ -34,13 +34,14 @@ async fn a_node_behind_retention_cold_boots_before_ready() {
         p.refresh_ids("content", &[100 + i]).await.unwrap();
     }
     let again = f.node("a", NewNodePolicy::ReplayAll).await;
-    let mut states = again.node.watch_state();
+    let mut states = again.node.watch_position();
     let cold = within(
         Duration::from_secs(10),
-        states.wait_for(|s| matches!(s, NodeState::ColdBooting { .. })),
+        states.wait_for(|p| matches!(p.state, NodeState::ColdBooting { .. })),
     )
     .await
     .unwrap()
+    .state
     .clone();
     assert!(
         matches!(
@@ -84,8 +85,7 @@ async fn a_recreated_stream_is_answered_with_a_cold_boot() {
     a.wait_applied(5).await;
     a.node.shutdown().await.unwrap();
 
-    f.js.delete_stream(&f.log.stream).await.unwrap();
-    invalog::provision(&f.js, &f.log).await.unwrap();
+    f.recreate_stream().await;
     for i in 0..7 {
         p.refresh_ids("content", &[50 + i]).await.unwrap();
     }
@@ -99,8 +99,7 @@ async fn a_recreated_stream_is_answered_with_a_cold_boot() {
     assert_eq!(again.node.applied(), 7);
 
     // While running: the stream is recreated under the node's feet.
-    f.js.delete_stream(&f.log.stream).await.unwrap();
-    invalog::provision(&f.js, &f.log).await.unwrap();
+    f.recreate_stream().await;
     p.refresh_ids("content", &[77]).await.unwrap();
     eventually(
         Duration::from_secs(10),
@@ -256,10 +255,11 @@ async fn a_failing_refresher_is_retried_then_escalated_never_skipped() {
         .sequence()
         .unwrap();
     p.refresh_ids("content", &[4]).await.unwrap();
-    let mut states = a.node.watch_state();
+    let mut states = a.node.watch_position();
     within(
         Duration::from_secs(10),
-        states.wait_for(|s| matches!(s, NodeState::Stalled { sequence, .. } if *sequence == s3)),
+        states
+            .wait_for(|p| matches!(p.state, NodeState::Stalled { sequence, .. } if sequence == s3)),
     )
     .await
     .unwrap();
@@ -284,7 +284,7 @@ async fn a_failing_refresher_is_retried_then_escalated_never_skipped() {
         .sequence()
         .unwrap();
     eventually(Duration::from_secs(10), "lag grows while stalled", || {
-        a.node.stats().lag_messages == s5 - s2
+        a.node.position().lag() == s5 - s2
     })
     .await;
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use invalog::history;
 use invalog::node::NewNodePolicy;
-use invalog::{history, NodeState};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -135,11 +135,11 @@ async fn a_late_node_is_not_ready_until_caught_up() {
         p.refresh_keys("media", &[&format!("k{i}")]).await.unwrap();
     }
     let late = f.node("late", NewNodePolicy::ReplayAll).await;
-    let mut states = late.node.watch_state();
+    let mut states = late.node.watch_position();
     let seen_at_ready = tokio::spawn({
         let media = late.media.clone();
         async move {
-            states.wait_for(NodeState::is_ready).await.unwrap();
+            states.wait_for(|p| p.state.is_ready()).await.unwrap();
             media.calls().len()
         }
     });

@@ -61,6 +61,26 @@ impl Fixture {
         }
     }
 
+    /// Deletes the log's stream and provisions it again, empty. nats-server
+    /// removes a deleted stream's files in the background: a stream created
+    /// again at once under the same name was seen to recover the old one's
+    /// messages (2.15.1), so this repeats until the new stream is empty.
+    pub async fn recreate_stream(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            self.js.delete_stream(&self.log.stream).await.unwrap();
+            let provisioned = invalog::provision(&self.js, &self.log).await.unwrap();
+            if provisioned.info().state.messages == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stream keeps coming back with its old messages"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn publisher(&self) -> Publisher {
         Publisher::new(
             self.js.clone(),

@@ -283,13 +283,14 @@ async fn redis_failures_stall_the_node_without_showing_the_password() {
     let node = start_node(&f, "cache", &applier, NewNodePolicy::Tail).await;
 
     let sequence = publish(&f.publisher(), vec![Instruction::RefreshIds(vec![1])]).await;
-    let mut states = node.watch_state();
+    let mut states = node.watch_position();
     let stalled = within(
         Duration::from_secs(15),
-        states.wait_for(|s| matches!(s, NodeState::Stalled { .. })),
+        states.wait_for(|p| matches!(p.state, NodeState::Stalled { .. })),
     )
     .await
     .unwrap()
+    .state
     .clone();
     let NodeState::Stalled {
         sequence: at,

@@ -292,13 +292,14 @@ async fn webhook_retries_a_500_escalates_a_persistent_one_and_stalls_when_all_fa
     // The refresh-all fails too: the node stops advancing, reports itself
     // stalled and never skips the batch.
     let third = publish(&p, vec![Instruction::RefreshIds(vec![999])]).await;
-    let mut states = node.watch_state();
+    let mut states = node.watch_position();
     let stalled = within(
         Duration::from_secs(15),
-        states.wait_for(|s| matches!(s, NodeState::Stalled { .. })),
+        states.wait_for(|p| matches!(p.state, NodeState::Stalled { .. })),
     )
     .await
     .unwrap()
+    .state
     .clone();
     assert!(!node.is_ready());
     assert!(node.applied() < third);
