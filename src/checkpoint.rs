@@ -154,7 +154,13 @@ pub struct KvStore {
     node: NodeId,
     /// Revision last read or written; `Some(0)` = known absent.
     revision: Mutex<Option<u64>>,
+    /// Values sent since the last confirmed write whose answer never came
+    /// (timeout, reconnect): one of them may be stored all the same.
+    unconfirmed: Mutex<Vec<bytes::Bytes>>,
 }
+
+/// How many unanswered writes [`KvStore`] remembers.
+const UNCONFIRMED_KEPT: usize = 8;
 
 impl KvStore {
     /// Opens (creating if needed) `bucket` with `replicas` replicas.
@@ -186,6 +192,7 @@ impl KvStore {
             bucket: bucket.to_owned(),
             node,
             revision: Mutex::new(None),
+            unconfirmed: Mutex::new(Vec::new()),
         })
     }
 }
@@ -213,46 +220,114 @@ impl CheckpointStore for KvStore {
     }
 
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        let value = wire::encode_checkpoint(checkpoint).into();
+        let value = bytes::Bytes::from(wire::encode_checkpoint(checkpoint));
+        match self.write(value.clone()).await {
+            Err(WriteError::Conflict) if self.adopt_own_write().await? => {
+                // An earlier write whose answer was lost is stored: write
+                // again on top of it.
+                self.write(value).await
+            }
+            other => other,
+        }
+        .map_err(|e| match e {
+            WriteError::Conflict => CheckpointError::Conflict {
+                bucket: self.bucket.clone(),
+                node: self.node.clone(),
+            },
+            WriteError::Other(message) => CheckpointError::Kv {
+                bucket: self.bucket.clone(),
+                message: format!("cannot write key `{}`: {message}", self.node),
+            },
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("KV bucket {} key {}", self.bucket, self.node)
+    }
+}
+
+/// How a compare-and-set write failed.
+enum WriteError {
+    /// The key's revision is not the one last known.
+    Conflict,
+    /// Anything else (timeout, no server, permissions).
+    Other(String),
+}
+
+impl KvStore {
+    /// One compare-and-set write of `value` against the revision last known;
+    /// a write whose answer does not come is remembered as unconfirmed.
+    async fn write(&self, value: bytes::Bytes) -> Result<(), WriteError> {
         let known = *self.revision.lock().unwrap();
         let key = self.node.as_str();
         let result = match known {
-            Some(0) => self.store.create(key, value).await.map_err(|e| {
+            Some(0) => self.store.create(key, value.clone()).await.map_err(|e| {
                 (
                     e.kind() == kv::CreateErrorKind::AlreadyExists,
                     e.to_string(),
                 )
             }),
-            Some(revision) => self.store.update(key, value, revision).await.map_err(|e| {
-                (
-                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                    e.to_string(),
-                )
-            }),
+            Some(revision) => self
+                .store
+                .update(key, value.clone(), revision)
+                .await
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                }),
             None => self
                 .store
-                .put(key, value)
+                .put(key, value.clone())
                 .await
                 .map_err(|e| (false, e.to_string())),
         };
         match result {
             Ok(revision) => {
                 *self.revision.lock().unwrap() = Some(revision);
+                self.unconfirmed.lock().unwrap().clear();
                 Ok(())
             }
-            Err((true, _)) => Err(CheckpointError::Conflict {
-                bucket: self.bucket.clone(),
-                node: self.node.clone(),
-            }),
-            Err((false, message)) => Err(CheckpointError::Kv {
-                bucket: self.bucket.clone(),
-                message: format!("cannot write key `{}`: {message}", self.node),
-            }),
+            Err((true, _)) => Err(WriteError::Conflict),
+            Err((false, message)) => {
+                let mut unconfirmed = self.unconfirmed.lock().unwrap();
+                if unconfirmed.len() == UNCONFIRMED_KEPT {
+                    unconfirmed.remove(0);
+                }
+                unconfirmed.push(value);
+                Err(WriteError::Other(message))
+            }
         }
     }
 
-    fn describe(&self) -> String {
-        format!("KV bucket {} key {}", self.bucket, self.node)
+    /// After a conflict: if the stored value is one of this store's own
+    /// unconfirmed writes (its answer was lost, the write was not), takes
+    /// its revision as known and says so. Anything else was written by
+    /// another process: false.
+    async fn adopt_own_write(&self) -> Result<bool, CheckpointError> {
+        if self.unconfirmed.lock().unwrap().is_empty() {
+            return Ok(false);
+        }
+        let entry =
+            self.store
+                .entry(self.node.as_str())
+                .await
+                .map_err(|e| CheckpointError::Kv {
+                    bucket: self.bucket.clone(),
+                    message: format!("cannot read key `{}`: {e}", self.node),
+                })?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(false);
+        };
+        let mut unconfirmed = self.unconfirmed.lock().unwrap();
+        if !unconfirmed.contains(&entry.value) {
+            return Ok(false);
+        }
+        unconfirmed.clear();
+        *self.revision.lock().unwrap() = Some(entry.revision);
+        tracing::info!(node = %self.node, bucket = %self.bucket, revision = entry.revision, "an earlier checkpoint write whose answer was lost is stored; going on from it");
+        Ok(true)
     }
 }
 

@@ -59,6 +59,8 @@ pub struct StreamSummary {
     pub replicas: usize,
     /// The RAFT group, when the server reports one.
     pub cluster: Option<ClusterSummary>,
+    /// When this incarnation of the stream was created.
+    pub created: SystemTime,
 }
 
 /// The stream's RAFT group.
@@ -109,6 +111,10 @@ pub struct NodeStatus {
     pub lag: u64,
     /// Time since its last report.
     pub seen_ago: Duration,
+    /// True when the node reported a position in another incarnation of
+    /// the stream than the current one (it has not moved to the stream
+    /// created again yet): nothing of the current one counts as applied.
+    pub other_incarnation: bool,
 }
 
 impl NodeStatus {
@@ -117,16 +123,33 @@ impl NodeStatus {
         self.report.state == STOPPED
     }
 
-    /// Ready and not stale; a node that stopped cleanly counts as healthy
-    /// (it left on purpose; a node that vanishes becomes stale instead).
+    /// Ready, not stale, on the current stream and the only process with
+    /// its id; a node that stopped cleanly counts as healthy (it left on
+    /// purpose; a node that vanishes becomes stale instead).
     pub fn healthy(&self) -> bool {
-        self.stopped() || (self.report.ready && !self.stale)
+        self.stopped()
+            || (self.report.ready
+                && !self.stale
+                && !self.other_incarnation
+                && self.report.duplicate.is_none())
     }
 
-    /// Judges a report at `now` against the stream's `last_sequence`.
+    /// What the node applied of the current stream (0 when it reported a
+    /// position in another incarnation).
+    pub fn applied(&self) -> u64 {
+        if self.other_incarnation {
+            0
+        } else {
+            self.report.applied
+        }
+    }
+
+    /// Judges a report at `now` against the stream's `last_sequence` in the
+    /// incarnation created at `stream_created`.
     pub fn judge(
         report: NodeReport,
         last_sequence: u64,
+        stream_created: SystemTime,
         now: SystemTime,
         stale_after: Duration,
     ) -> Self {
@@ -134,12 +157,18 @@ impl NodeStatus {
             .duration_since(report.last_seen)
             .unwrap_or(Duration::ZERO);
         let stale = report.state != STOPPED && seen_ago > stale_after;
-        NodeStatus {
-            lag: last_sequence.saturating_sub(report.applied),
+        let other_incarnation = report
+            .stream_created
+            .is_some_and(|created| created != stream_created);
+        let mut status = NodeStatus {
+            lag: 0,
             stale,
             seen_ago,
+            other_incarnation,
             report,
-        }
+        };
+        status.lag = last_sequence.saturating_sub(status.applied());
+        status
     }
 }
 
@@ -187,7 +216,7 @@ pub async fn fleet_status(
     let nodes = reports
         .reports
         .into_iter()
-        .map(|r| NodeStatus::judge(r, stream.last_sequence, now, stale_after))
+        .map(|r| NodeStatus::judge(r, stream.last_sequence, stream.created, now, stale_after))
         .collect();
     Ok(FleetStatus {
         checked_at: now,
@@ -202,6 +231,7 @@ fn summarize(name: &str, info: &jetstream::stream::Info, now: SystemTime) -> Str
     let state = &info.state;
     let oldest_at: Option<SystemTime> = (state.messages > 0).then(|| state.first_timestamp.into());
     StreamSummary {
+        created: info.created.into(),
         name: name.to_owned(),
         first_sequence: state.first_sequence,
         last_sequence: state.last_sequence,

@@ -106,6 +106,15 @@ pub struct NodeReport {
     pub last_seen: SystemTime,
     /// The refreshers the node hosts.
     pub refreshers: Vec<String>,
+    /// This reporter's own id, new at every start: two reporters writing
+    /// under one key with different instances are two processes sharing a
+    /// node id (empty in reports of older versions).
+    pub instance: String,
+    /// The stream incarnation (creation time) `applied` and `stored` count
+    /// in; `None` in reports of older versions.
+    pub stream_created: Option<SystemTime>,
+    /// Evidence that another process uses this node id, if the node saw any.
+    pub duplicate: Option<String>,
 }
 
 /// A key of the bucket whose value could not be read.
@@ -167,6 +176,10 @@ struct Reporter {
     node: Arc<Node>,
     refreshers: Vec<String>,
     started_at: SystemTime,
+    instance: String,
+    /// The revision of this reporter's last write: a write on top of any
+    /// other means someone else wrote the key meanwhile.
+    revision: std::sync::Mutex<Option<u64>>,
 }
 
 impl Presence {
@@ -190,6 +203,8 @@ impl Presence {
             node,
             refreshers: refreshers.iter().map(|r| r.to_string()).collect(),
             started_at: SystemTime::now(),
+            instance: uuid::Uuid::new_v4().to_string(),
+            revision: std::sync::Mutex::new(None),
         });
         // A bucket just created on a cluster can refuse writes for a moment
         // ("no stream found"); permissions problems persist and fail here.
@@ -330,35 +345,79 @@ impl Reporter {
             started_at: self.started_at,
             last_seen: SystemTime::now(),
             refreshers: self.refreshers.clone(),
+            instance: self.instance.clone(),
+            stream_created: Some(p.stream_created()),
+            duplicate: snapshot.duplicate.clone(),
         };
-        self.store
-            .put(
-                report.node.as_str(),
-                wire::encode_node_report(&report).into(),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                if no_leader(&e) {
-                    PresenceError::NoLeader {
-                        bucket: self.bucket.clone(),
-                    }
-                } else {
-                    PresenceError::Kv {
-                        bucket: self.bucket.clone(),
-                        message: format!("cannot write key `{}`: {e}", report.node),
-                    }
+        let key = report.node.as_str();
+        let value: bytes::Bytes = wire::encode_node_report(&report).into();
+        let with_evidence = |evidence: Option<String>| -> bytes::Bytes {
+            let report = NodeReport {
+                duplicate: evidence,
+                ..report.clone()
+            };
+            wire::encode_node_report(&report).into()
+        };
+        let kv_err = |e: &(dyn std::error::Error + 'static)| {
+            if no_leader(e) {
+                PresenceError::NoLeader {
+                    bucket: self.bucket.clone(),
                 }
-            })
+            } else {
+                PresenceError::Kv {
+                    bucket: self.bucket.clone(),
+                    message: format!("cannot write key `{key}`: {e}"),
+                }
+            }
+        };
+        let known = *self.revision.lock().unwrap();
+        let written = match known {
+            Some(revision) => match self.store.update(key, value.clone(), revision).await {
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    self.someone_else_wrote(key).await;
+                    let value = with_evidence(self.node.duplicate());
+                    self.store.put(key, value).await.map_err(|e| kv_err(&e))
+                }
+                other => other.map_err(|e| kv_err(&e)),
+            },
+            None => self.store.put(key, value).await.map_err(|e| kv_err(&e)),
+        }?;
+        *self.revision.lock().unwrap() = Some(written);
+        Ok(())
+    }
+
+    /// The key was written by someone else since this reporter's last
+    /// write: another instance's report there means two processes share
+    /// the node id.
+    async fn someone_else_wrote(&self, key: &str) {
+        let Ok(Some(entry)) = self.store.entry(key).await else {
+            return;
+        };
+        let Ok(other) = wire::decode_node_report(&entry.value, entry.created.into()) else {
+            return;
+        };
+        if !other.instance.is_empty() && other.instance != self.instance {
+            self.node.report_duplicate(format!(
+                "presence: another process (instance {}, started {}) reports as node `{key}` in bucket `{}`",
+                other.instance,
+                wire::format_time(other.started_at),
+                self.bucket
+            ));
+        }
     }
 }
 
-/// True when a put found no stream to answer it: the stream exists (the
+/// True when a write found no stream to answer it: the stream exists (the
 /// bucket was opened) but has no leader.
-fn no_leader(error: &kv::PutError) -> bool {
-    std::error::Error::source(error)
-        .and_then(|s| s.downcast_ref::<jetstream::context::PublishError>())
-        .is_some_and(|p| p.kind() == jetstream::context::PublishErrorKind::StreamNotFound)
+fn no_leader(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(p) = e.downcast_ref::<jetstream::context::PublishError>() {
+            return p.kind() == jetstream::context::PublishErrorKind::StreamNotFound;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 async fn open_or_create(

@@ -192,6 +192,7 @@ async fn status(State(app): State<App>) -> Json<Value> {
         },
         "stream_created": format_time(p.stream_created()),
         "token": p.token().map(|t| t.to_string()),
+        "duplicate_node_id": snapshot.duplicate,
         "lag": { "messages": p.lag(), "seconds": lag_seconds(&snapshot, now) },
         "last_applied_published_at": s.last_applied_published_at.map(format_time),
         "counters": {

@@ -211,7 +211,7 @@ pub(super) fn not_connected() -> String {
 }
 
 /// Integer gauges: name, help.
-const GAUGES: [(&str, &str); 6] = [
+const GAUGES: [(&str, &str); 7] = [
     ("invalog_applied_sequence", "Last stream sequence applied."),
     (
         "invalog_stored_sequence",
@@ -230,6 +230,10 @@ const GAUGES: [(&str, &str); 6] = [
         "1 when ready (caught up, not stalled, not fenced).",
     ),
     ("invalog_nats_connected", "1 while connected to NATS."),
+    (
+        "invalog_duplicate_node_id",
+        "1 once another process was seen using this node id.",
+    ),
 ];
 
 impl Collector for Scrape {
@@ -272,6 +276,7 @@ impl Collector for Scrape {
             p.lag(),
             u64::from(self.node.readiness.is_ready()),
             u64::from(n.connected),
+            u64::from(self.node.duplicate.is_some()),
         ];
         for ((name, help), value) in GAUGES.into_iter().zip(gauges) {
             let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
@@ -350,6 +355,7 @@ mod tests {
                 position,
                 readiness: Readiness::NotReady("catching up".into()),
                 stats,
+                duplicate: None,
             },
             nats: NatsSample {
                 connects: 3,
@@ -379,6 +385,7 @@ mod tests {
             "invalog_lag_seconds 1.5",
             "# UNIT invalog_lag_seconds seconds",
             "invalog_ready 0",
+            "invalog_duplicate_node_id 0",
             "invalog_state{state=\"catching_up\"} 1",
             "invalog_state{state=\"ready\"} 0",
             "invalog_apply_duration_seconds_bucket{le=\"0.001\"} 2",

@@ -14,14 +14,15 @@ use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_FAILURE, EXIT_OK};
 
-/// Exit code when a node is not ready, is stale, or its report is
-/// unreadable.
+/// Exit code when a node is not ready, is stale, runs with a node id
+/// another process uses too, reports a position in an older incarnation of
+/// the stream, or its report is unreadable.
 pub const EXIT_UNHEALTHY: u8 = 5;
 
 /// Arguments of `invalog status`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 every node ready and seen recently; 5 a node is not ready, stale, or unreadable; 1 the stream or the presence bucket cannot be read; 2 invalid configuration or arguments; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog status -c config/publisher.toml\n  invalog status -c config/publisher.toml --json --stale-after 1m"
+    after_help = "Exit codes: 0 every node ready and seen recently; 5 a node is not ready, stale, unreadable, on an older incarnation of the stream, or its id is used by two processes; 1 the stream or the presence bucket cannot be read; 2 invalid configuration or arguments; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog status -c config/publisher.toml\n  invalog status -c config/publisher.toml --json --stale-after 1m"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -174,6 +175,10 @@ fn node_row(n: &NodeStatus, stale_after: Duration) -> Vec<String> {
             Some(last) => format!("{why}; last reported: {last}"),
             None => why,
         }
+    } else if let Some(evidence) = &r.duplicate {
+        format!("node id used by two processes: {evidence}")
+    } else if n.other_incarnation {
+        "reports a position in an older incarnation of the stream (created again since)".to_owned()
     } else {
         r.reason.clone().unwrap_or_default()
     };
@@ -182,11 +187,13 @@ fn node_row(n: &NodeStatus, stale_after: Duration) -> Vec<String> {
         r.state.clone(),
         match (n.stale, r.ready) {
             (true, _) => "STALE".to_owned(),
+            _ if r.duplicate.is_some() => "DUPLICATE".to_owned(),
+            _ if n.other_incarnation => "OLD STREAM".to_owned(),
             (false, true) => "yes".to_owned(),
             (false, false) if n.stopped() => "-".to_owned(),
             (false, false) => "NO".to_owned(),
         },
-        r.applied.to_string(),
+        n.applied().to_string(),
         n.lag.to_string(),
         format!("{} ago", ago(n.seen_ago)),
         r.version.clone(),
@@ -210,7 +217,15 @@ fn verdict(status: &FleetStatus) -> String {
         .iter()
         .filter(|n| !n.healthy())
         .map(|n| {
-            let what = if n.stale { "stale" } else { "not ready" };
+            let what = if n.stale {
+                "stale"
+            } else if n.report.duplicate.is_some() {
+                "duplicate node id"
+            } else if n.other_incarnation {
+                "on an older stream"
+            } else {
+                "not ready"
+            };
             format!("{} {what}", n.report.node)
         })
         .collect();

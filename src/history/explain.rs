@@ -118,7 +118,7 @@ impl NodeAnswer {
     /// invalidation's fault".
     pub fn sentence(&self, question: &Question) -> String {
         let node = &self.status.report.node;
-        let applied = self.status.report.applied;
+        let applied = self.status.applied();
         let what = format!("{} {}", question.refresher, question.target);
         let mut s = match self.verdict {
             Verdict::Applied { newest } => format!(
@@ -182,6 +182,7 @@ pub async fn explain(
     };
     let mut reader = read(js, log, query).await?;
     let (first_sequence, last_sequence) = (reader.first_sequence(), reader.end_sequence());
+    let stream_created = reader.stream_created();
     let mut changes = Vec::new();
     while let Some(entry) = reader.next().await? {
         if let Some(touch) = question.target.touches(&entry.batch) {
@@ -231,11 +232,17 @@ pub async fn explain(
                     .refreshers
                     .iter()
                     .any(|r| r == question.refresher.as_str());
-            let status = NodeStatus::judge(report, last_sequence, now, question.stale_after);
+            let status = NodeStatus::judge(
+                report,
+                last_sequence,
+                stream_created,
+                now,
+                question.stale_after,
+            );
             let verdict = match newest {
                 _ if !hosts => Verdict::NotHosted,
                 None => Verdict::NoChange,
-                Some(newest) if status.report.applied >= newest => Verdict::Applied { newest },
+                Some(newest) if status.applied() >= newest => Verdict::Applied { newest },
                 Some(newest) => Verdict::Behind { newest },
             };
             NodeAnswer { status, verdict }

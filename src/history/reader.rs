@@ -48,6 +48,8 @@ pub struct Reader {
     end: u64,
     /// The stream's first sequence when the read started.
     first: u64,
+    /// When the stream read was created (its incarnation).
+    created: std::time::SystemTime,
     messages: Option<pull::Ordered>,
     cleanup: Option<(jetstream::stream::Stream, String)>,
     total: u64,
@@ -105,6 +107,7 @@ impl Reader {
             stream: log.stream.clone(),
             end: state.last_sequence,
             first: state.first_sequence,
+            created: stream.cached_info().created.into(),
             messages: None,
             cleanup: None,
             total: 0,
@@ -204,6 +207,12 @@ impl Reader {
     /// left the log (retention).
     pub fn first_sequence(&self) -> u64 {
         self.first
+    }
+
+    /// When the stream being read was created: the incarnation its
+    /// sequences count in.
+    pub fn stream_created(&self) -> std::time::SystemTime {
+        self.created
     }
 
     /// True once the read has passed the end of the log as it was at start

@@ -152,6 +152,20 @@ pub(crate) struct Shared {
     /// The one source of truth for where the node is (`position`).
     position: watch::Sender<Position>,
     stats: Stats,
+    /// Evidence that another process runs with this node id, once seen.
+    duplicate: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Records evidence of another process with this node id: logged at
+    /// ERROR the first time, shown by every surface from then on.
+    pub(crate) fn report_duplicate(&self, evidence: String) {
+        let mut duplicate = self.duplicate.lock().unwrap();
+        if duplicate.is_none() {
+            tracing::error!(node = %self.node_id, %evidence, "another process uses this node id: give every node its own `node.id`");
+        }
+        *duplicate = Some(evidence);
+    }
 }
 
 /// What `/status`, `/readyz`, `/metrics` and presence show about a node,
@@ -164,6 +178,9 @@ pub struct Snapshot {
     pub readiness: Readiness,
     /// Its counters.
     pub stats: StatsSnapshot,
+    /// Evidence that another process uses the same node id (see
+    /// [`Node::duplicate`]).
+    pub duplicate: Option<String>,
 }
 
 /// A running node replayer. See the module docs.
@@ -239,6 +256,7 @@ impl Node {
                 position.last,
             )),
             stats,
+            duplicate: std::sync::Mutex::new(None),
         });
         let cancel = CancellationToken::new();
         let runner = run::Runner::new(
@@ -334,7 +352,24 @@ impl Node {
             readiness: self.readiness_at(&position),
             position,
             stats: self.stats(),
+            duplicate: self.duplicate(),
         }
+    }
+
+    /// Evidence that another process runs with this node's id, if any was
+    /// seen: its checkpoint in the KV bucket written by someone else, or
+    /// another instance's presence reports under the same key. The node
+    /// goes on serving (its own caches are current: readiness is about
+    /// them), but it no longer stores its sequence over the other's;
+    /// `/status`, `/metrics` and `invalog status` report it.
+    pub fn duplicate(&self) -> Option<String> {
+        self.shared.duplicate.lock().unwrap().clone()
+    }
+
+    /// Records evidence of another process with this node id (presence
+    /// uses it; see [`Node::duplicate`]).
+    pub(crate) fn report_duplicate(&self, evidence: String) {
+        self.shared.report_duplicate(evidence);
     }
 
     /// A copy of the node's position: the one source of truth for what it

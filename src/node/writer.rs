@@ -15,7 +15,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::position::PositionExt;
 use super::status::Stats;
 use super::Shared;
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::model::NodeId;
 use crate::token::Incarnation;
 
@@ -78,6 +78,11 @@ async fn write_loop(
                         checkpoint.sequence,
                     );
                     break;
+                }
+                Err(e @ CheckpointError::Conflict { .. }) => {
+                    // Never overwrite another process's checkpoint.
+                    Stats::bump(&shared.stats.checkpoint_errors);
+                    shared.report_duplicate(e.to_string());
                 }
                 Err(e) => {
                     Stats::bump(&shared.stats.checkpoint_errors);

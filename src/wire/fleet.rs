@@ -67,6 +67,8 @@ struct NodeJson<'a> {
     started_at: String,
     version: &'a str,
     refreshers: &'a [String],
+    other_incarnation: bool,
+    duplicate: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -120,8 +122,12 @@ pub fn encode_fleet_status(status: &FleetStatus) -> Vec<u8> {
                 stale: n.stale,
                 healthy: n.healthy(),
                 reason: n.report.reason.as_deref(),
-                applied: n.report.applied,
-                stored: n.report.stored,
+                applied: n.applied(),
+                stored: if n.other_incarnation {
+                    0
+                } else {
+                    n.report.stored
+                },
                 lag: n.lag,
                 reported_lag: n.report.lag,
                 last_seen: super::format_time(n.report.last_seen),
@@ -129,6 +135,8 @@ pub fn encode_fleet_status(status: &FleetStatus) -> Vec<u8> {
                 started_at: super::format_time(n.report.started_at),
                 version: &n.report.version,
                 refreshers: &n.report.refreshers,
+                other_incarnation: n.other_incarnation,
+                duplicate: n.report.duplicate.as_deref(),
             })
             .collect(),
         unreadable: status

@@ -106,7 +106,7 @@ pub fn encode_explanation(x: &Explanation) -> String {
             .iter()
             .map(|n| NodeJson {
                 node: &n.status.report.node,
-                applied: n.status.report.applied,
+                applied: n.status.applied(),
                 ready: n.status.report.ready,
                 state: &n.status.report.state,
                 stale: n.status.stale,

@@ -40,6 +40,16 @@ struct Report {
     reported_at: OffsetDateTime,
     #[serde(default)]
     refreshers: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    instance: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    stream_created: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    duplicate: Option<String>,
 }
 
 /// Why a stored presence report could not be read.
@@ -65,6 +75,9 @@ pub fn encode_node_report(report: &NodeReport) -> Vec<u8> {
         started_at: super::v1::to_offset(report.started_at),
         reported_at: super::v1::to_offset(report.last_seen),
         refreshers: report.refreshers.clone(),
+        instance: report.instance.clone(),
+        stream_created: report.stream_created.map(super::v1::to_offset),
+        duplicate: report.duplicate.clone(),
     };
     serde_json::to_vec(&record).expect("a presence report always serializes")
 }
@@ -97,6 +110,9 @@ pub fn decode_node_report(
         started_at: r.started_at.into(),
         last_seen: stored_at,
         refreshers: r.refreshers,
+        instance: r.instance,
+        stream_created: r.stream_created.map(Into::into),
+        duplicate: r.duplicate,
     })
 }
 
@@ -122,6 +138,9 @@ mod tests {
             started_at: at,
             last_seen: at + Duration::from_secs(5),
             refreshers: vec!["content".into()],
+            instance: "5d3c8f0e-0000-4000-8000-000000000001".into(),
+            stream_created: Some(at - Duration::from_secs(3600)),
+            duplicate: None,
         }
     }
 

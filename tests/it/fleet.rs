@@ -23,7 +23,7 @@ use crate::support::{within, Fixture, Recorder, TestNode};
 mod cluster;
 mod permissions;
 
-const BUCKET: &str = "fleet_test_nodes";
+pub const BUCKET: &str = "fleet_test_nodes";
 const INTERVAL: Duration = Duration::from_millis(100);
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -89,7 +89,7 @@ async fn status(f: &Fixture, stale_after: Duration) -> FleetStatus {
 }
 
 /// A client configuration with a `[presence]` table.
-fn status_config(dir: &std::path::Path, urls: &[String], extra: &str) -> PathBuf {
+pub fn status_config(dir: &std::path::Path, urls: &[String], extra: &str) -> PathBuf {
     let path = dir.join("status.toml");
     let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
     let text = format!(
@@ -101,7 +101,7 @@ fn status_config(dir: &std::path::Path, urls: &[String], extra: &str) -> PathBuf
 }
 
 /// Runs `invalog status` with `args`; returns exit code, stdout, stderr.
-async fn invalog_status(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+pub async fn invalog_status(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = within(
         LIMIT,
         Command::new(BIN)

@@ -14,7 +14,7 @@ use invalog::presence::{self, Presence, PresenceSettings};
 use invalog::token::TokenCheck;
 use invalog::{NodeError, RefreshResult, Refresher};
 
-use crate::agent_http::kit::{start_node, Api, Gate};
+use crate::agent_http::kit::{start_node, start_node_with_store, Api, Gate};
 use crate::support::{eventually, within, Call, Fixture, Recorder};
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -345,4 +345,220 @@ async fn a_panicking_refresher_is_a_failing_refresher() {
     panicky.panicking.store(false, Ordering::SeqCst);
     within(LIMIT, node.wait_applied(stuck)).await.unwrap();
     within(LIMIT, node.ready()).await.unwrap();
+}
+
+/// A node on the current stream and a checkpoint of its own.
+async fn copy_of(f: &Fixture, name: &str, file: &str) -> Arc<invalog::Node> {
+    let store = invalog::FileStore::new(f.dir.path().join(file));
+    let node = start_node_with_store(f, name, Arc::new(Recorder::default()), |_| {}, store).await;
+    within(LIMIT, node.ready()).await.unwrap();
+    node
+}
+
+/// Two processes configured with one node id (each with its own checkpoint
+/// file): both see the other's presence reports and say so on `/status`
+/// and `/metrics`; the fleet view marks the node unhealthy and
+/// `invalog status` exits 5 with DUPLICATE. `/readyz` stays 200: each
+/// process's own caches are current.
+#[tokio::test]
+async fn one_node_id_in_two_processes_is_reported_everywhere() {
+    let f = Fixture::new().await;
+    let settings = PresenceSettings {
+        bucket: crate::fleet::BUCKET.into(),
+        interval: Duration::from_millis(50),
+        replicas: 1,
+    };
+    let mut reporters = Vec::new();
+    let mut nodes = Vec::new();
+    for copy in ["one.json", "two.json"] {
+        let node = copy_of(&f, "web-1", copy).await;
+        let reporter = Presence::start(
+            f.js.clone(),
+            settings.clone(),
+            &f.log.stream,
+            node.clone(),
+            vec![],
+        );
+        reporters.push(reporter.await.unwrap());
+        nodes.push(node);
+    }
+    eventually(LIMIT, "both processes see the other", || {
+        nodes.iter().all(|n| n.duplicate().is_some())
+    })
+    .await;
+    let evidence = nodes[0].duplicate().unwrap();
+    assert!(evidence.contains("another process"), "{evidence}");
+
+    let api = Api::serve(&f, &nodes[0]).await;
+    let (_, body) = api.json("/status").await;
+    assert!(body["duplicate_node_id"].is_string(), "{body}");
+    assert_eq!(api.metrics().await["invalog_duplicate_node_id"], 1.0);
+    let (status, _) = api.json("/readyz").await;
+    assert_eq!(status, 200, "readiness is about this process's caches");
+
+    let fleet = invalog::fleet::fleet_status(&f.js, &f.log, &settings.bucket, LIMIT)
+        .await
+        .unwrap();
+    let row = fleet
+        .nodes
+        .iter()
+        .find(|n| n.report.node == "web-1")
+        .unwrap();
+    assert!(row.report.duplicate.is_some() && !row.healthy(), "{row:?}");
+    let config = crate::fleet::status_config(f.dir.path(), &[f.server.url()], "");
+    let (code, out, err) = crate::fleet::invalog_status(&config, &[]).await;
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(
+        out.contains("DUPLICATE") && out.contains("duplicate node id"),
+        "{out}"
+    );
+    for reporter in reporters {
+        reporter.stop().await.unwrap();
+    }
+}
+
+/// With KV checkpoints, a second process with the same id never writes
+/// over the first one's stored sequence: its compare-and-set fails, and it
+/// reports the duplicate instead of retrying silently.
+#[tokio::test]
+async fn a_second_process_does_not_fight_over_the_kv_checkpoint() {
+    let f = Fixture::new().await;
+    let p = f.publisher();
+    let open = || invalog::KvStore::open(&f.js, "truth_checkpoints", 1, "web-1".parse().unwrap());
+    let first = start_node_with_store(
+        &f,
+        "web-1",
+        Arc::new(Recorder::default()),
+        |_| {},
+        open().await.unwrap(),
+    )
+    .await;
+    within(LIMIT, first.ready()).await.unwrap();
+    let second = start_node_with_store(
+        &f,
+        "web-1",
+        Arc::new(Recorder::default()),
+        |_| {},
+        open().await.unwrap(),
+    )
+    .await;
+    within(LIMIT, second.ready()).await.unwrap();
+    let mut last = 0;
+    for i in 0..5 {
+        last = p
+            .refresh_ids("content", &[i])
+            .await
+            .unwrap()
+            .sequence()
+            .unwrap();
+    }
+    eventually(LIMIT, "one of them reports the duplicate", || {
+        first.duplicate().is_some() || second.duplicate().is_some()
+    })
+    .await;
+    let (winner, loser) = if second.duplicate().is_some() {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    eventually(LIMIT, "the winner stores what it applied", || {
+        winner.position().stored == last
+    })
+    .await;
+    assert!(loser.stats().checkpoint_errors > 0);
+    assert!(loser
+        .duplicate()
+        .unwrap()
+        .contains("configured on two nodes"));
+    let kv = f.js.get_key_value("truth_checkpoints").await.unwrap();
+    let stored =
+        invalog::wire::decode_checkpoint(&kv.get("web-1").await.unwrap().unwrap()).unwrap();
+    assert_eq!(stored.sequence, last);
+}
+
+/// A KV checkpoint write that reached the server but whose answer was lost
+/// (the server froze past the request timeout) is recognised as the
+/// store's own: later writes go on instead of failing as a conflict with
+/// "another process" forever.
+#[tokio::test]
+async fn a_kv_checkpoint_write_whose_answer_was_lost_does_not_block_later_ones() {
+    use invalog::{Checkpoint, CheckpointStore, KvStore};
+    let mut f = Fixture::new().await;
+    let client = async_nats::connect(f.server.url()).await.unwrap();
+    let mut js = async_nats::jetstream::new(client);
+    js.set_timeout(Duration::from_millis(300));
+    let store = KvStore::open(&js, "truth_lost_ack", 1, "web-1".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.load().await.unwrap(), None);
+    let created = std::time::SystemTime::now();
+    let at = |sequence| Checkpoint {
+        stream: "INVALOG".into(),
+        stream_created: created,
+        sequence,
+    };
+    store.save(&at(1)).await.unwrap();
+
+    f.server.freeze().unwrap();
+    let lost = store.save(&at(2)).await;
+    f.server.thaw().unwrap();
+    assert!(lost.is_err(), "the answer cannot come while frozen");
+    let kv = f.js.get_key_value("truth_lost_ack").await.unwrap();
+    let mut landed = 0;
+    for _ in 0..100 {
+        let bytes = kv.get("web-1").await.unwrap().unwrap();
+        landed = invalog::wire::decode_checkpoint(&bytes).unwrap().sequence;
+        if landed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(landed, 2, "the write reached the server after the thaw");
+
+    store
+        .save(&at(3))
+        .await
+        .expect("not a conflict: the stored value is our own");
+    let bytes = kv.get("web-1").await.unwrap().unwrap();
+    assert_eq!(
+        invalog::wire::decode_checkpoint(&bytes).unwrap().sequence,
+        3
+    );
+}
+
+/// A pipelined publish whose middle message is refused still reports the
+/// messages sent after it that the stream stored (with their token), not
+/// only those before.
+#[tokio::test]
+async fn a_publish_that_fails_part_way_lists_everything_stored() {
+    use invalog::{Instruction, PublishErrorKind, Publisher, PublisherSettings};
+    let mut log = invalog::LogSettings {
+        max_message_size: 4096,
+        ..Default::default()
+    };
+    let f = Fixture::with_log(log.clone()).await;
+    // A publisher that believes the limit is larger: the server refuses.
+    log.max_message_size = 1024 * 1024;
+    let p = Publisher::new(
+        f.js.clone(),
+        log,
+        PublisherSettings::new("test"),
+        crate::support::defs(),
+    );
+    let mut work = p.unit_of_work();
+    work.add("content", vec![Instruction::RefreshIds(vec![1])]);
+    work.add(
+        "media",
+        vec![Instruction::RefreshKeys(vec!["x".repeat(8000)])],
+    );
+    work.add("other", vec![Instruction::RefreshIds(vec![3])]);
+    let error = work.commit().await.unwrap_err();
+    assert_eq!(error.kind, PublishErrorKind::Rejected, "{error}");
+    let stored: Vec<&str> = error
+        .published
+        .iter()
+        .map(|m| m.refresher.as_str())
+        .collect();
+    assert_eq!(stored, ["content", "other"], "{error}");
+    assert!(error.incarnation.is_some());
 }

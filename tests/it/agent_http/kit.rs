@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use invalog::agent::http::{serve, AgentInfo, HttpState};
 use invalog::node::NewNodePolicy;
 use invalog::{
-    BatchContext, FileStore, Node, NodeId, NodeSettings, RefreshResult, Refresher, Registry,
+    BatchContext, CheckpointStore, FileStore, Node, NodeId, NodeSettings, RefreshResult, Refresher,
+    Registry,
 };
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
@@ -65,6 +66,18 @@ pub async fn start_node(
     content: Arc<dyn Refresher>,
     adjust: impl FnOnce(&mut NodeSettings),
 ) -> Arc<Node> {
+    let store = FileStore::new(f.checkpoint_path(name));
+    start_node_with_store(f, name, content, adjust, store).await
+}
+
+/// [`start_node`] with the checkpoint in `store`.
+pub async fn start_node_with_store(
+    f: &Fixture,
+    name: &str,
+    content: Arc<dyn Refresher>,
+    adjust: impl FnOnce(&mut NodeSettings),
+    store: impl CheckpointStore,
+) -> Arc<Node> {
     let d = defs();
     let mut registry = Registry::new();
     registry.register_arc(d[0].clone(), content).unwrap();
@@ -77,7 +90,6 @@ pub async fn start_node(
     settings.retry.initial_backoff = Duration::from_millis(5);
     settings.retry.max_backoff = Duration::from_millis(50);
     adjust(&mut settings);
-    let store = FileStore::new(f.checkpoint_path(name));
     let node = Node::start(f.js.clone(), f.log.clone(), settings, registry, store);
     Arc::new(node.await.expect("node starts"))
 }
