@@ -23,6 +23,7 @@
 //! - [`probe`]: canary instructions timed on every node.
 //! - [`token`]: read-your-writes tokens (sequence + stream incarnation).
 //! - [`secret`]: `Secret`, a string that never reaches logs.
+//! - [`units`]: durations and sizes as people write them (`7d`, `10GiB`).
 //! - [`connect`]: NATS connection from settings (auth, TLS, reconnect).
 //! - [`config`]: TOML + environment configuration, validated once.
 //! - [`applier`]: the agent's appliers (webhook, redis, command).
@@ -53,6 +54,7 @@ pub mod replay;
 pub mod secret;
 pub mod stream;
 pub mod token;
+pub mod units;
 pub mod wire;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, KvStore};
@@ -65,5 +67,5 @@ pub use refresher::{
     BatchContext, InstanceRefresher, PayloadRefresher, Payloads, RefreshError, RefreshResult,
     Refresher, Registry,
 };
-pub use stream::{provision, provision_allowing_data_loss, LogSettings, Storage};
+pub use stream::{provision, provision_allowing_data_loss, LogSettings, Storage, StreamPolicy};
 pub use token::{Incarnation, ReadToken};

@@ -83,8 +83,9 @@ pub struct AgentSettings {
     pub nats: NatsSettings,
     /// The stream.
     pub log: LogSettings,
-    /// Create or update the stream at start (otherwise it must exist).
-    pub provision: bool,
+    /// What to do with the stream at start: create it when missing (and
+    /// otherwise only compare), update it, or neither.
+    pub provision: crate::stream::StreamPolicy,
     /// Stored sequence.
     pub checkpoint: CheckpointSettings,
     /// HTTP endpoints.

@@ -57,6 +57,41 @@ pub enum AgentError {
     },
 }
 
+/// Applies `[stream] provision` and reports a stream whose settings differ
+/// from the configuration: a warning (the agent starts anyway), since the
+/// stream has one owner — `invalog stream provision` — and agents with other
+/// settings must not change it under each other nor refuse to start.
+async fn stream_at_start(
+    js: &async_nats::jetstream::Context,
+    settings: &AgentSettings,
+) -> Result<(), crate::stream::ProvisionError> {
+    use crate::stream::Provisioned;
+    let stream = &settings.log.stream;
+    match crate::stream::prepare(js, &settings.log, settings.provision).await? {
+        Some(Provisioned::Created(_)) => tracing::info!(stream, "stream created"),
+        Some(Provisioned::Updated(_, changes)) => {
+            let changes = crate::stream::Change::list(&changes);
+            tracing::info!(stream, %changes, "stream updated to this configuration");
+        }
+        Some(Provisioned::Differs(_, changes)) => {
+            let changes = crate::stream::Change::list(&changes);
+            tracing::warn!(
+                stream,
+                %changes,
+                "the stream's settings differ from this configuration's [stream] \
+                 (stream -> configuration); the agent leaves the stream as it is and starts. \
+                 Compare: `invalog stream show --config <this file>`; make the stream follow \
+                 the file: `invalog stream provision --config <this file>` (add \
+                 --allow-data-loss if it deletes messages); or copy the stream's values into \
+                 the file's [stream]"
+            );
+        }
+        // `None`: `provision = "off"` and no stream; starting the node says so.
+        Some(Provisioned::Unchanged(_)) | None => {}
+    }
+    Ok(())
+}
+
 /// Runs the agent until `shutdown` completes, then finishes the batch in
 /// hand, stores the applied sequence and returns. `on_listening` receives
 /// the bound HTTP address (useful with port 0). While no NATS server
@@ -91,9 +126,7 @@ pub async fn run(
     let js = async_nats::jetstream::context::ContextBuilder::new()
         .timeout(settings.nats.request_timeout)
         .build(client.clone());
-    if settings.provision {
-        crate::stream::provision(&js, &settings.log).await?;
-    }
+    stream_at_start(&js, &settings).await?;
     let mut registry = crate::refresher::Registry::new();
     for (def, applier) in &settings.refreshers {
         registry.register_arc(def.clone(), crate::applier::build(def, applier)?)?;

@@ -133,7 +133,9 @@ impl WebhookApplier {
             Err(RefreshError::msg(message))
         } else {
             Err(RefreshError::permanent(format!(
-                "{message} (not retried: only 408, 429 and 5xx are)"
+                "{message} (the batch is not sent again: only 408, 429 and 5xx are; \
+                 the node escalates to a refresh-all, and while that fails too it is stalled \
+                 and tries the refresh-all again with backoff)"
             )))
         }
     }

@@ -10,6 +10,7 @@ mod probe_cmd;
 mod publish_cmd;
 mod replay_cmd;
 mod status_cmd;
+mod stream_cmd;
 
 use clap::{Parser, Subcommand};
 use invalog::agent::LogFormat;
@@ -69,6 +70,11 @@ enum Command {
     /// Publishes canary instructions and measures when every live node
     /// applied them.
     Probe(probe_cmd::Args),
+    /// Owns the log's stream: `show` its settings next to a configuration's,
+    /// `provision` it from a configuration, `edit` single settings; changes
+    /// that delete messages need --allow-data-loss.
+    #[command(subcommand_value_name = "ACTION")]
+    Stream(stream_cmd::Args),
 }
 
 /// Runs the parsed command.
@@ -87,15 +93,20 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Command::Explain(a) => explain_cmd::run(a).await,
         Command::Replay(a) => replay_cmd::run(a).await,
         Command::Probe(a) => probe_cmd::run(a).await,
+        Command::Stream(a) => stream_cmd::run(a).await,
     }
 }
 
-/// Installs the log subscriber: text or JSON lines on stderr.
+/// Installs the log subscriber: text or JSON lines on stderr. Colours
+/// (ANSI escape codes) only when stderr is a terminal, never in a file or
+/// a pipe.
 pub fn init_logging(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -149,8 +160,8 @@ pub async fn jetstream(
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The configuration file (TOML; `INVALOG_…` environment variables
-    /// override it). Default: `config/agent.toml` for `agent` and `replay`,
-    /// else `config/publisher.toml`, from the current directory.
+    /// override it). Default: `config/agent.toml` for `agent`, `replay` and
+    /// `stream`, else `config/publisher.toml`, from the current directory.
     #[arg(
         long = "config",
         short = 'c',
@@ -167,7 +178,8 @@ impl ConfigArg {
         self.or("config/publisher.toml")
     }
 
-    /// The file of a command that runs appliers (`agent`, `replay`).
+    /// The file of a command that runs appliers or owns the stream
+    /// (`agent`, `replay`, `stream`).
     pub fn agent(&self) -> std::path::PathBuf {
         self.or("config/agent.toml")
     }

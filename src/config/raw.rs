@@ -98,7 +98,7 @@ pub(super) struct RawStream {
     pub max_bytes: Option<Size>,
     pub max_message_size: Option<Size>,
     pub duplicate_window: Option<DurationText>,
-    pub provision: Option<bool>,
+    pub provision: Option<Provision>,
 }
 
 /// `[checkpoint]`.
@@ -212,6 +212,33 @@ impl<'de> Deserialize<'de> for DurationText {
             }
         }
         deserializer.deserialize_str(V)
+    }
+}
+
+/// `stream.provision`: `"create"`, `"update"` or `"off"`; the booleans of
+/// earlier versions (`true` = update, `false` = off) still work.
+#[derive(Debug, Clone)]
+pub(super) enum Provision {
+    Bool(bool),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Provision {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Provision;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"create\", \"update\" or \"off\"")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Provision, E> {
+                Ok(Provision::Bool(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Provision, E> {
+                Ok(Provision::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(V)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::agent::{CheckpointSettings, LogFormat};
 use crate::applier::{ApplierSettings, RedisRefreshAll};
 use crate::connect::NatsAuth;
 use crate::node::NewNodePolicy;
-use crate::stream::Storage;
+use crate::stream::{Storage, StreamPolicy};
 
 const REDACTED: &str = "[redacted]";
 
@@ -112,7 +112,14 @@ pub(super) fn effective_toml(settings: &Settings) -> String {
     }
     out.size("max_message_size", log.max_message_size.into());
     out.duration("duplicate_window", log.duplicate_window);
-    out.bool("provision", settings.provision);
+    out.string(
+        "provision",
+        match settings.provision {
+            StreamPolicy::Create => "create",
+            StreamPolicy::Update => "update",
+            StreamPolicy::Off => "off",
+        },
+    );
 
     match &settings.checkpoint {
         Some(CheckpointSettings::File { path }) => {
@@ -232,18 +239,14 @@ impl Toml {
     }
 
     fn duration(&mut self, key: &str, value: Duration) {
-        self.string(key, &humantime::format_duration(value).to_string());
+        self.string(key, &crate::units::duration(value));
     }
 
     /// Whole KiB, MiB or GiB with their unit, anything else in bytes.
     fn size(&mut self, key: &str, bytes: u64) {
-        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-        match UNITS
-            .iter()
-            .find(|(unit, _)| bytes > 0 && bytes.is_multiple_of(*unit))
-        {
-            Some((unit, name)) => self.string(key, &format!("{}{name}", bytes / unit)),
-            None => self.int(key, bytes),
+        match crate::units::size(bytes) {
+            text if text.ends_with("iB") => self.string(key, &text),
+            _ => self.int(key, bytes),
         }
     }
 }

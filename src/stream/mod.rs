@@ -4,7 +4,13 @@
 //! would lose data (unless asked through
 //! [`provision_allowing_data_loss`]) and refuses to go on when the server
 //! applied something other than what was asked (older servers silently drop
-//! fields they do not know).
+//! fields they do not know). Agents by default only create a missing stream
+//! and otherwise compare ([`prepare`] with [`StreamPolicy::Create`]), so
+//! that agents with different settings never change the stream under each
+//! other; `invalog stream provision` / `edit` change it on purpose.
+//! `diff` compares configurations, setting by setting, in human units.
+
+mod diff;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -15,6 +21,7 @@ use async_nats::jetstream::{
 };
 
 use crate::model::RefresherName;
+pub use diff::{diff, fields, Change};
 
 /// Where messages are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,33 +106,36 @@ impl LogSettings {
     }
 }
 
-fn limit(value: Option<u64>) -> i64 {
-    value.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
-}
-
-/// One difference between the stream on the server and the settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// The setting (`max_age`, `subjects`, ...).
-    pub field: &'static str,
-    /// Its value on the server.
-    pub current: String,
-    /// The value asked for.
-    pub wanted: String,
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} -> {}", self.field, self.current, self.wanted)
+impl LogSettings {
+    /// The settings of an existing stream (`invalog stream edit` starts from
+    /// them): the inverse of [`stream_config`](Self::stream_config) for a
+    /// stream invalog created. The subject prefix is the first subject
+    /// without its `.>`.
+    pub fn of_stream(config: &Config) -> Self {
+        let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+        let subject = config.subjects.first().map(String::as_str).unwrap_or("");
+        Self {
+            stream: config.name.clone(),
+            subject_prefix: subject.strip_suffix(".>").unwrap_or(subject).to_owned(),
+            storage: match config.storage {
+                StorageType::File => Storage::File,
+                StorageType::Memory => Storage::Memory,
+            },
+            replicas: config.num_replicas.max(1),
+            max_age: Some(config.max_age).filter(|age| !age.is_zero()),
+            max_messages: positive(config.max_messages),
+            max_bytes: positive(config.max_bytes),
+            max_message_size: u32::try_from(config.max_message_size)
+                .ok()
+                .filter(|v| *v > 0)
+                .unwrap_or(i32::MAX as u32),
+            duplicate_window: config.duplicate_window,
+        }
     }
 }
 
-fn list(changes: &[Change]) -> String {
-    changes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+fn limit(value: Option<u64>) -> i64 {
+    value.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 /// Why provisioning failed.
@@ -142,7 +152,7 @@ pub enum ProvisionError {
         message: String,
     },
     /// The change would delete messages.
-    #[error("stream `{stream}`: refusing a change that can delete messages ({}); apply it on purpose with `provision_allowing_data_loss` (CLI: `--allow-data-loss`)", list(.changes))]
+    #[error("stream `{stream}`: refusing a change that can delete messages ({}); to apply it on purpose run `invalog stream provision --config <file> --allow-data-loss` (library: `provision_allowing_data_loss`), or keep the stream's current values in the file's [stream] (`invalog stream show --config <file>` lists both)", Change::list(.changes))]
     WouldLoseData {
         /// The stream.
         stream: String,
@@ -150,7 +160,7 @@ pub enum ProvisionError {
         changes: Vec<Change>,
     },
     /// The server cannot make this change in place.
-    #[error("stream `{stream}`: the server cannot change {} in place; keep the current value or create a new stream under another name", list(.changes))]
+    #[error("stream `{stream}`: the server cannot change {} in place; keep the current value in [stream] (`invalog stream show --config <file>` lists it) or use a new stream under another name", Change::list(.changes))]
     Immutable {
         /// The stream.
         stream: String,
@@ -158,7 +168,7 @@ pub enum ProvisionError {
         changes: Vec<Change>,
     },
     /// The server stored other settings than those asked for.
-    #[error("stream `{stream}`: the server applied other settings than asked ({}); the nats-server is probably too old (invalog needs 2.10.25 or later)", list(.changes))]
+    #[error("stream `{stream}`: the server applied other settings than asked ({}); the nats-server is probably too old (invalog needs 2.10.25 or later)", Change::list(.changes))]
     NotApplied {
         /// The stream.
         stream: String,
@@ -176,15 +186,116 @@ pub enum Provisioned {
     Unchanged(Box<Info>),
     /// The stream existed and was updated.
     Updated(Box<Info>, Vec<Change>),
+    /// The stream exists with other settings and was left as it is
+    /// ([`create_or_verify`]); `current` is the stream's, `wanted` these
+    /// settings'.
+    Differs(Box<Info>, Vec<Change>),
 }
 
 impl Provisioned {
     /// The stream's info after provisioning.
     pub fn info(&self) -> &Info {
         match self {
-            Provisioned::Created(i) | Provisioned::Unchanged(i) | Provisioned::Updated(i, _) => i,
+            Provisioned::Created(i)
+            | Provisioned::Unchanged(i)
+            | Provisioned::Updated(i, _)
+            | Provisioned::Differs(i, _) => i,
         }
     }
+}
+
+/// What an agent does with the stream when it starts (`[stream] provision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamPolicy {
+    /// Create the stream when it is missing; otherwise leave it as it is and
+    /// report how its settings differ (the default). The stream then has one
+    /// owner: whoever runs `invalog stream provision` / `edit`.
+    #[default]
+    Create,
+    /// Create the stream, or update it to these settings ([`provision`]:
+    /// changes that would delete messages are refused).
+    Update,
+    /// Neither create nor change the stream (someone else owns it, or the
+    /// agent lacks the permission); report differences like `Create`.
+    Off,
+}
+
+/// Applies `policy` at an agent's start: `None` only when the policy is
+/// `Off` and the stream does not exist.
+pub async fn prepare(
+    js: &jetstream::Context,
+    settings: &LogSettings,
+    policy: StreamPolicy,
+) -> Result<Option<Provisioned>, ProvisionError> {
+    match policy {
+        StreamPolicy::Create => create_or_verify(js, settings).await.map(Some),
+        StreamPolicy::Update => provision(js, settings).await.map(Some),
+        StreamPolicy::Off => Ok(inspect(js, settings)
+            .await?
+            .map(|info| compared(settings, info))),
+    }
+}
+
+/// The stream's info, `None` when it does not exist.
+pub async fn inspect(
+    js: &jetstream::Context,
+    settings: &LogSettings,
+) -> Result<Option<Info>, ProvisionError> {
+    match js.get_stream(&settings.stream).await {
+        Ok(mut stream) => Ok(Some(
+            stream
+                .info()
+                .await
+                .map_err(|e| api_error(settings, "reading info", &e))?
+                .clone(),
+        )),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(api_error(settings, "reading info", &e)),
+    }
+}
+
+/// Creates the stream when it is missing; otherwise changes nothing and
+/// returns [`Provisioned::Differs`] when its settings are not these.
+pub async fn create_or_verify(
+    js: &jetstream::Context,
+    settings: &LogSettings,
+) -> Result<Provisioned, ProvisionError> {
+    match inspect(js, settings).await? {
+        Some(info) => Ok(compared(settings, info)),
+        None => create(js, settings).await,
+    }
+}
+
+/// `Unchanged` or `Differs`: the existing stream against `settings`.
+fn compared(settings: &LogSettings, info: Info) -> Provisioned {
+    let changes = diff(&info.config, &settings.stream_config());
+    if changes.is_empty() {
+        Provisioned::Unchanged(Box::new(info))
+    } else {
+        Provisioned::Differs(Box::new(info), changes)
+    }
+}
+
+fn api_error(settings: &LogSettings, action: &'static str, e: &dyn fmt::Display) -> ProvisionError {
+    ProvisionError::Api {
+        stream: settings.stream.clone(),
+        action,
+        message: e.to_string(),
+    }
+}
+
+async fn create(
+    js: &jetstream::Context,
+    settings: &LogSettings,
+) -> Result<Provisioned, ProvisionError> {
+    let wanted = settings.stream_config();
+    let stream = js
+        .create_stream(wanted.clone())
+        .await
+        .map_err(|e| api_error(settings, "creating the stream", &e))?;
+    let info = stream.cached_info().clone();
+    check_applied(settings, &wanted, &info.config)?;
+    Ok(Provisioned::Created(Box::new(info)))
 }
 
 /// Creates or updates the log's stream; refuses changes that lose data.
@@ -209,56 +320,23 @@ async fn provision_inner(
     settings: &LogSettings,
     allow_data_loss: bool,
 ) -> Result<Provisioned, ProvisionError> {
+    let Some(existing) = inspect(js, settings).await? else {
+        return create(js, settings).await;
+    };
     let wanted = settings.stream_config();
-    let api = |action| {
-        let stream = settings.stream.clone();
-        move |e: &dyn fmt::Display| ProvisionError::Api {
-            stream,
-            action,
-            message: e.to_string(),
-        }
-    };
-    let existing = match js.get_stream(&settings.stream).await {
-        Ok(mut stream) => Some(
-            stream
-                .info()
-                .await
-                .map_err(|e| api("reading info")(&e))?
-                .clone(),
-        ),
-        Err(e) if is_not_found(&e) => None,
-        Err(e) => return Err(api("reading info")(&e)),
-    };
-    let Some(existing) = existing else {
-        let stream = js
-            .create_stream(wanted.clone())
-            .await
-            .map_err(|e| api("creating the stream")(&e))?;
-        let info = stream.cached_info().clone();
-        check_applied(settings, &wanted, &info.config)?;
-        return Ok(Provisioned::Created(Box::new(info)));
-    };
     let changes = diff(&existing.config, &wanted);
     if changes.is_empty() {
         check_applied(settings, &wanted, &existing.config)?;
         return Ok(Provisioned::Unchanged(Box::new(existing)));
     }
-    let immutable: Vec<Change> = changes
-        .iter()
-        .filter(|c| matches!(c.field, "storage" | "retention"))
-        .cloned()
-        .collect();
+    let immutable = diff::immutable(&changes);
     if !immutable.is_empty() {
         return Err(ProvisionError::Immutable {
             stream: settings.stream.clone(),
             changes: immutable,
         });
     }
-    let lossy: Vec<Change> = changes
-        .iter()
-        .filter(|c| loses_data(c.field, &existing.config, &wanted))
-        .cloned()
-        .collect();
+    let lossy = diff::lossy(&changes, &existing.config, &wanted);
     if !lossy.is_empty() && !allow_data_loss {
         return Err(ProvisionError::WouldLoseData {
             stream: settings.stream.clone(),
@@ -268,7 +346,7 @@ async fn provision_inner(
     let info = js
         .update_stream(wanted.clone())
         .await
-        .map_err(|e| api("updating the stream")(&e))?;
+        .map_err(|e| api_error(settings, "updating the stream", &e))?;
     check_applied(settings, &wanted, &info.config)?;
     Ok(Provisioned::Updated(Box::new(info), changes))
 }
@@ -279,126 +357,6 @@ fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
         jetstream::context::GetStreamErrorKind::JetStream(ref js)
             if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
     )
-}
-
-/// A limit of -1 or 0 means "none"; compare limits as "none or a number".
-fn unlimited_to_max(v: i64) -> i64 {
-    if v <= 0 {
-        i64::MAX
-    } else {
-        v
-    }
-}
-
-fn age(d: Duration) -> Duration {
-    if d.is_zero() {
-        Duration::MAX
-    } else {
-        d
-    }
-}
-
-fn loses_data(field: &str, current: &Config, wanted: &Config) -> bool {
-    match field {
-        "subjects" => true,
-        "max_age" => age(wanted.max_age) < age(current.max_age),
-        "max_messages" => {
-            unlimited_to_max(wanted.max_messages) < unlimited_to_max(current.max_messages)
-        }
-        "max_bytes" => unlimited_to_max(wanted.max_bytes) < unlimited_to_max(current.max_bytes),
-        _ => false,
-    }
-}
-
-/// The settings invalog manages that differ between `current` and `wanted`.
-pub fn diff(current: &Config, wanted: &Config) -> Vec<Change> {
-    let mut changes = Vec::new();
-    let mut check = |field, a: String, b: String| {
-        if a != b {
-            changes.push(Change {
-                field,
-                current: a,
-                wanted: b,
-            });
-        }
-    };
-    check(
-        "subjects",
-        format!("{:?}", current.subjects),
-        format!("{:?}", wanted.subjects),
-    );
-    check(
-        "storage",
-        format!("{:?}", current.storage),
-        format!("{:?}", wanted.storage),
-    );
-    check(
-        "retention",
-        format!("{:?}", current.retention),
-        format!("{:?}", wanted.retention),
-    );
-    check(
-        "discard",
-        format!("{:?}", current.discard),
-        format!("{:?}", wanted.discard),
-    );
-    check(
-        "replicas",
-        current.num_replicas.max(1).to_string(),
-        wanted.num_replicas.max(1).to_string(),
-    );
-    check(
-        "max_age",
-        show_age(current.max_age),
-        show_age(wanted.max_age),
-    );
-    check(
-        "max_messages",
-        show_limit(current.max_messages),
-        show_limit(wanted.max_messages),
-    );
-    check(
-        "max_bytes",
-        show_limit(current.max_bytes),
-        show_limit(wanted.max_bytes),
-    );
-    check(
-        "max_message_size",
-        show_limit(i64::from(current.max_message_size)),
-        show_limit(i64::from(wanted.max_message_size)),
-    );
-    check(
-        "duplicate_window",
-        format!("{:?}", current.duplicate_window),
-        format!("{:?}", wanted.duplicate_window),
-    );
-    check(
-        "allow_direct",
-        current.allow_direct.to_string(),
-        wanted.allow_direct.to_string(),
-    );
-    check(
-        "deny_delete",
-        current.deny_delete.to_string(),
-        wanted.deny_delete.to_string(),
-    );
-    changes
-}
-
-fn show_age(d: Duration) -> String {
-    if d.is_zero() {
-        "unlimited".into()
-    } else {
-        format!("{d:?}")
-    }
-}
-
-fn show_limit(v: i64) -> String {
-    if v <= 0 {
-        "unlimited".into()
-    } else {
-        v.to_string()
-    }
 }
 
 fn check_applied(
@@ -452,29 +410,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shorter_retention_loses_data_and_longer_does_not() {
-        let base = LogSettings::default().stream_config();
-        let mut shorter = base.clone();
-        shorter.max_age = Duration::from_secs(60);
-        let mut unlimited = base.clone();
-        unlimited.max_age = Duration::ZERO;
-        assert!(loses_data("max_age", &base, &shorter));
-        assert!(!loses_data("max_age", &base, &unlimited));
-        assert!(loses_data("max_age", &unlimited, &base));
-        let mut fewer = base.clone();
-        fewer.max_messages = 10;
-        assert!(loses_data("max_messages", &base, &fewer));
-        assert!(!loses_data("max_messages", &fewer, &base));
-    }
-
-    #[test]
-    fn diff_names_each_changed_setting() {
-        let base = LogSettings::default().stream_config();
-        let mut other = base.clone();
-        other.num_replicas = 3;
-        other.duplicate_window = Duration::from_secs(5);
-        let fields: Vec<_> = diff(&base, &other).iter().map(|c| c.field).collect();
-        assert_eq!(fields, vec!["replicas", "duplicate_window"]);
-        assert!(diff(&base, &base).is_empty());
+    fn the_settings_of_a_stream_invalog_created_are_those_it_asked_for() {
+        let settings = LogSettings {
+            stream: "S".into(),
+            subject_prefix: "acme.invalog".into(),
+            storage: Storage::Memory,
+            replicas: 3,
+            max_age: None,
+            max_messages: Some(1000),
+            max_bytes: Some(10 << 30),
+            max_message_size: 4096,
+            duplicate_window: Duration::from_secs(30),
+        };
+        assert_eq!(LogSettings::of_stream(&settings.stream_config()), settings);
+        let default = LogSettings::default();
+        assert_eq!(LogSettings::of_stream(&default.stream_config()), default);
     }
 }
