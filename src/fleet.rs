@@ -210,7 +210,7 @@ pub async fn fleet_status(
         .await
         .map_err(|e| stream_err(format!("cannot read its info: {e}")))?
         .clone();
-    let reports = presence::read_reports(js, bucket).await?;
+    let reports = presence::read_reports(js, bucket, &log.stream).await?;
     let now = SystemTime::now();
     let stream = summarize(&log.stream, &info, now);
     let nodes = reports

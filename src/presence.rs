@@ -3,8 +3,9 @@
 //!
 //! A [`Presence`] handle owns a task that, every `interval` (default 5 s),
 //! puts a [`NodeReport`] under the node id in the bucket (default
-//! [`DEFAULT_BUCKET`]): version, applied / stored / stream-last sequence and
-//! lag, state, readiness and its reason, start time and hosted refreshers.
+//! [`DEFAULT_BUCKET`]): the stream it follows, version, applied / stored /
+//! stream-last sequence and lag, state, readiness and its reason, start
+//! time and hosted refreshers.
 //! Dropping the handle stops the task (as a crash would: the entry stays and
 //! becomes stale); [`Presence::stop`] writes one last report with state
 //! `stopped` first, so the fleet view tells a node that left cleanly from one
@@ -12,12 +13,20 @@
 //! key (history 1) and forgets a key [`ENTRY_MAX_AGE`] (1 day) after its
 //! last report, so nodes that are gone for good eventually vanish.
 //!
-//! [`read_all`] reads every node's latest report. A report's `last_seen` is
-//! the time the NATS server stored it, not the node's clock, so a node whose
-//! clock is wrong is neither hidden nor flagged stale by mistake.
+//! [`read_all`] reads the latest report of every node of one stream: one
+//! bucket serves every stream on the server, and a report names its
+//! stream (a report without one, written by an older invalog, is read for
+//! every stream, as it was then). During a leader election of the bucket's
+//! stream a write fails with [`PresenceError::NoLeader`]; the reporter logs
+//! that at INFO and warns only when it lasts longer than
+//! [`NO_LEADER_WARN_AFTER`].
+//!
+//! A report's `last_seen` is the time the NATS server stored it, not the
+//! node's clock, so a node whose clock is wrong is neither hidden nor
+//! flagged stale by mistake.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
@@ -36,6 +45,10 @@ pub const ENTRY_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The state a node's last report gives after a clean [`Presence::stop`].
 pub const STOPPED: &str = "stopped";
+
+/// How long writes may fail for want of a stream leader (an election)
+/// before the reporter warns.
+pub const NO_LEADER_WARN_AFTER: Duration = Duration::from_secs(15);
 
 /// How often the first report is tried before `Presence::start` fails
 /// (about 4.5 s in all).
@@ -67,6 +80,9 @@ impl Default for PresenceSettings {
 pub struct NodeReport {
     /// The node id (the key).
     pub node: String,
+    /// The stream the node follows; `None` in a report written by an
+    /// invalog that did not say.
+    pub stream: Option<String>,
     /// The invalog version the node runs.
     pub version: String,
     /// Last sequence applied.
@@ -129,6 +145,13 @@ pub enum PresenceError {
         /// The bucket.
         bucket: String,
     },
+    /// The bucket's stream answered no write: it has no leader, as during
+    /// an election after its leader's server went away (or it was deleted).
+    #[error("presence not written to bucket `{bucket}`: the bucket's stream has no leader (election in progress?) or no longer exists")]
+    NoLeader {
+        /// The bucket.
+        bucket: String,
+    },
     /// The bucket could not be created, read or written.
     #[error("presence bucket `{bucket}`: {message}")]
     Kv {
@@ -149,6 +172,7 @@ pub struct Presence {
 struct Reporter {
     store: kv::Store,
     bucket: String,
+    stream: String,
     node: Arc<Node>,
     refreshers: Vec<String>,
     started_at: SystemTime,
@@ -159,18 +183,21 @@ struct Reporter {
 }
 
 impl Presence {
-    /// Opens (creating if needed) the bucket, writes a first report, and
-    /// starts reporting every `settings.interval`. Errors when the bucket
-    /// cannot be created or written (missing permissions, for example);
-    /// failures after start are logged and retried at the next interval.
+    /// Opens (creating if needed) the bucket, writes a first report for
+    /// the node of `stream`, and starts reporting every
+    /// `settings.interval`. Errors when the bucket cannot be created or
+    /// written (missing permissions, for example); failures after start are
+    /// logged and retried at the next interval.
     pub async fn start(
         js: jetstream::Context,
         settings: PresenceSettings,
+        stream: &str,
         node: Arc<Node>,
         refreshers: Vec<RefresherName>,
     ) -> Result<Presence, PresenceError> {
         let store = open_or_create(&js, &settings).await?;
         let reporter = Arc::new(Reporter {
+            stream: stream.to_owned(),
             store,
             bucket: settings.bucket.clone(),
             node,
@@ -184,7 +211,7 @@ impl Presence {
         let mut attempt = 0;
         while let Err(error) = reporter.put(None).await {
             attempt += 1;
-            let transient = matches!(&error, PresenceError::Kv { message, .. } if message.contains("no stream found"));
+            let transient = matches!(&error, PresenceError::NoLeader { .. });
             if !transient || attempt >= FIRST_WRITE_ATTEMPTS {
                 return Err(error);
             }
@@ -228,7 +255,7 @@ impl Drop for Presence {
 }
 
 async fn report_loop(reporter: Arc<Reporter>, interval: Duration, cancel: CancellationToken) {
-    let mut failing = false;
+    let mut failures = Failures::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -238,18 +265,56 @@ async fn report_loop(reporter: Arc<Reporter>, interval: Duration, cancel: Cancel
             _ = cancel.cancelled() => return,
             result = reporter.put(None) => result,
         };
-        match result {
-            Ok(()) if failing => {
-                failing = false;
+        match failures.record(result.err(), Instant::now()) {
+            Some(Log::Recovered) => {
                 tracing::info!(bucket = %reporter.bucket, "presence reports are written again");
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
+            Some(Log::Election(e)) => tracing::info!(error = %e, "retrying every interval"),
+            Some(Log::Failing(e)) => {
                 tracing::warn!(error = %e, "cannot write the presence report; retrying every interval");
             }
-            Err(_) => {}
+            None => {}
         }
+    }
+}
+
+/// What the reporter logs after a write: each kind of failure once, and a
+/// missing stream leader only at INFO until it lasts
+/// [`NO_LEADER_WARN_AFTER`].
+#[derive(Debug, Default)]
+struct Failures {
+    /// When the current run of failures began.
+    since: Option<Instant>,
+    /// Whether the run has been logged at INFO (a leader election).
+    told: bool,
+    /// Whether the run has been logged at WARN.
+    warned: bool,
+}
+
+#[derive(Debug)]
+enum Log {
+    Recovered,
+    Election(PresenceError),
+    Failing(PresenceError),
+}
+
+impl Failures {
+    fn record(&mut self, error: Option<PresenceError>, now: Instant) -> Option<Log> {
+        let Some(error) = error else {
+            let logged = self.told || self.warned;
+            *self = Failures::default();
+            return logged.then_some(Log::Recovered);
+        };
+        let since = *self.since.get_or_insert(now);
+        if self.warned {
+            return None;
+        }
+        let election = matches!(error, PresenceError::NoLeader { .. });
+        if election && now.duration_since(since) < NO_LEADER_WARN_AFTER {
+            return (!std::mem::replace(&mut self.told, true)).then_some(Log::Election(error));
+        }
+        self.warned = true;
+        Some(Log::Failing(error))
     }
 }
 
@@ -268,6 +333,7 @@ impl Reporter {
         };
         let report = NodeReport {
             node: self.node.node_id().to_string(),
+            stream: Some(self.stream.clone()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             applied: p.applied,
             stored: p.stored,
@@ -292,9 +358,17 @@ impl Reporter {
             };
             wire::encode_node_report(&report).into()
         };
-        let kv_err = |e: &dyn std::fmt::Display| PresenceError::Kv {
-            bucket: self.bucket.clone(),
-            message: format!("cannot write key `{key}`: {e}"),
+        let kv_err = |e: &(dyn std::error::Error + 'static)| {
+            if no_leader(e) {
+                PresenceError::NoLeader {
+                    bucket: self.bucket.clone(),
+                }
+            } else {
+                PresenceError::Kv {
+                    bucket: self.bucket.clone(),
+                    message: format!("cannot write key `{key}`: {e}"),
+                }
+            }
         };
         let known = *self.revision.lock().unwrap();
         let written = match known {
@@ -333,6 +407,19 @@ impl Reporter {
     }
 }
 
+/// True when a write found no stream to answer it: the stream exists (the
+/// bucket was opened) but has no leader.
+fn no_leader(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(p) = e.downcast_ref::<jetstream::context::PublishError>() {
+            return p.kind() == jetstream::context::PublishErrorKind::StreamNotFound;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 async fn open_or_create(
     js: &jetstream::Context,
     settings: &PresenceSettings,
@@ -364,23 +451,29 @@ async fn open_or_create(
     }
 }
 
-/// Every node's latest report, sorted by node id. Entries that are not
-/// readable reports are skipped with a warning; [`read_reports`] returns
-/// them too.
+/// The latest report of every node of `stream`, sorted by node id. Entries
+/// that are not readable reports are skipped with a warning;
+/// [`read_reports`] returns them too.
 pub async fn read_all(
     js: &jetstream::Context,
     bucket: &str,
+    stream: &str,
 ) -> Result<Vec<NodeReport>, PresenceError> {
-    let all = read_reports(js, bucket).await?;
+    let all = read_reports(js, bucket, stream).await?;
     for u in &all.unreadable {
         tracing::warn!(bucket, key = %u.key, error = %u.error, "skipping an unreadable presence report");
     }
     Ok(all.reports)
 }
 
-/// Every node's latest report, sorted by node id, and the keys whose value
-/// is not a readable report.
-pub async fn read_reports(js: &jetstream::Context, bucket: &str) -> Result<Reports, PresenceError> {
+/// The latest report of every node of `stream` (and of nodes whose report
+/// names no stream), sorted by node id, and the keys whose value is not a
+/// readable report.
+pub async fn read_reports(
+    js: &jetstream::Context,
+    bucket: &str,
+    stream: &str,
+) -> Result<Reports, PresenceError> {
     let kv_err = |message: String| PresenceError::Kv {
         bucket: bucket.to_owned(),
         message,
@@ -388,8 +481,8 @@ pub async fn read_reports(js: &jetstream::Context, bucket: &str) -> Result<Repor
     // The keys come from the stream's subjects, not from `Store::keys`:
     // its LastPerSubject consumer was seen to end early, missing a node,
     // while reporters kept writing.
-    let stream = match js.get_stream(format!("KV_{bucket}")).await {
-        Ok(stream) => stream,
+    let kv_stream = match js.get_stream(format!("KV_{bucket}")).await {
+        Ok(kv_stream) => kv_stream,
         Err(e) => {
             let not_found = matches!(
                 e.kind(),
@@ -406,7 +499,7 @@ pub async fn read_reports(js: &jetstream::Context, bucket: &str) -> Result<Repor
         }
     };
     let prefix = format!("$KV.{bucket}.");
-    let subjects: Vec<(String, usize)> = stream
+    let subjects: Vec<(String, usize)> = kv_stream
         .info_with_subjects(format!("{prefix}>"))
         .await
         .map_err(|e| kv_err(format!("cannot list keys: {e}")))?
@@ -432,6 +525,7 @@ pub async fn read_reports(js: &jetstream::Context, bucket: &str) -> Result<Repor
             continue; // deleted or expired since it was listed
         };
         match wire::decode_node_report(&entry.value, entry.created.into()) {
+            Ok(report) if report.stream.as_deref().is_some_and(|s| s != stream) => {}
             Ok(report) => out.reports.push(report),
             Err(e) => out.unreadable.push(Unreadable {
                 key,
@@ -441,4 +535,51 @@ pub async fn read_reports(js: &jetstream::Context, bucket: &str) -> Result<Repor
     }
     out.reports.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_leader() -> Option<PresenceError> {
+        Some(PresenceError::NoLeader { bucket: "b".into() })
+    }
+
+    fn denied() -> Option<PresenceError> {
+        Some(PresenceError::Kv {
+            bucket: "b".into(),
+            message: "permissions violation".into(),
+        })
+    }
+
+    #[test]
+    fn an_election_is_told_once_and_warned_about_only_when_it_lasts() {
+        let t0 = Instant::now();
+        let mut f = Failures::default();
+        assert!(matches!(f.record(no_leader(), t0), Some(Log::Election(_))));
+        let later = t0 + Duration::from_secs(5);
+        assert!(f.record(no_leader(), later).is_none());
+        let long = t0 + NO_LEADER_WARN_AFTER;
+        assert!(matches!(f.record(no_leader(), long), Some(Log::Failing(_))));
+        assert!(f
+            .record(no_leader(), long + Duration::from_secs(1))
+            .is_none());
+        assert!(matches!(f.record(None, long), Some(Log::Recovered)));
+        assert!(f.record(None, long).is_none(), "told once");
+    }
+
+    #[test]
+    fn other_failures_warn_at_once() {
+        let mut f = Failures::default();
+        let t0 = Instant::now();
+        assert!(matches!(f.record(denied(), t0), Some(Log::Failing(_))));
+        assert!(f.record(denied(), t0).is_none());
+        assert!(matches!(f.record(None, t0), Some(Log::Recovered)));
+        // An election message reads clearly.
+        let text = no_leader().unwrap().to_string();
+        assert!(
+            text.contains("has no leader (election in progress?)"),
+            "{text}"
+        );
+    }
 }

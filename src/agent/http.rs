@@ -225,10 +225,29 @@ async fn status(State(app): State<App>) -> Json<Value> {
             "sent_bytes": nats.sent_bytes,
             "received_messages": nats.received_messages,
             "sent_messages": nats.sent_messages,
+            "server": connected_server(&client.server_info()),
         },
         "started_at": format_time(info.started_at),
         "uptime_seconds": now.duration_since(info.started_at).map_or(0, |d| d.as_secs()),
     }))
+}
+
+/// The server the client is (or was last) connected to, from its `INFO`:
+/// name, id and the address it reports listening on; `null` before the
+/// first `INFO`.
+fn connected_server(info: &async_nats::ServerInfo) -> Value {
+    if info.server_id.is_empty() {
+        return Value::Null;
+    }
+    json!({
+        "name": info.server_name,
+        "id": info.server_id,
+        "address": if info.host.contains(':') {
+            format!("[{}]:{}", info.host, info.port)
+        } else {
+            format!("{}:{}", info.host, info.port)
+        },
+    })
 }
 
 /// What `/applied` waits for.

@@ -38,7 +38,16 @@ pub enum AgentError {
     /// created or written).
     #[error(transparent)]
     Presence(#[from] crate::presence::PresenceError),
-    /// The HTTP listener could not be opened or failed.
+    /// The HTTP port could not be opened (in use, or not an address of
+    /// this machine).
+    #[error("cannot listen on {listen} (`http.listen`): {source}; stop the process that holds it, or set another address with `http.listen` or INVALOG_HTTP__LISTEN")]
+    Listen {
+        /// The address.
+        listen: SocketAddr,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The HTTP listener failed.
     #[error("HTTP on {listen}: {source}")]
     Http {
         /// The address.
@@ -99,7 +108,11 @@ pub async fn run(
         listen: settings.http.listen,
         source,
     };
-    let socket = std::net::TcpListener::bind(settings.http.listen).map_err(http_error)?;
+    let socket =
+        std::net::TcpListener::bind(settings.http.listen).map_err(|source| AgentError::Listen {
+            listen: settings.http.listen,
+            source,
+        })?;
     socket.set_nonblocking(true).map_err(http_error)?;
     let bound = socket.local_addr().map_err(http_error)?;
     on_listening(bound);
@@ -134,6 +147,7 @@ pub async fn run(
     let presence = crate::presence::Presence::start(
         js.clone(),
         settings.presence.clone(),
+        &settings.log.stream,
         node.clone(),
         settings
             .refreshers

@@ -1,34 +1,37 @@
 //! `invalog agent`: runs the sidecar until SIGTERM or SIGINT, then finishes
 //! the batch in hand, stores the applied sequence and exits 0.
 
-use std::path::PathBuf;
+use invalog::agent::{self, AgentError, LogFormat};
 
-use invalog::agent::{self, AgentError};
-
+use super::ConfigArg;
 use super::{
     init_logging, load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_NATS, EXIT_OK, EXIT_STREAM,
 };
 
 /// Arguments of `invalog agent`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Runs until SIGTERM or SIGINT (Ctrl-C), then finishes the batch in hand, stores the applied sequence and exits 0. While no NATS server answers it keeps trying (/readyz answers 503 meanwhile).\n\nExit codes: 0 a clean stop; 1 a failure while running; 2 invalid configuration, an applier that cannot be built, or an http.listen address that cannot be bound; 3 a NATS server refused the connection (credentials, TLS); 4 the stream cannot be provisioned as configured.\n\nExamples:\n  invalog agent -c config/agent.toml\n  INVALOG_NODE__ID=web-2 invalog agent -c /etc/invalog/agent.toml\n  invalog agent -c config/demo.toml    # with `nats-server -js` on this machine; then: curl -s 127.0.0.1:9464/status"
+)]
 pub struct AgentArgs {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(long, short, default_value = "config/agent.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 /// Runs the agent.
 pub async fn run(args: AgentArgs, log_filter: Option<String>) -> anyhow::Result<u8> {
-    let settings = match load_config(&args.config).and_then(|c| c.agent().map_err(Into::into)) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("invalog: {error:#}");
-            return Ok(EXIT_CONFIG);
-        }
-    };
+    let settings =
+        match load_config(&args.config.agent()).and_then(|c| c.agent().map_err(Into::into)) {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprintln!("invalog: {error:#}");
+                return Ok(EXIT_CONFIG);
+            }
+        };
+    let format = settings.logging.format;
     init_logging(
         log_filter.as_deref().unwrap_or(&settings.logging.level),
-        settings.logging.format,
+        format,
     );
     let result = agent::run(settings, shutdown_signal(), |addr| {
         tracing::info!(%addr, "HTTP listening");
@@ -38,12 +41,18 @@ pub async fn run(args: AgentArgs, log_filter: Option<String>) -> anyhow::Result<
         Ok(()) => EXIT_OK,
         Err(AgentError::Connect(_)) => EXIT_NATS,
         Err(AgentError::Provision(_)) => EXIT_STREAM,
-        Err(AgentError::Applier(_) | AgentError::Registry(_)) => EXIT_CONFIG,
+        Err(AgentError::Applier(_) | AgentError::Registry(_) | AgentError::Listen { .. }) => {
+            EXIT_CONFIG
+        }
         Err(_) => EXIT_FAILURE,
     };
+    // Said once: as a log line when logs are JSON (for the log pipeline),
+    // else as a plain line for the person at the terminal.
     if let Err(error) = result {
-        tracing::error!(%error, "agent failed");
-        eprintln!("invalog: {error}");
+        match format {
+            LogFormat::Json => tracing::error!(%error, exit_code = code, "agent failed"),
+            LogFormat::Text => eprintln!("invalog: {error}"),
+        }
     }
     Ok(code)
 }

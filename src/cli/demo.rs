@@ -2,7 +2,10 @@
 //! nats-server with JetStream in a temporary directory, provisions the log,
 //! runs three nodes in-process, publishes, stops one node, publishes more,
 //! restarts it and shows it catching up from its stored sequence before it
-//! reports ready, then prints the history. Cleans up and exits 0.
+//! reports ready, then prints the history as `invalog history` does. Each
+//! step says in plain words what happened; the end says what to run next
+//! (the installed nats-server, `config/demo.toml`, the agent). Cleans up
+//! and exits 0.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,7 +46,10 @@ struct ContentCache {
 impl Refresher for ContentCache {
     async fn refresh_all(&self) -> RefreshResult {
         self.entries.lock().unwrap().clear();
-        self.applied.lock().unwrap().push("refresh_all".into());
+        self.applied
+            .lock()
+            .unwrap()
+            .push("emptied the cache".into());
         Ok(())
     }
 
@@ -52,10 +58,8 @@ impl Refresher for ContentCache {
         for id in ids {
             *entries.entry(*id).or_default() += 1;
         }
-        self.applied
-            .lock()
-            .unwrap()
-            .push(format!("refresh {ids:?}"));
+        let what = format!("reloaded {}", id_list(ids));
+        self.applied.lock().unwrap().push(what);
         Ok(())
     }
 
@@ -64,7 +68,8 @@ impl Refresher for ContentCache {
         for id in ids {
             entries.remove(id);
         }
-        self.applied.lock().unwrap().push(format!("remove {ids:?}"));
+        let what = format!("dropped {}", id_list(ids));
+        self.applied.lock().unwrap().push(what);
         Ok(())
     }
 }
@@ -139,23 +144,38 @@ async fn wait_all(nodes: &[(&str, &DemoNode)], sequence: u64) -> anyhow::Result<
     Ok(())
 }
 
+/// Ids in ascending order: `id 3`, `ids 1, 2, 3`.
+fn id_list(ids: &[i64]) -> String {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let word = if ids.len() == 1 { "id" } else { "ids" };
+    format!("{word} {}", list.join(", "))
+}
+
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     if args.nodes < 2 {
         bail!("--nodes must be at least 2 (one of them is stopped and restarted)");
     }
-    println!("== starting a local nats-server with JetStream");
-    let server = NatsServer::start().await.context("starting nats-server")?;
     println!(
-        "   listening on {} (store in a temporary directory)",
-        server.url()
+        "invalog demo: {} web servers cache the same content. An editor changes it;",
+        args.nodes
     );
+    println!("every server must drop its stale copies, even one that is down at the time.");
+    println!();
+    println!("1. A local NATS server with JetStream holds the log");
+    let server = NatsServer::start().await.context("starting nats-server")?;
     let client = async_nats::connect(server.url()).await?;
     let js = async_nats::jetstream::new(client);
     let log = LogSettings::default();
     invalog::provision(&js, &log).await?;
     println!(
-        "   stream {} on subjects {}",
+        "   nats-server listens on {}; its data is in a temporary directory.",
+        server.url()
+    );
+    println!(
+        "   The log is the JetStream stream {} (subjects {}): each change is one message, numbered.",
         log.stream,
         log.all_subjects()
     );
@@ -169,7 +189,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     for n in &nodes {
         n.node.ready().await?;
     }
-    println!("== {} nodes ready: {}", nodes.len(), names.join(", "));
+    println!();
+    println!("2. {} nodes start: {}", nodes.len(), names.join(", "));
+    println!(
+        "   Each is a web server's cache with invalog's replayer: it reads the log in order and"
+    );
+    println!("   applies each message to its cache (`content` by id, `media` by a typed payload).");
+    println!("   All are ready: they have applied everything in the log (nothing yet).");
 
     let publisher = Publisher::new(
         js.clone(),
@@ -177,18 +203,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         PublisherSettings::new("editor"),
         defs()?,
     );
+    println!();
+    println!("3. The editor publishes three changes; each publish returns the message's sequence");
     let mut last = 0;
     for (what, receipt) in [
         (
-            "refresh content [1, 2, 3]",
+            "content: reload ids 1, 2, 3",
             publisher.refresh_ids("content", &[1, 2, 3]).await?,
         ),
         (
-            "remove content [2]",
+            "content: drop id 2",
             publisher.remove_ids("content", &[2]).await?,
         ),
         (
-            "refresh media payload",
+            "media: reload image 7 at /img/cat.png (a typed payload)",
             publisher
                 .refresh_payloads(
                     "media",
@@ -201,18 +229,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         ),
     ] {
         last = receipt.sequence().unwrap_or(last);
-        println!("   published {what:<28} -> sequence {last}");
+        println!("   sequence {last}  {what}");
     }
     let all: Vec<(&str, &DemoNode)> = names.iter().map(String::as_str).zip(nodes.iter()).collect();
     wait_all(&all, last).await?;
-    println!("== every node applied up to sequence {last}");
+    println!("   Every node has applied up to sequence {last}: their caches agree.");
 
     let stopped_name = names.last().expect("at least two nodes").clone();
     let stopped = nodes.pop().expect("at least two nodes");
     let applied_before = stopped.node.applied();
     stopped.node.shutdown().await?;
-    println!("== stopped {stopped_name}; its stored sequence is {applied_before}");
-
+    println!();
+    println!("4. {stopped_name} stops (a deploy, a crash). It has stored the last sequence it applied: {applied_before}.");
+    println!(
+        "   While it is down, the editor saves a page (one unit of work) and replaces all media:"
+    );
     let mut uow = publisher.unit_of_work();
     uow.add(
         "content",
@@ -225,24 +256,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     uow.add("content", vec![invalog::Instruction::RemoveIds(vec![3])]);
     let receipt = uow.commit().await?;
     last = receipt.sequence().unwrap_or(last);
+    println!(
+        "   sequence {last}  content: reload ids 10 to 19 and 42, drop id 3 (ids 10 and 11 were"
+    );
+    println!("               added twice; a unit of work sends each id once, in one message)");
     let receipt = publisher.refresh_all("media").await?;
     last = receipt.sequence().unwrap_or(last);
-    println!("   published a unit of work and a media refresh_all while it was down -> last sequence {last}");
+    println!("   sequence {last}  media: refresh everything");
 
+    println!();
     println!(
-        "== restarting {stopped_name}: it replays from sequence {}",
+        "5. {stopped_name} starts again and replays from its stored sequence + 1 = {}",
         applied_before + 1
     );
     let restarted = start_node(&js, &log, dir.path(), &stopped_name).await?;
-    println!("   state at start: {:?}", restarted.node.state());
+    if !restarted.node.is_ready() {
+        println!(
+            "   At start it is {}: not ready, so it should get no traffic yet.",
+            restarted.node.state()
+        );
+    }
     tokio::time::timeout(Duration::from_secs(10), restarted.node.ready())
         .await
         .context("the restarted node did not become ready within 10 s")??;
     println!(
-        "   ready at sequence {} after applying {} messages: {}",
+        "   Ready at sequence {} after applying the {} messages it missed, in order:",
         restarted.node.applied(),
         restarted.node.stats().applied_messages,
-        restarted.content.applied.lock().unwrap().join("; ")
+    );
+    for what in restarted.content.applied.lock().unwrap().iter() {
+        println!("     content: {what}");
+    }
+    println!("     media: emptied its cache");
+    println!(
+        "   Nothing was lost or skipped, and it said it was not ready until it had caught up."
     );
     let all: Vec<(&str, &DemoNode)> = names[..names.len() - 1]
         .iter()
@@ -251,29 +298,55 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .collect();
     wait_all(&all, last).await?;
 
-    println!("== history");
-    for entry in history::read_range(&js, &log, 1, None, 100).await? {
-        let when = super::history_cmd::millis(entry.stored_at);
-        match entry.batch {
-            Ok(batch) => {
-                let what: Vec<String> =
-                    batch.instructions.iter().map(ToString::to_string).collect();
-                println!(
-                    "   {:>4}  {}  {:<8} {:<8} {}",
-                    entry.sequence,
-                    when,
-                    batch.origin,
-                    batch.refresher.name,
-                    what.join("; ")
-                );
-            }
-            Err(e) => println!("   {:>4}  {}  undecodable: {e}", entry.sequence, when),
-        }
-    }
+    println!();
+    println!("6. The log, as `invalog history` shows it:");
+    let rows: Vec<Vec<String>> = history::read_range(&js, &log, 1, None, 100)
+        .await?
+        .iter()
+        .map(super::history_cmd::row)
+        .collect();
+    print!("{}", super::history_cmd::columns().render(&rows));
     restarted.node.shutdown().await?;
     for n in nodes {
         n.node.shutdown().await?;
     }
-    println!("== done; the nats-server and temporary files are removed");
+    let binary = server.binary().to_owned();
+    drop(server);
+    drop(dir);
+    print!("{}", next_steps(&binary));
     Ok(super::EXIT_OK)
+}
+
+/// What to run next: a server of one's own, the agent with
+/// config/demo.toml, a publish and a look at the agent's status.
+fn next_steps(nats_server: &Path) -> String {
+    let invalog = match std::env::current_exe() {
+        Ok(exe) if exe.components().any(|c| c.as_os_str() == "target") => "cargo run --",
+        _ => "invalog",
+    };
+    let from = if Path::new("config/demo.toml").is_file() {
+        ""
+    } else {
+        ", from the invalog repository"
+    };
+    format!(
+        r#"
+Done: the demo's nats-server and temporary files are removed.
+
+Next: the agent, the sidecar any app uses (no Rust needed). It applies the log
+to your caches through a webhook, Redis or a command (docs/appliers.md).
+  1. Start a NATS server with JetStream. The one this demo used is installed at
+       {server} -js -a 127.0.0.1
+  2. In another terminal{from}, start an agent with config/demo.toml. It follows
+     the stream INVALOG_DEMO; `content` goes to a webhook at 127.0.0.1:8080/invalidate
+     (your app's endpoint); `media` to /bin/cat (the agent logs each batch it prints):
+       {invalog} agent -c config/demo.toml
+  3. Publish, and look at what the agent applied:
+       {invalog} publish -c config/demo.toml media refresh-all
+       curl -s 127.0.0.1:9464/status
+       {invalog} history -c config/demo.toml
+README.md has the rest: publishing from your app, Redis, deployment.
+"#,
+        server = nats_server.display(),
+    )
 }

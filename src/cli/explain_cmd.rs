@@ -6,13 +6,13 @@
 //! (`wire::encode_explanation`).
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use invalog::history::explain::{self, Explanation, Question, Verdict};
 use invalog::history::{HistoryError, Target};
 use invalog::RefresherName;
 
 use super::history_cmd::{millis, what};
+use super::ConfigArg;
 use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
@@ -20,12 +20,11 @@ use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 /// Arguments of `invalog explain`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  invalog explain -c config/publisher.toml --refresher content --id 42\n  invalog explain -c config/publisher.toml --refresher content --id home --node web-3 --json"
+    after_help = "Exit codes: 0 explained; 1 the log or the presence bucket cannot be read; 2 invalid configuration or arguments, or a refresher that neither the configuration, nor any node, nor the log knows; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog explain -c config/publisher.toml --refresher content --id 42\n  invalog explain -c config/publisher.toml --refresher content --id home --node web-3 --json"
 )]
 pub struct Args {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(long, short, default_value = "config/publisher.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// The refresher that caches the entry.
     #[arg(long, short)]
     refresher: String,
@@ -47,7 +46,7 @@ pub struct Args {
 
 /// Runs `invalog explain`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match client_settings(&args.config) {
+    let settings = match client_settings(&args.config.publisher()) {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
@@ -80,6 +79,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             });
         }
     };
+    if let Some(message) = unknown_refresher(&explanation, &settings, &args.config.publisher()) {
+        eprintln!("invalog: {message}");
+        return Ok(EXIT_CONFIG);
+    }
     let text = if args.json {
         format!("{}\n", invalog::wire::encode_explanation(&explanation))
     } else {
@@ -94,6 +97,30 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_OK),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Why the refresher asked about does not exist, when nothing knows it:
+/// not the configuration, no node's report, no change in the log.
+fn unknown_refresher(
+    x: &Explanation,
+    settings: &invalog::config::ClientSettings,
+    config: &std::path::Path,
+) -> Option<String> {
+    let name = x.question.refresher.as_str();
+    let configured = settings.refreshers.iter().map(|d| d.name.as_str());
+    let hosted = x
+        .nodes
+        .iter()
+        .flat_map(|n| n.status.report.refreshers.iter().map(String::as_str));
+    let known: Vec<&str> = configured.chain(hosted).collect();
+    if known.contains(&name) || !x.changes.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "no refresher `{name}` in {} or in any node's report, and no change to it in the log; {}",
+        config.display(),
+        invalog::config::did_you_mean(name, known, "refreshers")
+    ))
 }
 
 /// The table of changes, the table of nodes, and one answer per node.

@@ -6,7 +6,6 @@
 //! goes to stderr on long scans when stdout is a terminal.
 
 use std::io::{IsTerminal as _, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use invalog::history::{self, Entry, HistoryError, Limit, Query, Target};
 use invalog::RefresherName;
 
-use super::{client_settings, jetstream};
+use super::ConfigArg;
+use super::{client_settings, jetstream, Columns};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Scans at least this long get a progress bar (on a terminal).
@@ -25,12 +25,11 @@ const WIDTH_ROWS: usize = 500;
 /// Arguments of `invalog history`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Times (--since, --until) are a duration back from now (`90s`, `2h`, `3days`, `2h ago`) or an RFC 3339 time (`2025-03-14T09:27:05Z`); they compare with the time the server stored each message.\n\nExamples:\n  invalog history -c config/publisher.toml --since 2h --refresher content --id 42\n  invalog history -c config/publisher.toml --from-seq 1200 --to-seq 1300 --json\n  invalog history -c config/publisher.toml --last 20 --follow"
+    after_help = "Times (--since, --until) are a duration back from now (`90s`, `2h`, `3days`, `2h ago`) or an RFC 3339 time (`2025-03-14T09:27:05Z`); they compare with the time the server stored each message.\n\nExit codes: 0 done (with --follow: stopped by Ctrl-C or SIGTERM); 1 the log cannot be read; 2 invalid configuration or arguments; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog history -c config/publisher.toml --since 2h --refresher content --id 42\n  invalog history -c config/publisher.toml --from-seq 1200 --to-seq 1300 --json\n  invalog history -c config/publisher.toml --last 20 --follow"
 )]
 pub struct Args {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(long, short, default_value = "config/publisher.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// First sequence (inclusive).
     #[arg(long, value_name = "SEQ")]
     from_seq: Option<u64>,
@@ -65,14 +64,15 @@ pub struct Args {
     /// JSON lines: one object per message, the batch as stored.
     #[arg(long)]
     json: bool,
-    /// Keep reading: print new messages as they arrive (Ctrl-C stops).
+    /// Keep reading: print new messages as they arrive (Ctrl-C or SIGTERM
+    /// stops, exit 0).
     #[arg(long, short)]
     follow: bool,
 }
 
 /// Runs `invalog history`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match client_settings(&args.config) {
+    let settings = match client_settings(&args.config.publisher()) {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
@@ -114,8 +114,14 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     });
     let mut out = Output::new(args.json, target, terminal || args.follow, bar);
     let mut matched = 0u64;
+    // Following ends with Ctrl-C or SIGTERM: a normal end, exit 0.
+    let mut stop = std::pin::pin!(stop_following(args.follow));
     let outcome = loop {
-        match reader.next().await {
+        let next = tokio::select! {
+            _ = &mut stop => break Ok(()),
+            next = reader.next() => next,
+        };
+        match next {
             Ok(Some(entry)) => {
                 matched += 1;
                 if out.entry(&entry).is_err() {
@@ -144,6 +150,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// Completes on SIGINT or SIGTERM when following; never otherwise (an
+/// interrupted scan ends the default way, killed by the signal).
+async fn stop_following(follow: bool) {
+    if follow {
+        super::agent_cmd::shutdown_signal().await;
+    } else {
+        std::future::pending::<()>().await;
+    }
 }
 
 fn fail(error: &HistoryError) -> u8 {
@@ -238,9 +254,9 @@ pub(super) fn what(entry: &Entry) -> String {
     s
 }
 
-/// The table's columns for one message.
-pub(super) fn row(entry: &Entry) -> [String; 5] {
-    [
+/// The table's columns for one message: [`HEADER`].
+pub(super) fn row(entry: &Entry) -> Vec<String> {
+    vec![
         entry.sequence.to_string(),
         millis(entry.stored_at),
         entry
@@ -252,20 +268,10 @@ pub(super) fn row(entry: &Entry) -> [String; 5] {
     ]
 }
 
-/// Formats rows with the given widths (the last column is not padded).
-pub(super) fn format_row(cells: &[String], widths: &[usize]) -> String {
-    let mut line = String::new();
-    for (i, cell) in cells.iter().enumerate() {
-        if i + 1 == cells.len() {
-            line.push_str(cell);
-        } else {
-            let width = widths.get(i).copied().unwrap_or(0);
-            line.push_str(&format!("{cell:<width$}  "));
-        }
-    }
-    line.truncate(line.trim_end().len());
-    line.push('\n');
-    line
+/// The columns of a table of messages (`history`, `replay`, the demo),
+/// as [`row`] fills them; the time is always 24 characters.
+pub(super) fn columns() -> Columns {
+    Columns::new(&HEADER, &[3, 24, 8, 9, 4])
 }
 
 /// Where entries go: JSON lines, or table rows whose widths come from the
@@ -276,15 +282,16 @@ struct Output {
     eager: bool,
     bar: Option<indicatif::ProgressBar>,
     stdout: std::io::BufWriter<std::io::Stdout>,
-    pending: Vec<[String; 5]>,
-    widths: Option<Vec<usize>>,
+    pending: Vec<Vec<String>>,
+    columns: Columns,
     /// Text held while the progress bar shows, printed in chunks (each
     /// print hides and redraws the bar).
     held: String,
     shown: Instant,
 }
 
-const HEADER: [&str; 5] = ["SEQ", "TIME", "ORIGIN", "REFRESHER", "WHAT"];
+/// The columns of [`row`].
+pub(super) const HEADER: [&str; 5] = ["SEQ", "TIME", "ORIGIN", "REFRESHER", "WHAT"];
 
 impl Output {
     fn new(
@@ -300,7 +307,7 @@ impl Output {
             bar,
             stdout: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             pending: Vec::new(),
-            widths: None,
+            columns: columns(),
             held: String::new(),
             shown: Instant::now(),
         }
@@ -313,7 +320,7 @@ impl Output {
             return self.write(&format!("{line}\n"));
         }
         self.pending.push(row(entry));
-        if self.widths.is_none() && self.pending.len() < WIDTH_ROWS {
+        if !self.columns.fixed() && self.pending.len() < WIDTH_ROWS {
             return Ok(());
         }
         self.flush_rows()
@@ -333,25 +340,10 @@ impl Output {
 
     /// Prints the rows held back for the widths (and the header first).
     fn flush_rows(&mut self) -> std::io::Result<()> {
-        if self.json || (self.widths.is_none() && self.pending.is_empty()) {
+        if self.json || (!self.columns.fixed() && self.pending.is_empty()) {
             return Ok(());
         }
-        let mut text = String::new();
-        if self.widths.is_none() {
-            // The time is always 24 characters; origins and names are short.
-            let mut widths = vec![3, 24, 8, 9, 4];
-            for row in &self.pending {
-                for (w, cell) in widths.iter_mut().zip(row.iter()) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            text.push_str(&format_row(&HEADER.map(String::from), &widths));
-            self.widths = Some(widths);
-        }
-        let widths = self.widths.clone().unwrap_or_default();
-        for row in std::mem::take(&mut self.pending) {
-            text.push_str(&format_row(&row, &widths));
-        }
+        let text = self.columns.render(&std::mem::take(&mut self.pending));
         self.write(&text)?;
         if self.eager && self.bar.is_none() {
             self.stdout.flush()?;

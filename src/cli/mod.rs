@@ -32,7 +32,7 @@ pub const EXIT_STREAM: u8 = 4;
 pub struct Args {
     /// Log filter (as RUST_LOG), for example `info` or `invalog=debug`;
     /// overrides the configuration's `logging.level`.
-    #[arg(long, global = true, env = "RUST_LOG")]
+    #[arg(long, global = true, env = "RUST_LOG", hide_env_values = true)]
     log: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -114,8 +114,19 @@ pub fn init_logging(filter: &str, format: LogFormat) {
     };
 }
 
-/// Loads a configuration file (and `INVALOG_…` environment overrides).
+/// Loads a configuration file (and `INVALOG_…` environment overrides). A
+/// missing file is said with the ways to name another.
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<invalog::config::Config> {
+    if !path.exists() {
+        let relative = match (path.is_relative(), std::env::current_dir()) {
+            (true, Ok(dir)) => format!(" (in {})", dir.display()),
+            _ => String::new(),
+        };
+        anyhow::bail!(
+            "{}: no such configuration file{relative}; name the file with `-c FILE` (`--config FILE`) or the INVALOG_CONFIG environment variable",
+            path.display()
+        );
+    }
     Ok(invalog::config::load(path)?)
 }
 
@@ -143,6 +154,39 @@ pub async fn jetstream(
         .timeout(nats.request_timeout)
         .build(client.clone());
     Ok((client, js))
+}
+
+/// `-c FILE`: the configuration file a command reads.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file (TOML; `INVALOG_…` environment variables
+    /// override it). Default: `config/agent.toml` for `agent`, `replay` and
+    /// `stream`, else `config/publisher.toml`, from the current directory.
+    #[arg(
+        long = "config",
+        short = 'c',
+        env = "INVALOG_CONFIG",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    file: Option<std::path::PathBuf>,
+}
+
+impl ConfigArg {
+    /// The file of a command that publishes or reads the log.
+    pub fn publisher(&self) -> std::path::PathBuf {
+        self.or("config/publisher.toml")
+    }
+
+    /// The file of a command that runs appliers or owns the stream
+    /// (`agent`, `replay`, `stream`).
+    pub fn agent(&self) -> std::path::PathBuf {
+        self.or("config/agent.toml")
+    }
+
+    fn or(&self, default: &str) -> std::path::PathBuf {
+        self.file.clone().unwrap_or_else(|| default.into())
+    }
 }
 
 /// Where node reports are read, for `status`, `explain` and `probe`.
@@ -174,37 +218,96 @@ impl PresenceArgs {
 /// Aligns columns with two spaces between them; `right[i]` right-aligns
 /// column `i`. The last column is not padded.
 pub fn table(rows: &[Vec<String>], right: &[bool]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
+    let widths = widths(rows, &[]);
+    rows.iter().map(|row| line(row, &widths, right)).collect()
+}
+
+/// A table printed while its rows arrive (`history`, `replay`, the demo):
+/// the first [`Columns::render`] prints the header and fixes the widths
+/// from it, `min` and the rows given; later rows keep those widths (a
+/// longer cell shifts only its own line). Every column is left-aligned.
+pub struct Columns {
+    header: Vec<String>,
+    min: Vec<usize>,
+    widths: Option<Vec<usize>>,
+}
+
+impl Columns {
+    /// Columns named `header`, each at least `min[i]` wide.
+    pub fn new(header: &[&str], min: &[usize]) -> Self {
+        Columns {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            min: min.to_vec(),
+            widths: None,
+        }
+    }
+
+    /// Whether the header is out and the widths fixed.
+    pub fn fixed(&self) -> bool {
+        self.widths.is_some()
+    }
+
+    /// The lines of `rows`, after the header on the first call.
+    pub fn render(&mut self, rows: &[Vec<String>]) -> String {
+        let mut out = String::new();
+        let widths = match &self.widths {
+            Some(widths) => widths.clone(),
+            None => {
+                let mut all = vec![self.header.clone()];
+                all.extend(rows.iter().cloned());
+                let widths = widths(&all, &self.min);
+                out.push_str(&line(&self.header, &widths, &[]));
+                self.widths = Some(widths.clone());
+                widths
+            }
+        };
+        for row in rows {
+            out.push_str(&line(row, &widths, &[]));
+        }
+        out
+    }
+}
+
+/// Each column's width: its widest cell, at least `min`.
+fn widths(rows: &[Vec<String>], min: &[usize]) -> Vec<usize> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0).max(min.len());
+    (0..columns)
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.get(c))
                 .map(|cell| cell.chars().count())
+                .chain(min.get(c).copied())
                 .max()
                 .unwrap_or(0)
         })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c > 0 {
-                line.push_str("  ");
-            }
-            let pad = widths[c] - cell.chars().count();
-            let last = c + 1 == row.len();
-            if right.get(c).copied().unwrap_or(false) {
+        .collect()
+}
+
+/// One row: cells padded to `widths` (right-aligned where `right` says),
+/// two spaces apart, the last cell not padded, no trailing spaces.
+fn line(row: &[String], widths: &[usize], right: &[bool]) -> String {
+    let mut line = String::new();
+    for (c, cell) in row.iter().enumerate() {
+        if c > 0 {
+            line.push_str("  ");
+        }
+        let pad = widths
+            .get(c)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(cell.chars().count());
+        let last = c + 1 == row.len();
+        if right.get(c).copied().unwrap_or(false) {
+            line.push_str(&" ".repeat(pad));
+            line.push_str(cell);
+        } else {
+            line.push_str(cell);
+            if !last {
                 line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                if !last {
-                    line.push_str(&" ".repeat(pad));
-                }
             }
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
     }
-    out
+    let mut line = line.trim_end().to_owned();
+    line.push('\n');
+    line
 }

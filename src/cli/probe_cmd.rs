@@ -6,11 +6,11 @@
 //! canary reached every live node within `--timeout`.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use invalog::probe::{Latencies, ProbeReport, ProbeSettings};
 
+use super::ConfigArg;
 use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
@@ -25,9 +25,8 @@ pub const EXIT_PROBE_MISSED: u8 = 6;
     after_help = "Exit codes: 0 every canary reached every live node within --timeout; 6 a canary was missed, not published, or no node answered; 1 NATS or the stream failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog probe -c config/publisher.toml\n  invalog probe -c config/publisher.toml --rate 5 --duration 5m --within 50ms --json"
 )]
 pub struct Args {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(long, short, default_value = "config/publisher.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Canaries per second.
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
@@ -57,7 +56,7 @@ pub struct Args {
 
 /// Runs `invalog probe`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match client_settings(&args.config) {
+    let settings = match client_settings(&args.config.publisher()) {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
@@ -76,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let mut expected = args.nodes.clone();
-    match invalog::presence::read_all(&js, &bucket).await {
+    match invalog::presence::read_all(&js, &bucket, &settings.log.stream).await {
         Ok(reports) => {
             let now = SystemTime::now();
             for r in reports {

@@ -5,14 +5,15 @@
 //! agent's checkpoint is not read or written.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use invalog::history::Entry;
 use invalog::replay::{Mode, Outcome, ReplayEvent, ReplayRequest, ReplaySummary};
 use invalog::{RefresherName, Registry};
 use serde_json::json;
 
-use super::jetstream;
+use super::history_cmd::{self, HEADER};
+use super::ConfigArg;
+use super::{jetstream, Columns};
 use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Arguments of `invalog replay`.
@@ -21,10 +22,8 @@ use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
     after_help = "Exit codes: 0 every message of the range was applied (or would be), or is not hosted here; 1 a message failed, did not decode, or is no longer in the stream, or NATS failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --dry-run\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --refresher content\n  invalog replay -c config/agent.toml --from-seq 1200 --json"
 )]
 pub struct Args {
-    /// The agent configuration whose appliers replay the messages (with
-    /// --dry-run any configuration with [nats] and [stream] will do).
-    #[arg(long, short, default_value = "config/agent.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// First sequence to replay.
     #[arg(long, value_name = "SEQ")]
     from_seq: u64,
@@ -35,7 +34,8 @@ pub struct Args {
     /// Only messages for this refresher (repeatable).
     #[arg(long = "refresher", value_name = "NAME")]
     refreshers: Vec<String>,
-    /// Apply nothing; print what would be applied.
+    /// Apply nothing; print what would be applied (then any configuration
+    /// with [nats] and [stream] will do, not only an agent's).
     #[arg(long)]
     dry_run: bool,
     /// Stop at the first message that fails instead of going on.
@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         eprintln!("invalog: --from-seq must be at least 1 and not after --to-seq");
         return Ok(EXIT_CONFIG);
     }
-    let config = match load_config(&args.config) {
+    let config = match load_config(&args.config.agent()) {
         Ok(config) => config,
         Err(error) => return Ok(config_error(error)),
     };
@@ -97,7 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         if let Some(name) = filter.iter().find(|n| registry.get(n.as_str()).is_none()) {
             eprintln!(
                 "invalog: {}: refresher `{name}` is not configured, so nothing of it can be replayed",
-                args.config.display()
+                args.config.agent().display()
             );
             return Ok(EXIT_CONFIG);
         }
@@ -122,21 +122,14 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     };
     let json = args.json;
     let mut stdout = std::io::stdout().lock();
-    let mut header = !json;
+    let mut columns = table_columns();
     let outcome = invalog::replay::replay(&js, &log, mode, &request, |event| {
-        if std::mem::take(&mut header) {
-            let _ = writeln!(
-                stdout,
-                "{:>8}  {:<30}  {:<14}  {:<12}  {:<22}  INSTRUCTIONS",
-                "SEQ", "STORED", "REFRESHER", "ORIGIN", "RESULT"
-            );
-        }
-        let line = if json {
-            json_line(&event)
+        let text = if json {
+            format!("{}\n", json_line(&event))
         } else {
-            table_line(&event)
+            columns.render(&[table_row(&event)])
         };
-        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
     })
     .await;
@@ -150,7 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     if json {
         writeln!(stdout, "{}", json_summary(&summary))?;
     } else {
-        let gap = if header { "" } else { "\n" };
+        let gap = if columns.fixed() { "\n" } else { "" };
         writeln!(stdout, "{gap}{}", text_summary(&summary))?;
     }
     stdout.flush()?;
@@ -181,36 +174,32 @@ fn result_text(outcome: &Outcome) -> String {
     }
 }
 
-fn table_line(event: &ReplayEvent<'_>) -> String {
+/// The columns of `history` with RESULT before WHAT.
+fn table_columns() -> Columns {
+    let mut header = HEADER.to_vec();
+    header.insert(4, "RESULT");
+    // "probe canary (skipped)" is the longest result.
+    Columns::new(&header, &[3, 24, 8, 9, 22, 4])
+}
+
+fn table_row(event: &ReplayEvent<'_>) -> Vec<String> {
     let (entry, outcome) = match event {
         ReplayEvent::Missing { from, to } => {
-            return format!("{from:>8}  MISSING: sequences {from}..={to} are no longer in the stream (retention); not replayed");
+            return vec![
+                from.to_string(),
+                format!("MISSING: sequences {from}..={to} are no longer in the stream (retention); not replayed"),
+            ];
         }
         ReplayEvent::Message { entry, outcome } => (*entry, *outcome),
     };
-    let stored = invalog::wire::format_time(entry.stored_at);
-    let (origin, what) = match &entry.batch {
-        Ok(batch) => (
-            batch.origin.clone(),
-            batch
-                .instructions
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        Err(error) => ("?".to_owned(), error.to_string()),
-    };
-    let what = match outcome {
-        Outcome::Failed { error } => format!("{what}  — error: {error}"),
-        _ => what,
-    };
-    format!(
-        "{:>8}  {stored:<30}  {:<14}  {origin:<12}  {:<22}  {what}",
-        entry.sequence,
-        refresher_of(entry),
-        result_text(outcome)
-    )
+    let mut row = history_cmd::row(entry);
+    if let Outcome::Failed { error } = outcome {
+        if let Some(what) = row.last_mut() {
+            what.push_str(&format!("  — error: {error}"));
+        }
+    }
+    row.insert(4, result_text(outcome));
+    row
 }
 
 fn json_line(event: &ReplayEvent<'_>) -> String {

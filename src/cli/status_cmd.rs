@@ -4,12 +4,12 @@
 //! reported recently, [`EXIT_UNHEALTHY`] when one is not.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use invalog::fleet::{FleetStatus, NodeStatus};
 
 use super::table;
+use super::ConfigArg;
 use super::PresenceArgs;
 use super::{client_settings, jetstream};
 use super::{EXIT_FAILURE, EXIT_OK};
@@ -25,9 +25,8 @@ pub const EXIT_UNHEALTHY: u8 = 5;
     after_help = "Exit codes: 0 every node ready and seen recently; 5 a node is not ready, stale, unreadable, on an older incarnation of the stream, or its id is used by two processes; 1 the stream or the presence bucket cannot be read; 2 invalid configuration or arguments; 3 NATS unreachable or credentials refused.\n\nExamples:\n  invalog status -c config/publisher.toml\n  invalog status -c config/publisher.toml --json --stale-after 1m"
 )]
 pub struct Args {
-    /// The configuration file (TOML; `INVALOG_…` environment variables override it).
-    #[arg(long, short, default_value = "config/publisher.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(flatten)]
     presence: PresenceArgs,
     /// Print one JSON document instead of the table.
@@ -37,7 +36,7 @@ pub struct Args {
 
 /// Runs `invalog status`.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let settings = match client_settings(&args.config) {
+    let settings = match client_settings(&args.config.publisher()) {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
@@ -97,12 +96,16 @@ fn render(status: &FleetStatus) -> String {
         vec!["REPLICAS".to_owned(), s.replicas.to_string()],
     ];
     if let Some(cluster) = &s.cluster {
-        let leader = cluster.leader.as_deref().unwrap_or("(none)");
-        let name = cluster
-            .name
+        let leader = cluster
+            .leader
             .as_deref()
-            .map_or(String::new(), |n| format!(" (cluster {n})"));
-        block.push(vec!["LEADER".to_owned(), format!("{leader}{name}")]);
+            .map_or("(none)".to_owned(), server);
+        // A single server (no NATS cluster) is the stream's only copy.
+        let (label, name) = match cluster.name.as_deref() {
+            Some(n) => ("LEADER", format!(" (cluster {n})")),
+            None => ("SERVER", String::new()),
+        };
+        block.push(vec![label.to_owned(), format!("{leader}{name}")]);
     }
     let mut out = table(&block, &[false, false]);
     if let Some(cluster) = s.cluster.as_ref().filter(|c| c.replicas.len() > 1) {
@@ -111,7 +114,7 @@ fn render(status: &FleetStatus) -> String {
             .to_vec()];
         for r in &cluster.replicas {
             rows.push(vec![
-                r.name.clone(),
+                server(&r.name),
                 if r.leader { "leader" } else { "follower" }.to_owned(),
                 match (r.offline, r.current) {
                     (true, _) => "OFFLINE".to_owned(),
@@ -235,6 +238,22 @@ fn verdict(status: &FleetStatus) -> String {
     format!("UNHEALTHY: {}", problems.join(", "))
 }
 
+/// A server's name as JetStream reports it. A server without `server_name`
+/// reports its id (56 characters of base32, starting with `N`) instead:
+/// said so, with the fix.
+fn server(name: &str) -> String {
+    let id = name.len() == 56
+        && name.starts_with('N')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b));
+    if id {
+        format!("{name} (the server's id: it has no `server_name` in its configuration)")
+    } else {
+        name.to_owned()
+    }
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
@@ -278,6 +297,17 @@ mod tests {
         assert_eq!(ago(Duration::from_secs(7380)), "2h 3m");
         assert_eq!(bytes(812), "812 B");
         assert_eq!(bytes(12_595), "12.3 KiB");
+    }
+
+    #[test]
+    fn a_server_without_a_name_is_said_to_be_shown_by_id() {
+        let id = "NCXV5XMB6YKM5NHKNX2QAVU4XZ3LNXEWBQYX7RHOKHQ2IA4DU6RBDBJE";
+        assert_eq!(
+            server(id),
+            format!("{id} (the server's id: it has no `server_name` in its configuration)")
+        );
+        assert_eq!(server("nats-1"), "nats-1");
+        assert_eq!(server("NATS"), "NATS");
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //! commands show the difference and change the stream on purpose. Changes
 //! that delete messages need `--allow-data-loss`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use invalog::stream::{self, Change, ProvisionError, Provisioned};
 use invalog::LogSettings;
 
-use super::{client_settings, jetstream, table, EXIT_OK, EXIT_STREAM};
+use super::{client_settings, jetstream, table, ConfigArg, EXIT_OK, EXIT_STREAM};
 
 /// Arguments of `invalog stream`.
 #[derive(Debug, clap::Args)]
@@ -28,13 +28,13 @@ enum Action {
     /// the server next to the configuration's, and which differ.
     Show {
         #[command(flatten)]
-        file: ConfigFile,
+        file: ConfigArg,
     },
     /// Creates the stream, or updates it to the configuration's [stream].
     /// Refuses changes that delete messages unless --allow-data-loss.
     Provision {
         #[command(flatten)]
-        file: ConfigFile,
+        file: ConfigArg,
         /// Apply changes that delete messages (shorter retention, lower
         /// limits, another subject prefix).
         #[arg(long)]
@@ -45,21 +45,13 @@ enum Action {
     /// that delete messages unless --allow-data-loss.
     Edit {
         #[command(flatten)]
-        file: ConfigFile,
+        file: ConfigArg,
         #[command(flatten)]
         changes: Edits,
         /// Apply changes that delete messages.
         #[arg(long)]
         allow_data_loss: bool,
     },
-}
-
-#[derive(Debug, clap::Args)]
-struct ConfigFile {
-    /// The configuration file: its [nats] and [stream] (`INVALOG_…`
-    /// environment variables override it).
-    #[arg(long, short, default_value = "config/agent.toml")]
-    config: PathBuf,
 }
 
 /// The settings `edit` can change; "unlimited" lifts a limit.
@@ -108,7 +100,7 @@ fn bytes(s: &str) -> Result<u64, String> {
 pub async fn run(args: Args) -> anyhow::Result<u8> {
     let file = match &args.action {
         Action::Show { file } | Action::Provision { file, .. } | Action::Edit { file, .. } => {
-            file.config.clone()
+            file.agent()
         }
     };
     let file = file.as_path();

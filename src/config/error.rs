@@ -145,6 +145,24 @@ pub(super) fn closest<'a>(
         .map(|(c, _)| c)
 }
 
+/// The end of an "unknown name" message: "did you mean `x`?" when one of
+/// `known` is close to `given`, else the list ("known refreshers: a, b",
+/// with `what` = "refreshers"), or "no refreshers are known".
+pub fn did_you_mean<'a>(
+    given: &str,
+    known: impl IntoIterator<Item = &'a str>,
+    what: &str,
+) -> String {
+    let mut known: Vec<&str> = known.into_iter().collect();
+    known.sort_unstable();
+    known.dedup();
+    match closest(given, known.iter().copied()) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None if known.is_empty() => format!("no {what} are known"),
+        None => format!("known {what}: {}", known.join(", ")),
+    }
+}
+
 /// "did you mean `x`?" or the list of valid choices.
 pub(super) fn suggestion(given: &str, candidates: &[&str]) -> String {
     match closest(given, candidates.iter().copied()) {
@@ -185,5 +203,18 @@ mod tests {
         assert_eq!(closest("tokne", keys), Some("token"));
         assert_eq!(closest("completely_else", keys), None);
         assert_eq!(suggestion("zzz", &["a", "b"]), "valid: `a`, `b`");
+        let names = ["media", "content", "content"];
+        assert_eq!(
+            did_you_mean("contnet", names, "refreshers"),
+            "did you mean `content`?"
+        );
+        assert_eq!(
+            did_you_mean("zzz", names, "refreshers"),
+            "known refreshers: content, media"
+        );
+        assert_eq!(
+            did_you_mean("zzz", [], "refreshers"),
+            "no refreshers are known"
+        );
     }
 }

@@ -31,7 +31,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use error::{ConfigError, ConfigErrorKind, Origin};
+pub use error::{did_you_mean, ConfigError, ConfigErrorKind, Origin};
 
 use crate::agent::AgentSettings;
 use crate::connect::NatsSettings;

@@ -237,6 +237,11 @@ impl NatsServer {
         &self.store_dir
     }
 
+    /// The `nats-server` executable this handle runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// The server's log file (`-l`); restarts append to it.
     pub fn log_path(&self) -> &Path {
         &self.log_path

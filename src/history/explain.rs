@@ -189,7 +189,7 @@ pub async fn explain(
             changes.push(Change { entry, touch });
         }
     }
-    let reports = match presence::read_all(js, &question.bucket).await {
+    let reports = match presence::read_all(js, &question.bucket, &log.stream).await {
         Ok(reports) => reports,
         Err(e @ PresenceError::NoBucket { .. }) if question.node.is_none() => {
             return Ok(Explanation {

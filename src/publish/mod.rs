@@ -61,6 +61,16 @@ pub struct PublishError {
 }
 
 impl PublishError {
+    /// `UnknownRefresher` for `name`: "unknown refresher `contnet`; did you
+    /// mean `content`?", or the list of `known` names when none is close.
+    pub fn unknown_refresher<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        let hint = crate::config::did_you_mean(name, known, "refreshers");
+        Self::new(
+            PublishErrorKind::UnknownRefresher,
+            format!("unknown refresher `{name}`; {hint}"),
+        )
+    }
+
     fn new(kind: PublishErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
@@ -194,19 +204,7 @@ impl Publisher {
     /// The refresher named `name`, or `UnknownRefresher`.
     pub fn refresher(&self, name: &str) -> Result<&RefresherDef, PublishError> {
         self.inner.catalog.get(name).ok_or_else(|| {
-            let mut known: Vec<_> = self.inner.catalog.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            PublishError::new(
-                PublishErrorKind::UnknownRefresher,
-                format!(
-                    "unknown refresher `{name}`; known refreshers: {}",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            )
+            PublishError::unknown_refresher(name, self.inner.catalog.keys().map(String::as_str))
         })
     }
 

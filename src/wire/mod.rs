@@ -23,7 +23,7 @@ pub use presence::{decode_node_report, encode_node_report, PresenceDecodeError};
 pub use probe::{
     canary_json, decode_probe_reply, encode_probe_reply, parse_canary, Canary, ProbeReply,
 };
-pub use request::{decode_publish_request, PublishRequest};
+pub use request::{decode_publish_request, PublishRequest, RequestError};
 pub use v1::format_time;
 
 use crate::model::{Batch, InvalidName};

@@ -20,6 +20,9 @@ const FORMAT: u32 = 1;
 struct Report {
     format: u32,
     node: String,
+    /// Absent in reports of invalog before reports named their stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
     version: String,
     applied: u64,
     stored: u64,
@@ -60,6 +63,7 @@ pub fn encode_node_report(report: &NodeReport) -> Vec<u8> {
     let record = Report {
         format: FORMAT,
         node: report.node.clone(),
+        stream: report.stream.clone(),
         version: report.version.clone(),
         applied: report.applied,
         stored: report.stored,
@@ -94,6 +98,7 @@ pub fn decode_node_report(
     }
     Ok(NodeReport {
         node: r.node,
+        stream: r.stream,
         version: r.version,
         applied: r.applied,
         stored: r.stored,
@@ -121,6 +126,7 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         NodeReport {
             node: "web-1".into(),
+            stream: Some("INVALOG".into()),
             version: "0.1.0".into(),
             applied: 41,
             stored: 40,
@@ -163,5 +169,16 @@ mod tests {
         let error = decode_node_report(&bytes, SystemTime::now()).unwrap_err();
         assert!(error.to_string().contains("format 2"), "{error}");
         assert!(decode_node_report(b"not json", SystemTime::now()).is_err());
+    }
+
+    #[test]
+    fn a_report_without_a_stream_is_from_an_older_invalog() {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&encode_node_report(&report())).unwrap();
+        assert_eq!(json["stream"], "INVALOG");
+        json.as_object_mut().unwrap().remove("stream");
+        let bytes = serde_json::to_vec(&json).unwrap();
+        let back = decode_node_report(&bytes, SystemTime::now()).unwrap();
+        assert_eq!(back.stream, None);
     }
 }

@@ -6,7 +6,6 @@
 use serde::Deserialize;
 
 use super::v1::{from_wire, Wire};
-use super::DecodeError;
 use crate::model::{Instruction, Provenance};
 
 #[derive(Deserialize)]
@@ -33,14 +32,32 @@ pub struct PublishRequest {
     pub provenance: Provenance,
 }
 
+/// Why a request line could not be read: what is wrong, and where in the
+/// line (a request is one line, so only the column is given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {problem}")]
+pub struct RequestError {
+    /// The column (1-based) where reading stopped.
+    pub column: usize,
+    /// What is wrong, as serde_json says it, without its position.
+    pub problem: String,
+}
+
 /// Decodes one request line:
 /// `{"refresher":"content","instructions":[{"kind":"refresh_ids","ids":[1,2]}],"actor":"ops"}`.
-pub fn decode_publish_request(line: &[u8]) -> Result<PublishRequest, DecodeError> {
+pub fn decode_publish_request(line: &[u8]) -> Result<PublishRequest, RequestError> {
     let request: Request = serde_json::from_slice(line).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            DecodeError::Json(e.to_string())
+        let text = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let problem = text.strip_suffix(&position).unwrap_or(&text);
+        let problem = if e.is_syntax() || e.is_eof() {
+            format!("not valid JSON: {problem}")
         } else {
-            DecodeError::Invalid(e.to_string())
+            problem.to_owned()
+        };
+        RequestError {
+            column: e.column(),
+            problem,
         }
     })?;
     Ok(PublishRequest {
@@ -73,9 +90,12 @@ mod tests {
         let err = decode_publish_request(br#"{"refresher":"c","instructions":[{"kind":"nope"}]}"#)
             .unwrap_err();
         assert!(err.to_string().contains("unknown variant `nope`"), "{err}");
-        assert!(matches!(
-            decode_publish_request(b"{").unwrap_err(),
-            DecodeError::Json(_)
-        ));
+        assert!(!err.to_string().contains("line"), "{err}");
+        assert_eq!(err.column, 47, "{err}");
+        let err = decode_publish_request(b"{").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column 1: not valid JSON: EOF while parsing an object"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! SIGTERM mid-stream then restart loses nothing; `invalog publish` from
 //! arguments and stdin; bad configuration exits 2.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -310,4 +311,76 @@ async fn refused_credentials_exit_3() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("authorization violation"), "{stderr}");
     assert!(!stderr.contains("wrong-token-456"), "secret in: {stderr}");
+}
+
+/// `agent --help` has exit codes and examples like the other commands, and
+/// no help shows an environment variable's value (`[env: RUST_LOG=…]`).
+#[tokio::test]
+async fn help_has_exit_codes_and_examples_and_hides_env_values() {
+    for command in ["agent", "publish", "status", "history", "explain"] {
+        let out = Command::new(BIN)
+            .args([command, "--help"])
+            .env("RUST_LOG", "secret-looking-filter")
+            .env("INVALOG_CONFIG", "/somewhere/else.toml")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("[env: RUST_LOG]"), "{command}: {help}");
+        assert!(help.contains("[env: INVALOG_CONFIG]"), "{command}: {help}");
+        assert!(!help.contains("secret-looking-filter"), "{command}: {help}");
+        assert!(!help.contains("/somewhere/else.toml"), "{command}: {help}");
+        assert!(help.contains("Exit codes:"), "{command}: {help}");
+        assert!(help.contains("Examples:"), "{command}: {help}");
+    }
+}
+
+/// `invalog demo` tells the story in plain words: no Rust `Debug` output
+/// (the only braces are JSON payloads in the history), ids in order, the
+/// history as `invalog history` prints it, and what to run next.
+#[tokio::test]
+async fn the_demo_explains_each_step_and_what_to_run_next() {
+    let out = within(
+        Duration::from_secs(60),
+        Command::new(BIN).arg("demo").output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (i, _) in stdout.match_indices('{') {
+        assert!(
+            stdout[i + 1..].starts_with('"'),
+            "Debug output at {i}:\n{stdout}"
+        );
+    }
+    for debug in ["CatchingUp", "Some(", "Ok(", "[10, 11, 42]"] {
+        assert!(!stdout.contains(debug), "`{debug}` in:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("reloaded ids 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 42"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nSEQ  TIME  "), "{stdout}");
+    assert!(!stdout.contains("== done"), "{stdout}");
+    // Next steps: the installed server (a path that exists), the demo
+    // configuration and the agent, with commands to copy.
+    let server = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_suffix(" -js -a 127.0.0.1"))
+        .unwrap_or_else(|| panic!("no nats-server command in:\n{stdout}"));
+    assert!(Path::new(server).is_file(), "{server}");
+    for next in [
+        "agent -c config/demo.toml",
+        "publish -c config/demo.toml media refresh-all",
+        "curl -s 127.0.0.1:9464/status",
+    ] {
+        assert!(stdout.contains(next), "`{next}` not in:\n{stdout}");
+    }
 }

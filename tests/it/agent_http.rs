@@ -117,6 +117,12 @@ async fn endpoints_of_a_node_that_is_caught_up() {
         (&s["nats"]["state"], &s["nats"]["reconnects"]),
         (&"connected".into(), &0.into())
     );
+    let server = &s["nats"]["server"];
+    assert_eq!(server["name"], f.server.name());
+    assert!(server["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(server["address"]
+        .as_str()
+        .is_some_and(|a| a.ends_with(&format!(":{}", f.server.port()))));
     assert!(s["uptime_seconds"].as_u64().is_some() && s["started_at"].is_string());
     assert_eq!(api.json("/nope").await.0, 404);
 }

@@ -47,9 +47,15 @@ async fn reporting(f: &Fixture, name: &str) -> Reporting {
     let node = Arc::new(node);
     within(LIMIT, node.ready()).await.expect("ready");
     let refreshers = ["content", "media"].map(|r| RefresherName::new(r).unwrap());
-    let presence = Presence::start(f.js.clone(), settings(1), node.clone(), refreshers.to_vec())
-        .await
-        .expect("presence starts");
+    let presence = Presence::start(
+        f.js.clone(),
+        settings(1),
+        &f.log.stream,
+        node.clone(),
+        refreshers.to_vec(),
+    )
+    .await
+    .expect("presence starts");
     Reporting {
         node,
         presence: Some(presence),
@@ -135,13 +141,13 @@ async fn every_node_is_listed_while_reports_keep_coming() {
             interval: Duration::from_millis(10),
             ..settings(1)
         };
-        let presence = Presence::start(f.js.clone(), fast, node.clone(), vec![])
+        let presence = Presence::start(f.js.clone(), fast, &f.log.stream, node.clone(), vec![])
             .await
             .expect("presence starts");
         nodes.push((node, presence));
     }
     for round in 0..100 {
-        let reports = read_all(&f.js, BUCKET).await.unwrap();
+        let reports = read_all(&f.js, BUCKET, &f.log.stream).await.unwrap();
         let names: Vec<&str> = reports.iter().map(|r| r.node.as_str()).collect();
         assert_eq!(
             names,
@@ -164,7 +170,7 @@ async fn reports_are_read_back_and_a_silent_node_turns_stale() {
     let seq = seq.sequence().unwrap();
 
     let reports = until("both reports show the applied sequence", || async {
-        let reports = read_all(&f.js, BUCKET).await.unwrap();
+        let reports = read_all(&f.js, BUCKET, &f.log.stream).await.unwrap();
         (reports.len() == 2 && reports.iter().all(|r| r.applied == seq)).then_some(reports)
     })
     .await;
@@ -296,6 +302,9 @@ async fn the_status_binary_prints_json_and_a_table_and_exits_5_when_unhealthy() 
         "{table}"
     );
     assert!(table.contains("healthy: 2 node(s) ready"), "{table}");
+    // One server, no cluster: the server's name, not a leader.
+    let server = format!("SERVER     {}\n", f.server.name());
+    assert!(table.contains(&server), "{table}");
 
     // b's media refresher fails, even its refresh-all: b stalls, exit 5.
     b.media.fail_calls.store(u32::MAX, Ordering::SeqCst);
@@ -356,4 +365,81 @@ async fn the_status_binary_prints_json_and_a_table_and_exits_5_when_unhealthy() 
     assert!(stderr.contains("presense"), "{stderr}");
     a.node.shutdown().await.unwrap();
     b.node.shutdown().await.unwrap();
+}
+
+/// One bucket serves every stream on the server: the status of a stream
+/// shows its own nodes only, and a report that names no stream (written by
+/// an older invalog) is shown for every stream.
+#[tokio::test]
+async fn a_stream_shows_only_its_own_nodes_of_a_shared_bucket() {
+    let f = Fixture::new().await;
+    let demo_log = invalog::LogSettings {
+        stream: "INVALOG_DEMO".into(),
+        subject_prefix: "demo".into(),
+        ..invalog::LogSettings::default()
+    };
+    invalog::provision(&f.js, &demo_log).await.unwrap();
+    let ours = reporting(&f, "web-1").await;
+    let demo_node = Node::start(
+        f.js.clone(),
+        demo_log.clone(),
+        invalog::NodeSettings::new(invalog::NodeId::new("demo-1").unwrap()),
+        invalog::Registry::new(),
+        invalog::FileStore::new(f.checkpoint_path("demo-1")),
+    )
+    .await
+    .unwrap();
+    let demo_node = Arc::new(demo_node);
+    let demo = Presence::start(
+        f.js.clone(),
+        settings(1),
+        &demo_log.stream,
+        demo_node.clone(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    // An older reporter's value: the same report without `stream`.
+    let kv = f.js.get_key_value(BUCKET).await.unwrap();
+    let mut old: Value = serde_json::from_slice(&kv.get("web-1").await.unwrap().unwrap()).unwrap();
+    assert_eq!(old["stream"], f.log.stream.as_str());
+    old.as_object_mut().unwrap().remove("stream");
+    old["node"] = "legacy".into();
+    kv.put("legacy", serde_json::to_vec(&old).unwrap().into())
+        .await
+        .unwrap();
+
+    let names = |reports: Vec<invalog::presence::NodeReport>| -> Vec<String> {
+        reports.into_iter().map(|r| r.node).collect()
+    };
+    let main = read_all(&f.js, BUCKET, &f.log.stream).await.unwrap();
+    assert_eq!(names(main), ["legacy", "web-1"]);
+    let other = read_all(&f.js, BUCKET, &demo_log.stream).await.unwrap();
+    assert_eq!(names(other), ["demo-1", "legacy"]);
+    let fleet = status(&f, LIMIT).await;
+    let shown: Vec<&str> = fleet.nodes.iter().map(|n| n.report.node.as_str()).collect();
+    assert_eq!(shown, ["legacy", "web-1"]);
+
+    demo.stop().await.unwrap();
+    demo_node.shutdown().await.unwrap();
+    drop(ours);
+}
+
+/// A write that no stream answers (no leader during an election; here the
+/// bucket's stream is deleted, which looks the same to the writer) is told
+/// as such, not as a raw "no stream found for given subject".
+#[tokio::test]
+async fn a_write_no_stream_answers_says_the_bucket_has_no_leader() {
+    let f = Fixture::new().await;
+    let mut r = reporting(&f, "web-1").await;
+    f.js.delete_stream(format!("KV_{BUCKET}")).await.unwrap();
+    let error = r.presence.take().unwrap().stop().await.unwrap_err();
+    assert!(
+        matches!(error, invalog::presence::PresenceError::NoLeader { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("election in progress?"),
+        "{error}"
+    );
 }

@@ -576,7 +576,7 @@ async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout
 async fn reported(f: &Fixture, node: &str, applied: u64) {
     within(Duration::from_secs(10), async {
         loop {
-            let reports = invalog::presence::read_all(&f.js, "invalog_nodes").await;
+            let reports = invalog::presence::read_all(&f.js, "invalog_nodes", &f.log.stream).await;
             if let Ok(reports) = reports {
                 if reports
                     .iter()
@@ -601,6 +601,7 @@ async fn reporting_node(f: &Fixture, id: &str) -> (Arc<invalog::Node>, Presence)
     let presence = Presence::start(
         f.js.clone(),
         settings,
+        &f.log.stream,
         node.clone(),
         vec![name("content"), name("media")],
     )

@@ -14,6 +14,7 @@ mod compose_topology;
 mod config;
 mod connect;
 mod escalation_flood;
+mod exit_codes;
 mod fleet;
 mod harness;
 mod history_cmd;

@@ -66,7 +66,7 @@ async fn reporting_node(f: &Fixture, name: &str) -> (Arc<invalog::Node>, Presenc
         interval: Duration::from_millis(200),
         ..PresenceSettings::default()
     };
-    let presence = Presence::start(f.js.clone(), settings, node.clone(), vec![])
+    let presence = Presence::start(f.js.clone(), settings, &f.log.stream, node.clone(), vec![])
         .await
         .unwrap();
     (node, presence)

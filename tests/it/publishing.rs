@@ -68,13 +68,17 @@ async fn publishing_to_an_unknown_refresher_is_an_error() {
     assert_eq!(err.kind, PublishErrorKind::UnknownRefresher);
     assert_eq!(
         err.to_string(),
-        "unknown refresher `contnet`; known refreshers: content, media, other"
+        "unknown refresher `contnet`; did you mean `content`?"
     );
     let mut uow = f.publisher().unit_of_work();
     uow.add("content", vec![Instruction::RefreshAll]);
     uow.add("nope", vec![Instruction::RefreshAll]);
     let err = uow.commit().await.unwrap_err();
     assert_eq!(err.kind, PublishErrorKind::UnknownRefresher);
+    assert_eq!(
+        err.to_string(),
+        "unknown refresher `nope`; known refreshers: content, media, other"
+    );
     let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
     assert_eq!(
         stream.info().await.unwrap().state.messages,

@@ -105,10 +105,18 @@ async fn a_warm_restart_reports_what_it_applied_on_every_surface() {
             bucket: format!("presence_truth_{round}"),
             ..PresenceSettings::default()
         };
-        let reporter = Presence::start(f.js.clone(), settings.clone(), node.clone(), vec![])
+        let reporter = Presence::start(
+            f.js.clone(),
+            settings.clone(),
+            &f.log.stream,
+            node.clone(),
+            vec![],
+        )
+        .await
+        .unwrap();
+        let reports = presence::read_all(&f.js, &settings.bucket, &f.log.stream)
             .await
             .unwrap();
-        let reports = presence::read_all(&f.js, &settings.bucket).await.unwrap();
         let report = reports.iter().find(|r| r.node == "web-1").unwrap();
         assert_eq!(
             (report.applied, report.stored, report.lag, report.ready),
@@ -364,7 +372,13 @@ async fn one_node_id_in_two_processes_is_reported_everywhere() {
     let mut nodes = Vec::new();
     for copy in ["one.json", "two.json"] {
         let node = copy_of(&f, "web-1", copy).await;
-        let reporter = Presence::start(f.js.clone(), settings.clone(), node.clone(), vec![]);
+        let reporter = Presence::start(
+            f.js.clone(),
+            settings.clone(),
+            &f.log.stream,
+            node.clone(),
+            vec![],
+        );
         reporters.push(reporter.await.unwrap());
         nodes.push(node);
     }

@@ -43,7 +43,7 @@ async fn a_cluster_shows_the_leader_and_three_replicas() {
     .unwrap();
     let node = Arc::new(node);
     let presence = until("presence starts with an R3 bucket", || async {
-        Presence::start(js.clone(), settings(3), node.clone(), vec![])
+        Presence::start(js.clone(), settings(3), &log.stream, node.clone(), vec![])
             .await
             .ok()
     })

@@ -81,18 +81,37 @@ async fn least_privilege_reporter_and_status() {
         interval: INTERVAL,
         ..PresenceSettings::default()
     };
-    let first = Presence::start(admin.clone(), presence.clone(), admin_node.clone(), vec![])
-        .await
-        .expect("the admin creates the bucket");
+    let first = Presence::start(
+        admin.clone(),
+        presence.clone(),
+        &log.stream,
+        admin_node.clone(),
+        vec![],
+    )
+    .await
+    .expect("the admin creates the bucket");
 
     // The agent reports under its own key only.
     let agent = js_as("agent-web-1", "agent-pw").await;
     let node = Arc::new(start(admin.clone(), "web-1").await.unwrap());
-    let reporter = Presence::start(agent.clone(), presence.clone(), node.clone(), vec![])
-        .await
-        .unwrap_or_else(|e| panic!("{e}; violations:\n{}", violations()));
+    let reporter = Presence::start(
+        agent.clone(),
+        presence.clone(),
+        &log.stream,
+        node.clone(),
+        vec![],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; violations:\n{}", violations()));
     let other = Arc::new(start(admin.clone(), "web-2").await.unwrap());
-    let refused = Presence::start(agent.clone(), presence.clone(), other.clone(), vec![]).await;
+    let refused = Presence::start(
+        agent.clone(),
+        presence.clone(),
+        &log.stream,
+        other.clone(),
+        vec![],
+    )
+    .await;
     assert!(refused.is_err(), "another node's key is refused");
 
     // `invalog status` reads everything with read-only rights.

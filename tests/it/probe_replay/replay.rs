@@ -228,6 +228,24 @@ async fn the_replay_command_applies_the_range_and_leaves_the_checkpoint_alone() 
     assert!(lines[0].contains("refresh_ids [2]"), "{stdout}");
     assert!(stdout.contains("dry run of 2..=4"), "{stdout}");
     assert!(applied().is_empty());
+    // `history` shows the same messages in the same columns (RESULT comes
+    // where history has WHAT).
+    let args = ["history", "--from-seq", "2", "--to-seq", "4"];
+    let (code, history, stderr) = invalog(&args, &config).await;
+    assert_eq!(code, Some(0), "{history}\n{stderr}");
+    let (h, r) = (
+        history.lines().next().unwrap(),
+        stdout.lines().next().unwrap(),
+    );
+    assert!(
+        h.starts_with("SEQ  TIME") && r.starts_with("SEQ  TIME"),
+        "{h}\n{r}"
+    );
+    let cut = h.find("WHAT").unwrap();
+    assert_eq!(r.find("RESULT"), Some(cut), "{history}\n{stdout}");
+    for (hl, rl) in history.lines().skip(1).zip(&lines) {
+        assert_eq!(hl[..cut], rl[..cut], "{history}\n{stdout}");
+    }
 
     // The real thing: sequences 2, 3, 4 in order, through the command applier.
     let (code, stdout, stderr) =
