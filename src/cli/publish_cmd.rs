@@ -1,5 +1,7 @@
 //! `invalog publish`: publishes instructions from the command line, or JSON
-//! lines from stdin, and prints the stream sequence of each message.
+//! lines from stdin, and prints each message's read-your-writes token
+//! (`<sequence>@<incarnation>`; the bare sequence when the stream's
+//! incarnation could not be read), refresher and batch id.
 
 use anyhow::Context as _;
 use invalog::{Instruction, Provenance, PublishError, Publisher};
@@ -231,9 +233,17 @@ async fn publish_one(
         .publish(refresher, instructions, provenance)
         .await?;
     for message in &receipt.messages {
+        let token = match receipt.incarnation {
+            Some(incarnation) => invalog::ReadToken {
+                sequence: message.sequence,
+                incarnation,
+            }
+            .to_string(),
+            None => message.sequence.to_string(),
+        };
         println!(
             "{}\t{}\t{}{}",
-            message.sequence,
+            token,
             message.refresher,
             message.batch_id,
             if message.duplicate { "\tduplicate" } else { "" }

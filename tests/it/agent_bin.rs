@@ -68,10 +68,11 @@ async fn the_agent_applies_through_a_webhook_and_is_ready_only_after_catch_up() 
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let seq: u64 = stdout.split('\t').next().unwrap().parse().unwrap();
+    let token: invalog::ReadToken = stdout.split('\t').next().unwrap().parse().unwrap();
+    let seq = token.sequence;
     assert_eq!(seq, last + 1);
     let (code, _) = agent
-        .get(&format!("/applied?seq={seq}&timeout=10s"))
+        .get(&format!("/applied?token={token}&timeout=10s"))
         .await
         .unwrap();
     assert_eq!(code, 200);
