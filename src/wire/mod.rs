@@ -1,5 +1,5 @@
 //! The wire format: the only module that knows serde. It turns a
-//! [`Batch`](crate::model::Batch) into the bytes of one stream message and
+//! [`Batch`] into the bytes of one stream message and
 //! back, and holds the stored forms of checkpoints. Decoding is total: any
 //! byte string yields a batch or a typed [`DecodeError`], never a panic.
 //!

@@ -229,8 +229,8 @@ pub fn encode_probe_report(report: &ProbeReport) -> Vec<u8> {
 }
 
 impl ProbeReport {
-    /// The report as `invalog probe --json` prints it (see
-    /// [`encode_probe_report`]).
+    /// The report as `invalog probe --json` prints it (the JSON document
+    /// docs/operations/probe-and-replay.md describes).
     pub fn to_json(&self) -> Vec<u8> {
         encode_probe_report(self)
     }
