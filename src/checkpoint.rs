@@ -200,15 +200,7 @@ impl KvStore {
 #[async_trait]
 impl CheckpointStore for KvStore {
     async fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        let entry =
-            self.store
-                .entry(self.node.as_str())
-                .await
-                .map_err(|e| CheckpointError::Kv {
-                    bucket: self.bucket.clone(),
-                    message: format!("cannot read key `{}`: {e}", self.node),
-                })?;
-        let live = entry.filter(|e| e.operation == kv::Operation::Put);
+        let live = self.live_entry().await?;
         *self.revision.lock().unwrap() = Some(live.as_ref().map_or(0, |e| e.revision));
         let Some(entry) = live else { return Ok(None) };
         wire::decode_checkpoint(&entry.value)
@@ -255,6 +247,19 @@ enum WriteError {
 }
 
 impl KvStore {
+    /// The node's key as stored now, unless absent or deleted.
+    async fn live_entry(&self) -> Result<Option<kv::Entry>, CheckpointError> {
+        let entry =
+            self.store
+                .entry(self.node.as_str())
+                .await
+                .map_err(|e| CheckpointError::Kv {
+                    bucket: self.bucket.clone(),
+                    message: format!("cannot read key `{}`: {e}", self.node),
+                })?;
+        Ok(entry.filter(|e| e.operation == kv::Operation::Put))
+    }
+
     /// One compare-and-set write of `value` against the revision last known;
     /// a write whose answer does not come is remembered as unconfirmed.
     async fn write(&self, value: bytes::Bytes) -> Result<(), WriteError> {
@@ -309,15 +314,7 @@ impl KvStore {
         if self.unconfirmed.lock().unwrap().is_empty() {
             return Ok(false);
         }
-        let entry =
-            self.store
-                .entry(self.node.as_str())
-                .await
-                .map_err(|e| CheckpointError::Kv {
-                    bucket: self.bucket.clone(),
-                    message: format!("cannot read key `{}`: {e}", self.node),
-                })?;
-        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+        let Some(entry) = self.live_entry().await? else {
             return Ok(false);
         };
         let mut unconfirmed = self.unconfirmed.lock().unwrap();

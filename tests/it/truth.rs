@@ -424,25 +424,21 @@ async fn one_node_id_in_two_processes_is_reported_everywhere() {
 async fn a_second_process_does_not_fight_over_the_kv_checkpoint() {
     let f = Fixture::new().await;
     let p = f.publisher();
-    let open = || invalog::KvStore::open(&f.js, "truth_checkpoints", 1, "web-1".parse().unwrap());
-    let first = start_node_with_store(
-        &f,
-        "web-1",
-        Arc::new(Recorder::default()),
-        |_| {},
-        open().await.unwrap(),
-    )
-    .await;
-    within(LIMIT, first.ready()).await.unwrap();
-    let second = start_node_with_store(
-        &f,
-        "web-1",
-        Arc::new(Recorder::default()),
-        |_| {},
-        open().await.unwrap(),
-    )
-    .await;
-    within(LIMIT, second.ready()).await.unwrap();
+    let mut copies = Vec::new();
+    for _ in 0..2 {
+        let store = invalog::KvStore::open(&f.js, "truth_checkpoints", 1, "web-1".parse().unwrap());
+        let node = start_node_with_store(
+            &f,
+            "web-1",
+            Arc::new(Recorder::default()),
+            |_| {},
+            store.await.unwrap(),
+        )
+        .await;
+        within(LIMIT, node.ready()).await.unwrap();
+        copies.push(node);
+    }
+    let (first, second) = (&copies[0], &copies[1]);
     let mut last = 0;
     for i in 0..5 {
         last = p
@@ -457,9 +453,9 @@ async fn a_second_process_does_not_fight_over_the_kv_checkpoint() {
     })
     .await;
     let (winner, loser) = if second.duplicate().is_some() {
-        (&first, &second)
+        (first, second)
     } else {
-        (&second, &first)
+        (second, first)
     };
     eventually(LIMIT, "the winner stores what it applied", || {
         winner.position().stored == last
