@@ -15,6 +15,7 @@ use invalog::token::TokenCheck;
 use invalog::{NodeError, RefreshResult, Refresher};
 
 use crate::agent_http::kit::{start_node, start_node_with_store, Api, Gate};
+use crate::agent_support::publish_each;
 use crate::support::{eventually, within, Call, Fixture, Recorder};
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -26,16 +27,7 @@ const LIMIT: Duration = Duration::from_secs(15);
 #[tokio::test]
 async fn a_warm_restart_reports_what_it_applied_on_every_surface() {
     let f = Fixture::new().await;
-    let p = f.publisher();
-    let mut last = 0;
-    for i in 0..32 {
-        last = p
-            .refresh_ids("content", &[i])
-            .await
-            .unwrap()
-            .sequence()
-            .unwrap();
-    }
+    let last = publish_each(&f, 32).await;
     let fence = |s: &mut invalog::NodeSettings| s.fence.max_lag_messages = Some(10);
     for (round, crash) in [(1, false), (2, true)] {
         let content = Arc::new(Recorder::default());
@@ -423,7 +415,6 @@ async fn one_node_id_in_two_processes_is_reported_everywhere() {
 #[tokio::test]
 async fn a_second_process_does_not_fight_over_the_kv_checkpoint() {
     let f = Fixture::new().await;
-    let p = f.publisher();
     let mut copies = Vec::new();
     for _ in 0..2 {
         let store = invalog::KvStore::open(&f.js, "truth_checkpoints", 1, "web-1".parse().unwrap());
@@ -439,15 +430,7 @@ async fn a_second_process_does_not_fight_over_the_kv_checkpoint() {
         copies.push(node);
     }
     let (first, second) = (&copies[0], &copies[1]);
-    let mut last = 0;
-    for i in 0..5 {
-        last = p
-            .refresh_ids("content", &[i])
-            .await
-            .unwrap()
-            .sequence()
-            .unwrap();
-    }
+    let last = publish_each(&f, 5).await;
     eventually(LIMIT, "one of them reports the duplicate", || {
         first.duplicate().is_some() || second.duplicate().is_some()
     })
