@@ -100,6 +100,7 @@ pub struct AgentSettings {
 pub mod http;
 pub mod metrics;
 mod run;
+pub mod server;
 mod starting;
 
 pub use run::{run, AgentError};
