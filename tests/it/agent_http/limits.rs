@@ -2,7 +2,8 @@
 //! TCP clients on 127.0.0.1: a half-sent request neither delays the node's
 //! start once NATS is back (real binary) nor holds the shutdown beyond the
 //! grace; more idle connections than the cap queue a new `/healthz` only
-//! until the header timeout closes them.
+//! until the header timeout closes them; an idle keep-alive connection is
+//! closed after the same timeout.
 
 use std::time::{Duration, Instant};
 
@@ -157,4 +158,33 @@ async fn more_idle_connections_than_the_cap_queue_healthz_until_they_time_out() 
     assert!(answer.ends_with("ok"), "{answer}");
     assert!(opened.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_millis(500));
     within(Duration::from_secs(5), closed_by_server(&mut idle[0])).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let f = Fixture::new().await;
+    let node = start_node(
+        &f,
+        "web-1",
+        std::sync::Arc::new(Recorder::default()),
+        |_| {},
+    )
+    .await;
+    let api = Api::serve(&f, &node).await;
+    let mut idle = connect(&api.base).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    let n = within(Duration::from_secs(10), idle.read(&mut buffer))
+        .await
+        .unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    within(
+        HEADER_READ_TIMEOUT + Duration::from_secs(5),
+        closed_by_server(&mut idle),
+    )
+    .await;
+    assert!(answered.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_millis(500));
 }
