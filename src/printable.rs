@@ -32,6 +32,17 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`printable`] for a text of several lines: its newlines are kept, every
+/// other character of [`is_unprintable`] escaped. A last pass over human
+/// output whose fields were escaped one by one.
+pub fn printable_lines(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && is_unprintable(c)) {
+        return Cow::Borrowed(text);
+    }
+    let lines: Vec<Cow<'_, str>> = text.split('\n').map(printable).collect();
+    Cow::Owned(lines.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +56,7 @@ mod tests {
         );
         assert_eq!(printable("x\u{202e}y\u{2066}"), "x\\u{202e}y\\u{2066}");
         assert!(matches!(printable("plain é ü 日本"), Cow::Borrowed(_)));
+        assert_eq!(printable_lines("a\u{1b}\nb\n"), "a\\u{1b}\nb\n");
+        assert!(matches!(printable_lines("a\nb\n"), Cow::Borrowed(_)));
     }
 }

@@ -28,4 +28,5 @@ mod reliability;
 mod replay;
 mod stream_cmd;
 mod support;
+mod terminal_escapes;
 mod truth;
