@@ -443,3 +443,44 @@ fn the_file_must_use_the_schema_types() {
     );
     assert_eq!(config.unwrap().client().unwrap().log.replicas, 3);
 }
+
+#[test]
+fn a_redis_template_starting_with_a_placeholder_needs_an_explicit_refresh_all() {
+    let redis = |keys: &str, refresh_all: &str| {
+        agent_toml(&format!(
+            "[node]\nid = \"web-1\"\n[[refreshers]]\nname = \"pages\"\n\
+             id = \"9fa0cf2c-1a91-426a-829a-d5cf66aa9576\"\n[refreshers.applier]\nkind = \"redis\"\n\
+             url = \"redis://127.0.0.1:6379/0\"\nkeys = {keys}\n{refresh_all}"
+        ))
+    };
+    let agent = |toml: String| check(&toml, &[]).and_then(|c| c.agent().map_err(|e| e.to_string()));
+    for keys in [r#"["{key}"]"#, r#"["page:{id}", "{id}:html"]"#] {
+        let message = agent(redis(keys, "")).expect_err("refused");
+        assert!(
+            message.contains("starts with a placeholder, so the refresh-all derived from it would delete every key of the database"),
+            "{message}"
+        );
+        assert!(message.contains("refresh_all = { patterns"), "{message}");
+    }
+    let message = agent(redis(r#"["page:{id}", "{id}:html"]"#, "")).unwrap_err();
+    assert!(
+        message.starts_with(
+            "c.toml: invalid value for `refreshers[0].applier.keys[1]`: the template `{id}:html`"
+        ),
+        "{message}"
+    );
+    for explicit in [
+        "refresh_all = { patterns = [\"page:*\"] }",
+        "refresh_all = \"flushdb\"",
+    ] {
+        assert!(agent(redis(r#"["{key}"]"#, explicit)).is_ok(), "{explicit}");
+    }
+    let prefixed = agent(redis(r#"["{{t}}:{key}"]"#, "")).unwrap();
+    let (_, ApplierSettings::Redis(settings)) = &prefixed.refreshers[0] else {
+        panic!("a redis applier");
+    };
+    assert_eq!(
+        settings.refresh_all,
+        RedisRefreshAll::Patterns(vec!["{t}:*".into()])
+    );
+}

@@ -381,3 +381,35 @@ fn config_check_hides_queries_and_arguments_and_refuses_misread_urls() {
         "{stderr}"
     );
 }
+
+/// A Redis key template that starts with a placeholder would make every
+/// refresh-all (which any publisher can ask for) delete the whole database:
+/// `config check` refuses it until `refresh_all` says what to delete.
+#[test]
+fn config_check_refuses_a_redis_template_that_would_scan_everything() {
+    let toml = |refresh_all: &str| {
+        format!(
+            "[node]\nid = \"web-1\"\n{}[refreshers.applier]\nkind = \"redis\"\n\
+             url = \"redis://127.0.0.1:6379/0\"\nkeys = [\"{{key}}\"]\n{refresh_all}",
+            refresher("content", CONTENT_ID),
+        )
+    };
+    let file = temp_config(&toml(""));
+    let path = file.path.to_str().unwrap();
+    let output = config_check(&[path], &[]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        format!(
+            "invalog: {path}: invalid value for `refreshers[0].applier.keys[0]`: the template \
+             `{{key}}` starts with a placeholder, so the refresh-all derived from it would delete \
+             every key of the database (any publisher can ask for a refresh-all); give it a \
+             literal prefix, like `page:{{key}}`, or say what refresh-all deletes: \
+             `refresh_all = {{ patterns = [\"page:*\"] }}`, or `refresh_all = \"flushdb\"` to \
+             empty the database on purpose"
+        )
+    );
+    let explicit = temp_config(&toml("refresh_all = { patterns = [\"page:*\"] }\n"));
+    let output = config_check(&[explicit.path.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
