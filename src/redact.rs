@@ -12,10 +12,27 @@
 /// What replaces a hidden part.
 pub const REDACTED: &str = "[redacted]";
 
+/// Where the part after `scheme://` starts: 0 when the URL has no scheme
+/// (a `://` preceded by anything but a scheme name, as in
+/// `user:pa://ss@host`, is part of the user-info).
+fn after_scheme(url: &str) -> usize {
+    match url.find("://") {
+        Some(i) if is_scheme(&url[..i]) => i + 3,
+        _ => 0,
+    }
+}
+
+/// RFC 3986: a letter, then letters, digits, `+`, `-` and `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
 /// `url` with everything between the scheme's `://` (or the start, when
 /// there is no scheme) and the last `@` replaced by `[redacted]`.
 pub fn redact_userinfo(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
+    let start = after_scheme(url);
     match url[start..].rfind('@') {
         Some(at) => format!("{}{REDACTED}{}", &url[..start], &url[start + at..]),
         None => url.to_owned(),
@@ -27,7 +44,7 @@ pub fn redact_userinfo(url: &str) -> String {
 /// query may carry a token, such as webhooks.
 pub fn redact_userinfo_and_query(url: &str) -> String {
     let shown = redact_userinfo(url);
-    let start = shown.find("://").map_or(0, |i| i + 3);
+    let start = after_scheme(&shown);
     let host_start = shown[start..].find('@').map_or(start, |at| start + at + 1);
     match shown[host_start..].find(['?', '#']) {
         Some(q) => format!("{}?{REDACTED}", &shown[..host_start + q]),
@@ -42,8 +59,7 @@ pub fn redact_userinfo_and_query(url: &str) -> String {
 /// is refused: the user-info must be percent-encoded, and an `@` of a
 /// path or query written `%40`.
 pub fn misplaced_at(url: &str) -> bool {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[start..];
+    let rest = &url[after_scheme(url)..];
     match rest.find(['/', '?', '#']) {
         Some(end) => rest[end..].contains('@'),
         None => false,
@@ -71,6 +87,7 @@ mod tests {
             ("nats://a:p?w#x@h:4222", "nats://[redacted]@h:4222"),
             ("nats://t0ken@h:4222/x@y", "nats://[redacted]@y"),
             ("alice:pw@h:4222", "[redacted]@h:4222"),
+            ("a:pa://ss@h:4222", "[redacted]@h:4222"),
             ("tls://h:4223", "tls://h:4223"),
             (
                 "redis://:pw@redis:6379/0",
@@ -106,5 +123,6 @@ mod tests {
         assert!(!misplaced_at("nats://alice:p@ss@127.0.0.1:4222"));
         assert!(!misplaced_at("https://h/hook?mail=a%40b"));
         assert!(!misplaced_at("127.0.0.1:4222"));
+        assert!(misplaced_at("a:pa://ss@h:4222"));
     }
 }

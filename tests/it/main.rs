@@ -21,6 +21,7 @@ mod history_cmd;
 mod logging;
 mod model;
 mod probe_replay;
+mod properties;
 mod publishing;
 mod python_publisher;
 mod recovery;
