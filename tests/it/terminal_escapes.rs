@@ -3,40 +3,24 @@
 //! a presence report with escapes in its node id and reason, printed by
 //! `invalog history`, `explain` and `status` as tables with no raw control
 //! character; their JSON output keeps the exact strings (serde escapes).
+//! Runs the binary through `history_cmd::invalog`.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_nats::jetstream::kv;
 use invalog::{Batch, Instruction, Provenance};
 use serde_json::{json, Value};
-use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::agent_support::client_config;
-use crate::support::{defs, within, Fixture};
+use crate::history_cmd::invalog;
+use crate::support::{defs, Fixture};
 
-const BIN: &str = env!("CARGO_BIN_EXE_invalog");
 const RED: &str = "\u{1b}[31m";
 
-/// Runs the binary: (exit code, stdout as bytes, stderr).
-async fn invalog(args: &[&str]) -> (i32, Vec<u8>, String) {
-    let out = within(
-        Duration::from_secs(60),
-        Command::new(BIN).args(args).env_remove("RUST_LOG").output(),
-    )
-    .await
-    .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// No control character but the newlines that end lines.
-fn assert_printable(what: &str, stdout: &[u8]) {
-    let text = String::from_utf8_lossy(stdout);
-    assert!(!stdout.contains(&0x1b), "{what}: raw ESC in\n{text}");
+fn assert_printable(what: &str, text: &str) {
+    assert!(!text.contains('\u{1b}'), "{what}: raw ESC in\n{text}");
     assert!(
         !text.chars().any(|c| c != '\n' && c.is_control()),
         "{what}: control character in {text:?}"
@@ -80,7 +64,7 @@ async fn history_explain_and_status_escape_what_publishers_and_nodes_wrote() {
     assert_printable("history", &out);
     let (code, out, err) = invalog(&["history", "-c", config, "--json"]).await;
     assert_eq!(code, 0, "{err}");
-    let line: Value = serde_json::from_slice(&out).unwrap();
+    let line: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         line["batch"]["origin"],
         json!(format!("{RED}origin")),
@@ -90,7 +74,7 @@ async fn history_explain_and_status_escape_what_publishers_and_nodes_wrote() {
         line["batch"]["instructions"][0]["keys"][0],
         json!(format!("{RED}key"))
     );
-    assert!(!out.contains(&0x1b), "JSON escapes ESC itself");
+    assert!(!out.contains('\u{1b}'), "JSON escapes ESC itself");
 
     let key = format!("{RED}key");
     let explain = ["explain", "-c", config, "--refresher", "content", "--id"];
@@ -121,6 +105,6 @@ async fn history_explain_and_status_escape_what_publishers_and_nodes_wrote() {
         .await
         .unwrap();
     let (_, out, err) = invalog(&["status", "-c", config]).await;
-    assert!(String::from_utf8_lossy(&out).contains("web-1"), "{err}");
+    assert!(out.contains("web-1"), "{err}");
     assert_printable("status", &out);
 }

@@ -30,6 +30,21 @@ async fn half_sent(base: &str) -> TcpStream {
     stream
 }
 
+/// A keep-alive connection that was answered once (`/healthz`), now idle.
+async fn answered_once(base: &str) -> TcpStream {
+    let mut stream = connect(base).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    let n = within(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
 /// Sends a whole `GET /healthz` that closes the connection; the answer.
 async fn healthz_closing(stream: &mut TcpStream) -> String {
     stream
@@ -102,15 +117,7 @@ async fn shutdown_with_half_sent_and_idle_connections_ends_within_the_grace() {
     let _half = half_sent(&api.base).await;
     // A keep-alive connection that was answered once and stays idle; its
     // answer also shows that the half-sent one was accepted before it.
-    let mut idle = connect(&api.base).await;
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buffer = [0u8; 512];
-    let n = within(Duration::from_secs(10), idle.read(&mut buffer))
-        .await
-        .unwrap();
-    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    let _idle = answered_once(&api.base).await;
 
     let started = Instant::now();
     api.stop.take().unwrap().send(()).unwrap();
@@ -171,15 +178,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     )
     .await;
     let api = Api::serve(&f, &node).await;
-    let mut idle = connect(&api.base).await;
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buffer = [0u8; 512];
-    let n = within(Duration::from_secs(10), idle.read(&mut buffer))
-        .await
-        .unwrap();
-    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    let mut idle = answered_once(&api.base).await;
     let answered = Instant::now();
     within(
         HEADER_READ_TIMEOUT + Duration::from_secs(5),
