@@ -30,6 +30,20 @@ async fn half_sent(base: &str) -> TcpStream {
     stream
 }
 
+/// A node and its API on 127.0.0.1:0 (keep all three while testing).
+async fn served() -> (Fixture, std::sync::Arc<invalog::Node>, Api) {
+    let f = Fixture::new().await;
+    let node = start_node(
+        &f,
+        "web-1",
+        std::sync::Arc::new(Recorder::default()),
+        |_| {},
+    )
+    .await;
+    let api = Api::serve(&f, &node).await;
+    (f, node, api)
+}
+
 /// A keep-alive connection that was answered once (`/healthz`), now idle.
 async fn answered_once(base: &str) -> TcpStream {
     let mut stream = connect(base).await;
@@ -105,15 +119,7 @@ async fn a_half_sent_request_does_not_delay_the_start_once_nats_is_back() {
 
 #[tokio::test]
 async fn shutdown_with_half_sent_and_idle_connections_ends_within_the_grace() {
-    let f = Fixture::new().await;
-    let node = start_node(
-        &f,
-        "web-1",
-        std::sync::Arc::new(Recorder::default()),
-        |_| {},
-    )
-    .await;
-    let mut api = Api::serve(&f, &node).await;
+    let (_f, _node, mut api) = served().await;
     let _half = half_sent(&api.base).await;
     // A keep-alive connection that was answered once and stays idle; its
     // answer also shows that the half-sent one was accepted before it.
@@ -132,15 +138,7 @@ async fn shutdown_with_half_sent_and_idle_connections_ends_within_the_grace() {
 
 #[tokio::test]
 async fn more_idle_connections_than_the_cap_queue_healthz_until_they_time_out() {
-    let f = Fixture::new().await;
-    let node = start_node(
-        &f,
-        "web-1",
-        std::sync::Arc::new(Recorder::default()),
-        |_| {},
-    )
-    .await;
-    let api = Api::serve(&f, &node).await;
+    let (_f, _node, api) = served().await;
     let mut idle = Vec::with_capacity(MAX_CONNECTIONS);
     for _ in 0..MAX_CONNECTIONS {
         idle.push(connect(&api.base).await);
@@ -169,15 +167,7 @@ async fn more_idle_connections_than_the_cap_queue_healthz_until_they_time_out() 
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
-    let f = Fixture::new().await;
-    let node = start_node(
-        &f,
-        "web-1",
-        std::sync::Arc::new(Recorder::default()),
-        |_| {},
-    )
-    .await;
-    let api = Api::serve(&f, &node).await;
+    let (_f, _node, api) = served().await;
     let mut idle = answered_once(&api.base).await;
     let answered = Instant::now();
     within(
