@@ -3,7 +3,9 @@
 //! keep one slow or idle client from holding the agent: a client must send
 //! a request's headers within [`HEADER_READ_TIMEOUT`], and the same timer
 //! closes a keep-alive connection that stays idle that long between
-//! requests; at most [`MAX_CONNECTIONS`] connections are served at once,
+//! requests; an answer whose writing makes no progress for
+//! [`WRITE_STALL_TIMEOUT`] (a client that does not read) closes the
+//! connection; at most [`MAX_CONNECTIONS`] connections are served at once,
 //! further ones wait in the kernel's accept queue until one closes (queued,
 //! not refused: with the timeouts above a slot frees within seconds); and
 //! shutdown stops accepting at once, lets requests in flight finish for
@@ -29,6 +31,10 @@ use tokio_util::task::TaskTracker;
 /// keep-alive connection may stay idle between requests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long writing an answer may make no progress (the client does not
+/// read it) before the connection is closed.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connections served at once; more wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 128;
 
@@ -43,6 +49,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
     pub header_read_timeout: Duration,
+    pub write_stall_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
 }
@@ -51,6 +58,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read_timeout: HEADER_READ_TIMEOUT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
         }
@@ -126,11 +134,14 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(limits.write_stall_timeout));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let io = TokioIo::new(Box::pin(stream));
+    let conn = builder.serve_connection(io, TowerToHyperService::new(router));
     let mut conn = std::pin::pin!(conn);
     let outcome = tokio::select! {
         outcome = conn.as_mut() => outcome,
@@ -158,4 +169,60 @@ fn is_per_connection(error: &std::io::Error) -> bool {
         error.kind(),
         ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A client that asks for a large answer and never reads it holds its
+    /// connection only until the write stall timeout; with a cap of one
+    /// connection, the next client is answered then.
+    #[tokio::test]
+    async fn a_client_that_does_not_read_is_dropped_after_the_write_stall_timeout() {
+        let big = "x".repeat(64 << 20);
+        let router = Router::new()
+            .route("/big", get(move || std::future::ready(big.clone())))
+            .route("/small", get(|| async { "ok" }));
+        let limits = Limits {
+            max_connections: 1,
+            write_stall_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(accept_until(
+            listener,
+            router,
+            limits,
+            stop.clone().cancelled_owned(),
+        ));
+
+        let mut stalled = TcpStream::connect(address).await.unwrap();
+        stalled
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut next = TcpStream::connect(address).await.unwrap();
+        next.write_all(b"GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(20), next.read_to_string(&mut answer))
+            .await
+            .expect("answered once the stalled connection is dropped")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(stalled);
+        stop.cancel();
+        server.await.unwrap().finished().await;
+    }
 }
