@@ -95,7 +95,7 @@ fn limit(k: u32, ttl: Duration) -> ColdBootLimit {
 /// the recreation to all-ready.
 async fn recreate_under_limit(
     count: usize,
-    k: u32,
+    limit: ColdBootLimit,
     delay: Duration,
 ) -> (Vec<(String, Instant, Instant)>, Vec<String>, Duration) {
     let f = Fixture::new().await;
@@ -103,7 +103,6 @@ async fn recreate_under_limit(
     let mut nodes = Vec::new();
     for i in 0..count {
         let name = format!("n{i}");
-        let limit = limit(k, Duration::from_secs(30));
         nodes.push(timed_node(&f, &name, delay, &spans, &limit, NewNodePolicy::Tail).await);
     }
     for node in &nodes {
@@ -144,7 +143,12 @@ async fn recreate_under_limit(
 
 #[tokio::test]
 async fn ten_nodes_cold_boot_at_most_k_at_a_time_after_the_stream_is_recreated() {
-    let (spans, reasons, _) = recreate_under_limit(10, 2, Duration::from_millis(200)).await;
+    let (spans, reasons, _) = recreate_under_limit(
+        10,
+        limit(2, Duration::from_secs(30)),
+        Duration::from_millis(200),
+    )
+    .await;
     let nodes: std::collections::BTreeSet<_> = spans.iter().map(|(n, _, _)| n.clone()).collect();
     assert_eq!(nodes.len(), 10, "every node ran its refresh-all: {spans:?}");
     let overlap = max_overlap(&spans.iter().map(|(_, s, e)| (*s, *e)).collect::<Vec<_>>());
@@ -325,12 +329,23 @@ async fn time_to_all_ready_for_k_1_2_and_unlimited() {
     if std::env::var("INVALOG_COLD_BOOT_FIGURES").is_err() {
         return;
     }
-    for k in [1, 2, 0] {
-        let (spans, _, took) = recreate_under_limit(10, k, Duration::from_millis(200)).await;
+    let retries = [
+        Duration::from_millis(50),
+        ColdBootLimit::default().retry_interval,
+    ];
+    for (k, retry_interval) in [1, 2, 0].into_iter().flat_map(|k| retries.map(|r| (k, r))) {
+        let limit = ColdBootLimit {
+            retry_interval,
+            ..limit(k, Duration::from_secs(30))
+        };
+        let (spans, _, took) = recreate_under_limit(10, limit, Duration::from_millis(200)).await;
         let overlap = max_overlap(&spans.iter().map(|(_, s, e)| (*s, *e)).collect::<Vec<_>>());
-        assert!(k == 0 || overlap <= k as usize, "{overlap} at once, K = {k}");
+        assert!(
+            k == 0 || overlap <= k as usize,
+            "{overlap} at once, K = {k}"
+        );
         println!(
-            "K = {}: 10 nodes ready {:.2} s after the stream was recreated (most refresh-alls at once: {overlap})",
+            "K = {}, retry_interval {retry_interval:?}: 10 nodes ready {:.2} s after the stream was recreated (most refresh-alls at once: {overlap})",
             if k == 0 { "unlimited".to_owned() } else { k.to_string() },
             took.as_secs_f64()
         );
