@@ -93,7 +93,7 @@ pub struct NodeReport {
     pub stream_last: u64,
     /// Messages the node had still to apply when it reported.
     pub lag: u64,
-    /// The node's state name: `starting`, `cold_booting`, `catching_up`,
+    /// The node's state name: `starting`, `waiting_for_slot`, `cold_booting`, `catching_up`,
     /// `ready`, `stalled`, `stopped`.
     pub state: String,
     /// Whether the node serves (caught up, not stalled, not fenced).
