@@ -38,6 +38,7 @@ struct ReadmeDoctests;
 pub mod agent;
 pub mod applier;
 pub mod batch;
+mod bucket;
 pub mod checkpoint;
 pub mod config;
 pub mod connect;

@@ -216,30 +216,20 @@ impl Runner {
     /// Opens the lease bucket, creating it if missing; `None` (warned) when
     /// neither works.
     async fn lease_bucket(&self, limit: &ColdBootLimit) -> Option<kv::Store> {
-        if let Ok(store) = self.js.get_key_value(&limit.bucket).await {
-            return Some(store);
-        }
-        let created = self
-            .js
-            .create_key_value(kv::Config {
-                bucket: limit.bucket.clone(),
-                description: "invalog: cold-boot slots (leases) of each stream's fleet".into(),
-                history: 1,
-                max_age: limit.lease_ttl,
-                num_replicas: limit.replicas.max(1),
-                ..Default::default()
-            })
-            .await;
-        match created {
+        let config = kv::Config {
+            bucket: limit.bucket.clone(),
+            description: "invalog: cold-boot slots (leases) of each stream's fleet".into(),
+            history: 1,
+            max_age: limit.lease_ttl,
+            num_replicas: limit.replicas.max(1),
+            ..Default::default()
+        };
+        match crate::bucket::open_or_create(&self.js, config).await {
             Ok(store) => Some(store),
-            // Another node may have created it meanwhile.
-            Err(e) => match self.js.get_key_value(&limit.bucket).await {
-                Ok(store) => Some(store),
-                Err(_) => {
-                    tracing::warn!(node = %self.settings.node_id, bucket = %limit.bucket, error = %e, "cannot open or create the cold-boot bucket; cold booting without coordination: create the bucket as an administrator and grant this node's user its subjects (docs/nats-connection.md), or set node.cold_boot.max_concurrent = 0");
-                    None
-                }
-            },
+            Err(error) => {
+                tracing::warn!(node = %self.settings.node_id, bucket = %limit.bucket, %error, "cannot open or create the cold-boot bucket; cold booting without coordination: create the bucket as an administrator and grant this node's user its subjects (docs/nats-connection.md), or set node.cold_boot.max_concurrent = 0");
+                None
+            }
         }
     }
 }
