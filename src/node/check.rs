@@ -211,17 +211,11 @@ impl Runner {
         };
         // Waiting may have taken a while: the refresh covers what is stored
         // when it begins.
-        let position = match lease {
-            Some(_) => {
-                self.shared
-                    .position
-                    .set_state(NodeState::ColdBooting { reason });
-                match self.position_for_cold_boot().await {
-                    Some(position) => position,
-                    None => return Flow::Stop,
-                }
-            }
-            None => position,
+        self.shared
+            .position
+            .set_state(NodeState::ColdBooting { reason });
+        let Some(position) = self.position_for_cold_boot().await else {
+            return Flow::Stop;
         };
         let mut done = true;
         for hosted in self
