@@ -351,3 +351,71 @@ async fn time_to_all_ready_for_k_1_2_and_unlimited() {
         );
     }
 }
+
+/// A `MakeWriter` collecting log lines in memory.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+    fn make_writer(&'a self) -> Lines {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn without_a_usable_bucket_a_node_warns_and_cold_boots_uncoordinated() {
+    let f = Fixture::new().await;
+    // Logs of this test's thread (the runtime is single-threaded: the
+    // nodes' tasks run here too).
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(lines.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // A bucket someone created without max_age: a dead holder's slot would
+    // never free itself.
+    f.js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: "ageless".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let spans = Spans::default();
+    let cold = NewNodePolicy::ColdBoot;
+    let mut nodes = Vec::new();
+    for (name, bucket) in [("ageless", "ageless"), ("nameless", "not a bucket")] {
+        let limit = ColdBootLimit {
+            bucket: bucket.into(),
+            ..limit(1, Duration::from_secs(30))
+        };
+        let delay = Duration::from_millis(10);
+        nodes.push(timed_node(&f, name, delay, &spans, &limit, cold).await);
+    }
+    for node in &nodes {
+        within(Duration::from_secs(10), node.ready()).await.unwrap();
+    }
+    assert_eq!(spans.lock().unwrap().len(), 2, "both cold booted");
+    let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("the cold-boot bucket has no max_age"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "cannot open or create the cold-boot bucket; cold booting without coordination"
+        ),
+        "{log}"
+    );
+}
