@@ -5,7 +5,8 @@
 //! `create` (which fails while the key holds a value), renews it with
 //! `update` at its revision every third of the lease TTL while it refreshes,
 //! and deletes it when done. The bucket's `max_age` is the lease TTL, so
-//! the slot of a holder that died frees itself within the TTL; bucket
+//! the slot of a holder that died, or stalled (it stops renewing), frees
+//! itself within the TTL; bucket
 //! `max_age` works on every supported server (per-key TTLs need 2.11).
 //! A node that finds every slot busy waits a jittered
 //! `retry_interval` (uniform in ½..1½ of it) and tries again; meanwhile
@@ -96,16 +97,23 @@ impl Drop for Lease {
     }
 }
 
-/// Renews the lease at `revision` every `every` until aborted or lost.
+/// Renews the lease at `revision` every `every` until aborted or lost, or
+/// until the node stalls (a refresh-all that keeps failing): then the slot
+/// is left to expire, so one broken node does not hold up the fleet.
 async fn renew(
     store: kv::Store,
     key: String,
     holder: bytes::Bytes,
     revision: Arc<AtomicU64>,
     every: Duration,
+    position: tokio::sync::watch::Receiver<super::Position>,
 ) {
     loop {
         tokio::time::sleep(every).await;
+        if matches!(position.borrow().state, NodeState::Stalled { .. }) {
+            tracing::warn!(%key, "stalled during a cold boot: giving up the cold-boot slot (it expires within the lease TTL); the refresh-all is retried without it");
+            return;
+        }
         match store
             .update(&key, holder.clone(), revision.load(Relaxed))
             .await
@@ -196,6 +204,7 @@ impl Runner {
                         holder,
                         revision.clone(),
                         ttl / 3,
+                        self.shared.position.subscribe(),
                     ));
                     return Round::Took(Box::new(Lease {
                         store: store.clone(),

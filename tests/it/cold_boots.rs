@@ -19,7 +19,8 @@ use crate::support::{defs, eventually, within, Fixture};
 /// When one refresh-all ran: which node, from when to when.
 type Spans = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
 
-/// A refresher whose refresh-all takes `delay` and is recorded in `spans`.
+/// A refresher whose refresh-all takes `delay` and is recorded in `spans`;
+/// a `delay` of `Duration::MAX` fails at once instead (a broken database).
 struct Timed {
     node: String,
     delay: Duration,
@@ -29,6 +30,9 @@ struct Timed {
 #[async_trait]
 impl Refresher for Timed {
     async fn refresh_all(&self) -> RefreshResult {
+        if self.delay == Duration::MAX {
+            return Err(invalog::RefreshError::msg("the database is down"));
+        }
         let start = Instant::now();
         tokio::time::sleep(self.delay).await;
         let span = (self.node.clone(), start, Instant::now());
@@ -72,6 +76,9 @@ async fn timed_node(
     let mut settings = NodeSettings::new(NodeId::new(name).unwrap());
     settings.new_node = new_node;
     settings.flush_interval = Duration::from_millis(50);
+    settings.retry.attempts = 1;
+    settings.retry.initial_backoff = Duration::from_millis(20);
+    settings.retry.max_backoff = Duration::from_millis(100);
     settings.cold_boot = limit.clone();
     let store = FileStore::new(f.checkpoint_path(name));
     Node::start(f.js.clone(), f.log.clone(), settings, registry, store)
@@ -319,6 +326,35 @@ async fn four_agents_run_one_refresh_all_at_a_time_with_one_slot() {
             .any(|s| s.contains("waiting for a cold-boot slot (1 of 1 busy)")),
         "/status of a waiting agent gives the reason: {statuses:?}"
     );
+}
+
+#[tokio::test]
+async fn a_holder_that_stalls_gives_up_its_slot() {
+    let f = Fixture::new().await;
+    let ttl = Duration::from_secs(2);
+    let spans = Spans::default();
+    let (cold, limit) = (NewNodePolicy::ColdBoot, limit(1, ttl));
+    let broken = timed_node(&f, "broken", Duration::MAX, &spans, &limit, cold).await;
+    eventually(
+        Duration::from_secs(10),
+        "the first node stalls in its cold boot",
+        || broken.state().name() == "stalled",
+    )
+    .await;
+    let healthy = timed_node(
+        &f,
+        "healthy",
+        Duration::from_millis(10),
+        &spans,
+        &limit,
+        cold,
+    )
+    .await;
+    // Within the TTL of the broken node's last renewal, plus retries.
+    within(ttl + Duration::from_secs(3), healthy.ready())
+        .await
+        .unwrap();
+    assert_eq!(broken.state().name(), "stalled", "still broken");
 }
 
 /// Prints the time from a stream's recreation to all 10 nodes ready (each
