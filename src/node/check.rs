@@ -217,6 +217,8 @@ impl Runner {
         let Some(position) = self.position_for_cold_boot().await else {
             return Flow::Stop;
         };
+        // The stream may even have been recreated again meanwhile.
+        self.enter_incarnation(position);
         let mut done = true;
         for hosted in self
             .registry

@@ -6,11 +6,10 @@
 //! `update` at its revision every third of the lease TTL while it refreshes,
 //! and deletes it when done. The bucket's `max_age` is the lease TTL, so
 //! the slot of a holder that died, or stalled (it stops renewing), frees
-//! itself within the TTL; bucket
-//! `max_age` works on every supported server (per-key TTLs need 2.11).
-//! A node that finds every slot busy waits a jittered
-//! `retry_interval` (uniform in ½..1½ of it) and tries again; meanwhile
-//! its state is `WaitingForColdBootSlot` (not ready).
+//! itself within the TTL; bucket `max_age` works on every supported server
+//! (per-key TTLs need 2.11). A node that finds every slot busy waits a
+//! jittered `retry_interval` (uniform in ½..1½ of it) and tries again;
+//! meanwhile its state is `WaitingForColdBootSlot` (not ready).
 //!
 //! Each node counts slots `0..K-1` of its own K: nodes configured with
 //! different K share the low slots, and the fleet runs at most the largest
