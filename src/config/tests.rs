@@ -337,30 +337,6 @@ fn presence_has_defaults_and_stale_after_outlasts_the_interval() {
 }
 
 #[test]
-fn stream_provision_is_create_update_or_off_and_accepts_the_old_booleans() {
-    let policy = |value: &str| {
-        let text = agent_toml(&format!(
-            "[node]\nid = \"web-1\"\n[stream]\nprovision = {value}"
-        ));
-        check(&text, &[]).map(|c| c.agent().unwrap().provision)
-    };
-    assert_eq!(policy("\"create\"").unwrap(), StreamPolicy::Create);
-    assert_eq!(policy("\"update\"").unwrap(), StreamPolicy::Update);
-    assert_eq!(policy("\"off\"").unwrap(), StreamPolicy::Off);
-    assert_eq!(policy("true").unwrap(), StreamPolicy::Update);
-    assert_eq!(policy("false").unwrap(), StreamPolicy::Off);
-    let err = policy("\"updte\"").unwrap_err().to_string();
-    assert!(
-        err.contains("stream.provision") && err.contains("update"),
-        "{err}"
-    );
-    let env = [("INVALOG_STREAM__PROVISION", "update")];
-    let config = check(&agent_toml("[node]\nid = \"web-1\""), &env).unwrap();
-    assert_eq!(config.agent().unwrap().provision, StreamPolicy::Update);
-    assert!(config.effective_toml().contains("provision = \"update\""));
-}
-
-#[test]
 fn cold_boot_slots_have_defaults_and_follow_the_presence_replicas() {
     use crate::node::ColdBootLimit;
     let config = check(&agent_toml("[node]\nid = \"web-1\""), &[]).unwrap();
@@ -390,4 +366,28 @@ fn cold_boot_slots_have_defaults_and_follow_the_presence_replicas() {
     assert!(error(&agent_toml(short), &[]).contains("`node.cold_boot.lease_ttl`"));
     let many = "[node]\nid = \"w\"\n[node.cold_boot]\nmax_concurrent = 1001";
     assert!(error(&agent_toml(many), &[]).contains("`node.cold_boot.max_concurrent`"));
+}
+
+#[test]
+fn stream_provision_is_create_update_or_off_and_accepts_the_old_booleans() {
+    let policy = |value: &str| {
+        let text = agent_toml(&format!(
+            "[node]\nid = \"web-1\"\n[stream]\nprovision = {value}"
+        ));
+        check(&text, &[]).map(|c| c.agent().unwrap().provision)
+    };
+    assert_eq!(policy("\"create\"").unwrap(), StreamPolicy::Create);
+    assert_eq!(policy("\"update\"").unwrap(), StreamPolicy::Update);
+    assert_eq!(policy("\"off\"").unwrap(), StreamPolicy::Off);
+    assert_eq!(policy("true").unwrap(), StreamPolicy::Update);
+    assert_eq!(policy("false").unwrap(), StreamPolicy::Off);
+    let err = policy("\"updte\"").unwrap_err().to_string();
+    assert!(
+        err.contains("stream.provision") && err.contains("update"),
+        "{err}"
+    );
+    let env = [("INVALOG_STREAM__PROVISION", "update")];
+    let config = check(&agent_toml("[node]\nid = \"web-1\""), &env).unwrap();
+    assert_eq!(config.agent().unwrap().provision, StreamPolicy::Update);
+    assert!(config.effective_toml().contains("provision = \"update\""));
 }
