@@ -174,19 +174,16 @@ impl KvStore {
             bucket: bucket.to_owned(),
             message,
         };
-        let store = match js.get_key_value(bucket).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    description: "invalog: stored sequence of each node".into(),
-                    history: 1,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| kv_err(format!("cannot create it: {e}")))?,
+        let config = kv::Config {
+            bucket: bucket.to_owned(),
+            description: "invalog: stored sequence of each node".into(),
+            history: 1,
+            num_replicas: replicas,
+            ..Default::default()
         };
+        let store = crate::bucket::open_or_create(js, config)
+            .await
+            .map_err(kv_err)?;
         Ok(Self {
             store,
             bucket: bucket.to_owned(),

@@ -40,6 +40,7 @@ struct ReadmeDoctests;
 pub mod agent;
 pub mod applier;
 pub mod batch;
+mod bucket;
 pub mod checkpoint;
 pub mod config;
 pub mod connect;

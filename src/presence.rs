@@ -93,7 +93,7 @@ pub struct NodeReport {
     pub stream_last: u64,
     /// Messages the node had still to apply when it reported.
     pub lag: u64,
-    /// The node's state name: `starting`, `cold_booting`, `catching_up`,
+    /// The node's state name: `starting`, `waiting_for_slot`, `cold_booting`, `catching_up`,
     /// `ready`, `stalled`, `stopped`.
     pub state: String,
     /// Whether the node serves (caught up, not stalled, not fenced).
@@ -424,31 +424,20 @@ async fn open_or_create(
     js: &jetstream::Context,
     settings: &PresenceSettings,
 ) -> Result<kv::Store, PresenceError> {
-    let bucket = settings.bucket.as_str();
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_key_value(kv::Config {
-            bucket: bucket.to_owned(),
-            description: "invalog: each node's position and readiness".into(),
-            history: 1,
-            max_age: ENTRY_MAX_AGE,
-            num_replicas: settings.replicas.max(1),
-            ..Default::default()
+    let config = kv::Config {
+        bucket: settings.bucket.clone(),
+        description: "invalog: each node's position and readiness".into(),
+        history: 1,
+        max_age: ENTRY_MAX_AGE,
+        num_replicas: settings.replicas.max(1),
+        ..Default::default()
+    };
+    crate::bucket::open_or_create(js, config)
+        .await
+        .map_err(|message| PresenceError::Kv {
+            bucket: settings.bucket.clone(),
+            message,
         })
-        .await;
-    match created {
-        Ok(store) => Ok(store),
-        // Another node may have created it meanwhile.
-        Err(e) => js
-            .get_key_value(bucket)
-            .await
-            .map_err(|_| PresenceError::Kv {
-                bucket: bucket.to_owned(),
-                message: format!("cannot create it: {e}"),
-            }),
-    }
 }
 
 /// The latest report of every node of `stream`, sorted by node id. Entries

@@ -39,8 +39,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Every value of `invalog_state{state}`; the current state is 1, the
 /// others 0.
-pub const STATES: [&str; 7] = [
+pub const STATES: [&str; 8] = [
     "starting",
+    "waiting_for_slot",
     "cold_booting",
     "catching_up",
     "ready",

@@ -37,6 +37,17 @@ pub(super) struct RawNode {
     pub flush_interval: Option<DurationText>,
     pub retry: RawRetry,
     pub fence: RawFence,
+    pub cold_boot: RawColdBoot,
+}
+
+/// `[node.cold_boot]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawColdBoot {
+    pub max_concurrent: Option<u32>,
+    pub lease_ttl: Option<DurationText>,
+    pub retry_interval: Option<DurationText>,
+    pub bucket: Option<String>,
 }
 
 /// `[node.retry]`.

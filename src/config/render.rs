@@ -42,6 +42,12 @@ pub(super) fn effective_toml(settings: &Settings) -> String {
         out.int("attempts", node.retry.attempts.into());
         out.duration("initial_backoff", node.retry.initial_backoff);
         out.duration("max_backoff", node.retry.max_backoff);
+        let limit = &node.cold_boot;
+        out.table("node.cold_boot");
+        out.int("max_concurrent", limit.max_concurrent.into());
+        out.duration("lease_ttl", limit.lease_ttl);
+        out.duration("retry_interval", limit.retry_interval);
+        out.string("bucket", &limit.bucket);
         let fence = &node.fence;
         if fence.max_disconnected.is_some() || fence.max_lag_messages.is_some() {
             out.table("node.fence");

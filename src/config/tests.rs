@@ -350,6 +350,38 @@ fn presence_has_defaults_and_stale_after_outlasts_the_interval() {
 }
 
 #[test]
+fn cold_boot_slots_have_defaults_and_follow_the_presence_replicas() {
+    use crate::node::ColdBootLimit;
+    let config = check(&agent_toml("[node]\nid = \"web-1\""), &[]).unwrap();
+    assert_eq!(
+        config.agent().unwrap().node.cold_boot,
+        ColdBootLimit::default()
+    );
+    let toml = "[node]\nid = \"web-1\"\n[node.cold_boot]\nmax_concurrent = 0\n\
+                lease_ttl = \"10s\"\nretry_interval = \"1s\"\nbucket = \"slots\"\n\
+                [presence]\nreplicas = 3";
+    let config = check(
+        &agent_toml(toml),
+        &[("INVALOG_NODE__COLD_BOOT__MAX_CONCURRENT", "4")],
+    )
+    .unwrap();
+    assert_eq!(
+        config.agent().unwrap().node.cold_boot,
+        ColdBootLimit {
+            max_concurrent: 4,
+            lease_ttl: Duration::from_secs(10),
+            retry_interval: Duration::from_secs(1),
+            bucket: "slots".into(),
+            replicas: 3,
+        }
+    );
+    let short = "[node]\nid = \"w\"\n[node.cold_boot]\nlease_ttl = \"500ms\"";
+    assert!(error(&agent_toml(short), &[]).contains("`node.cold_boot.lease_ttl`"));
+    let many = "[node]\nid = \"w\"\n[node.cold_boot]\nmax_concurrent = 1001";
+    assert!(error(&agent_toml(many), &[]).contains("`node.cold_boot.max_concurrent`"));
+}
+
+#[test]
 fn stream_provision_is_create_update_or_off_and_accepts_the_old_booleans() {
     let policy = |value: &str| {
         let text = agent_toml(&format!(

@@ -17,7 +17,7 @@ use crate::agent::{CheckpointSettings, HttpSettings, LogFormat, LoggingSettings}
 use crate::applier::ApplierSettings;
 use crate::connect::NatsSettings;
 use crate::model::{NodeId, RefresherDef};
-use crate::node::{FenceSettings, NewNodePolicy, NodeSettings, RetryPolicy};
+use crate::node::{ColdBootLimit, FenceSettings, NewNodePolicy, NodeSettings, RetryPolicy};
 use crate::presence::PresenceSettings;
 use crate::publish::PublisherSettings;
 use crate::stream::StreamPolicy;
@@ -57,6 +57,7 @@ pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
     let nats = nats(cx, &raw.nats)?;
     let (log, provision) = stream(cx, &raw.stream)?;
     let (presence, stale_after) = presence(cx, &raw.presence)?;
+    let replicas = presence.replicas;
     Ok(Settings {
         checkpoint: checkpoint(cx, raw.checkpoint.as_ref(), node_id)?,
         http: HttpSettings {
@@ -75,7 +76,11 @@ pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
         presence,
         stale_after,
         refreshers: refreshers(cx, &raw.refreshers)?,
-        node,
+        // The lease bucket is replicated like the presence bucket.
+        node: node.map(|mut node| {
+            node.cold_boot.replicas = replicas;
+            node
+        }),
         nats,
         log,
         provision,
@@ -154,8 +159,42 @@ fn node(cx: &Cx, raw: &RawNode) -> Result<Option<NodeSettings>> {
         retry,
         flush_interval,
         fence,
+        cold_boot: cold_boot(cx, &raw.cold_boot)?,
         ..NodeSettings::new(node_id)
     }))
+}
+
+/// `[node.cold_boot]`: how many nodes of the fleet cold boot at once.
+fn cold_boot(cx: &Cx, raw: &super::raw::RawColdBoot) -> Result<ColdBootLimit> {
+    let defaults = ColdBootLimit::default();
+    let lease_ttl = cx.duration_or(
+        "node.cold_boot.lease_ttl",
+        raw.lease_ttl.as_ref(),
+        defaults.lease_ttl,
+    )?;
+    if lease_ttl < Duration::from_secs(1) {
+        return Err(cx.invalid(
+            "node.cold_boot.lease_ttl",
+            "use at least `1s`: the lease is renewed every third of it",
+        ));
+    }
+    Ok(ColdBootLimit {
+        max_concurrent: match raw.max_concurrent {
+            Some(n) => cx.within("node.cold_boot.max_concurrent", n.into(), 0, 1000)? as u32,
+            None => defaults.max_concurrent,
+        },
+        lease_ttl,
+        retry_interval: cx.duration_or(
+            "node.cold_boot.retry_interval",
+            raw.retry_interval.as_ref(),
+            defaults.retry_interval,
+        )?,
+        bucket: match &raw.bucket {
+            Some(bucket) => cx.token("node.cold_boot.bucket", bucket)?,
+            None => defaults.bucket,
+        },
+        replicas: defaults.replicas,
+    })
 }
 
 fn stream(cx: &Cx, raw: &RawStream) -> Result<(LogSettings, StreamPolicy)> {

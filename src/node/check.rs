@@ -192,27 +192,34 @@ impl Runner {
 
     /// Refreshes every hosted refresher fully, then follows from the tail
     /// seen *before* the refresh (what was published earlier is covered by
-    /// the refresh; what follows is applied).
+    /// the refresh; what follows is applied). The refresh waits for a
+    /// cold-boot slot of the fleet (`slots`) first.
     pub(super) async fn cold_boot(&mut self, reason: ColdBootReason) -> Flow {
         tracing::warn!(node = %self.settings.node_id, %reason, "cold boot: refreshing every refresher");
         Stats::bump(&self.stats().cold_boots);
-        self.shared
-            .position
-            .set_state(NodeState::ColdBooting { reason });
-        let position = loop {
-            match self.position().await {
-                Ok(position) => break position,
-                Err(e) => {
-                    tracing::warn!(node = %self.settings.node_id, error = %e, "cold boot waits for the stream");
-                    if !self.pause(self.settings.retry.max_backoff).await {
-                        return Flow::Stop;
-                    }
-                }
-            }
+        self.shared.position.set_state(NodeState::ColdBooting {
+            reason: reason.clone(),
+        });
+        let Some(position) = self.position_for_cold_boot().await else {
+            return Flow::Stop;
         };
         // A recreated stream: from now on the node reports its position in
         // the new one (nothing applied there until the refresh is done).
         self.enter_incarnation(position);
+        let Ok(lease) = self.take_cold_boot_slot(&reason).await else {
+            return Flow::Stop;
+        };
+        // Waiting may have taken a while: the refresh covers what is stored
+        // when it begins.
+        self.shared
+            .position
+            .set_state(NodeState::ColdBooting { reason });
+        let Some(position) = self.position_for_cold_boot().await else {
+            return Flow::Stop;
+        };
+        // The stream may even have been recreated again meanwhile.
+        self.enter_incarnation(position);
+        let mut done = true;
         for hosted in self
             .registry
             .hosted()
@@ -220,9 +227,13 @@ impl Runner {
             .cloned()
             .collect::<Vec<_>>()
         {
-            if !self.refresh_all_until_done(&hosted, 0).await {
-                return Flow::Stop;
-            }
+            done = done && self.refresh_all_until_done(&hosted, 0).await;
+        }
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        if !done {
+            return Flow::Stop;
         }
         // Everything up to `position.last` is covered by the refresh; an
         // earlier target may belong to a stream that no longer exists.
@@ -230,5 +241,21 @@ impl Runner {
         self.advance(position.last);
         self.flush();
         Flow::Restart
+    }
+
+    /// Reads the stream's position, retrying until it answers; `None` when
+    /// the node shuts down meanwhile.
+    async fn position_for_cold_boot(&mut self) -> Option<StreamPosition> {
+        loop {
+            match self.position().await {
+                Ok(position) => return Some(position),
+                Err(e) => {
+                    tracing::warn!(node = %self.settings.node_id, error = %e, "cold boot waits for the stream");
+                    if !self.pause(self.settings.retry.max_backoff).await {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ mod open;
 mod plan;
 mod position;
 mod run;
+mod slots;
 mod status;
 mod writer;
 
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use plan::{plan_start, NewNodePolicy, StartPlan};
 pub use position::Position;
+pub use slots::{ColdBootLimit, DEFAULT_BUCKET as COLD_BOOT_BUCKET};
 pub use status::{
     ColdBootReason, HistogramSnapshot, NodeState, Readiness, RefresherCounters, RefresherSnapshot,
     Stats, StatsSnapshot, APPLY_BUCKETS,
@@ -99,6 +101,8 @@ pub struct NodeSettings {
     pub flush_interval: Duration,
     /// When to report unready although caught up.
     pub fence: FenceSettings,
+    /// How many nodes of the fleet may cold boot at once (`slots`).
+    pub cold_boot: ColdBootLimit,
 }
 
 impl NodeSettings {
@@ -111,6 +115,7 @@ impl NodeSettings {
             retry: RetryPolicy::default(),
             flush_interval: Duration::from_secs(1),
             fence: FenceSettings::default(),
+            cold_boot: ColdBootLimit::default(),
         }
     }
 }

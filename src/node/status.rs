@@ -85,6 +85,16 @@ pub enum NodeState {
         /// Why.
         reason: ColdBootReason,
     },
+    /// A cold boot is due, but every cold-boot slot of the fleet is busy
+    /// (`node.cold_boot.max_concurrent`): waiting for one before refreshing.
+    WaitingForColdBootSlot {
+        /// Why the cold boot.
+        reason: ColdBootReason,
+        /// Slots found taken by other nodes at the last try.
+        busy: u32,
+        /// This node's number of slots (K).
+        slots: u32,
+    },
     /// Replaying up to the last sequence seen at start.
     CatchingUp {
         /// The sequence to reach.
@@ -118,6 +128,14 @@ impl fmt::Display for NodeState {
         match self {
             NodeState::Starting => write!(f, "starting"),
             NodeState::ColdBooting { reason } => write!(f, "cold boot: {reason}"),
+            NodeState::WaitingForColdBootSlot {
+                reason,
+                busy,
+                slots,
+            } => write!(
+                f,
+                "waiting for a cold-boot slot ({busy} of {slots} busy) before a cold boot: {reason}"
+            ),
             NodeState::CatchingUp { target } => write!(f, "catching up to sequence {target}"),
             NodeState::Ready => write!(f, "ready"),
             NodeState::Stalled {
@@ -174,6 +192,7 @@ impl NodeState {
         match self {
             NodeState::Starting => "starting",
             NodeState::ColdBooting { .. } => "cold_booting",
+            NodeState::WaitingForColdBootSlot { .. } => "waiting_for_slot",
             NodeState::CatchingUp { .. } => "catching_up",
             NodeState::Ready => "ready",
             NodeState::Stalled { .. } => "stalled",

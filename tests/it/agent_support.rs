@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::{extract::State, http::StatusCode, routing::post, Router};
 use serde_json::Value;
@@ -27,10 +27,12 @@ pub fn free_port() -> u16 {
 
 /// A webhook receiver: records every body, answering after `delay`. A body
 /// is recorded before the answer is sent, so whatever an agent stored after
-/// its request completed has been recorded here.
+/// its request completed has been recorded here; `spans` has when each
+/// request arrived and when its answer was due (`cold_boots` counts overlaps).
 #[derive(Clone, Default)]
 pub struct Hook {
     pub bodies: Arc<Mutex<Vec<Value>>>,
+    pub spans: Arc<Mutex<Vec<(Instant, Instant)>>>,
     delay: Duration,
 }
 
@@ -38,6 +40,7 @@ impl Hook {
     pub async fn start(delay: Duration) -> (Hook, u16) {
         let hook = Hook {
             bodies: Arc::default(),
+            spans: Arc::default(),
             delay,
         };
         let app = Router::new()
@@ -66,9 +69,11 @@ impl Hook {
 }
 
 async fn receive(State(hook): State<Hook>, body: String) -> StatusCode {
+    let arrived = Instant::now();
     if !hook.delay.is_zero() {
         tokio::time::sleep(hook.delay).await;
     }
+    hook.spans.lock().unwrap().push((arrived, Instant::now()));
     hook.bodies
         .lock()
         .unwrap()

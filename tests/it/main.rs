@@ -10,6 +10,7 @@ mod agent_support;
 mod appliers;
 mod canaries;
 mod checkpoint_writer;
+mod cold_boots;
 mod compose_topology;
 mod config;
 mod connect;

@@ -70,8 +70,19 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
     KvStore::open(&admin, "invalog_checkpoints", 1, web_1.clone())
         .await
         .expect("the admin creates the bucket");
+    // The cold-boot bucket as a node creates it (history 1, max_age = TTL).
+    admin
+        .create_key_value(jetstream::kv::Config {
+            bucket: invalog::node::COLD_BOOT_BUCKET.into(),
+            history: 1,
+            max_age: invalog::node::ColdBootLimit::default().lease_ttl,
+            ..Default::default()
+        })
+        .await
+        .expect("the admin creates the cold-boot bucket");
 
-    // The agent of web-1 follows the log and answers a probe.
+    // The agent of web-1 cold boots (taking a cold-boot slot), follows the
+    // log and answers a probe.
     let agent = client_as(&server, "agent-web-1", "agent-1-pw").await;
     let agent_js = js_of(&agent);
     let store = KvStore::open(&agent_js, "invalog_checkpoints", 1, web_1.clone())
@@ -82,7 +93,7 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
         .register_arc(defs()[0].clone(), Arc::new(Recorder::default()))
         .unwrap();
     let mut settings = NodeSettings::new(web_1);
-    settings.new_node = NewNodePolicy::ReplayAll;
+    settings.new_node = NewNodePolicy::ColdBoot;
     let node = Node::start(agent_js, log.clone(), settings, registry, store)
         .await
         .unwrap_or_else(|e| panic!("{e}; violations: {:?}", violations()));
