@@ -159,9 +159,11 @@ impl Runner {
     pub(super) async fn jump_to_tail(&mut self) {
         match self.position().await {
             Ok(position) => {
+                self.reset_begins();
                 self.enter_incarnation(position);
                 self.target = self.target.max(position.last);
                 self.advance(position.last);
+                self.reset_done();
                 self.flush();
             }
             Err(e) => {
@@ -196,6 +198,7 @@ impl Runner {
     pub(super) async fn cold_boot(&mut self, reason: ColdBootReason) -> Flow {
         tracing::warn!(node = %self.settings.node_id, %reason, "cold boot: refreshing every refresher");
         Stats::bump(&self.stats().cold_boots);
+        self.reset_begins();
         self.shared
             .position
             .set_state(NodeState::ColdBooting { reason });
@@ -228,6 +231,7 @@ impl Runner {
         // earlier target may belong to a stream that no longer exists.
         self.target = position.last;
         self.advance(position.last);
+        self.reset_done();
         self.flush();
         Flow::Restart
     }

@@ -13,6 +13,7 @@ mod apply;
 mod canary;
 mod check;
 mod direct;
+mod fill;
 mod open;
 mod plan;
 mod position;
@@ -27,6 +28,7 @@ use async_nats::jetstream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use fill::{FillKey, FillTicket, FillVerdict, Unknowable};
 pub use plan::{plan_start, NewNodePolicy, StartPlan};
 pub use position::Position;
 pub use status::{
@@ -99,6 +101,10 @@ pub struct NodeSettings {
     pub flush_interval: Duration,
     /// When to report unready although caught up.
     pub fence: FenceSettings,
+    /// Keep the stale-fill guard with a window of this many recent
+    /// (refresher, unit) entries (24 bytes each), for
+    /// [`Node::fill_if_fresh`]; `None` (the default) keeps none.
+    pub fill_guard_window: Option<usize>,
 }
 
 impl NodeSettings {
@@ -111,6 +117,7 @@ impl NodeSettings {
             retry: RetryPolicy::default(),
             flush_interval: Duration::from_secs(1),
             fence: FenceSettings::default(),
+            fill_guard_window: None,
         }
     }
 }
@@ -155,6 +162,8 @@ pub(crate) struct Shared {
     stats: Stats,
     /// Evidence that another process runs with this node id, once seen.
     duplicate: std::sync::Mutex<Option<String>>,
+    /// The stale-fill guard, when enabled (`fill`).
+    pub(crate) fill: Option<fill::FillGuard>,
 }
 
 impl Shared {
@@ -258,6 +267,7 @@ impl Node {
             )),
             stats,
             duplicate: std::sync::Mutex::new(None),
+            fill: settings.fill_guard_window.map(fill::FillGuard::new),
         });
         let cancel = CancellationToken::new();
         let runner = run::Runner::new(
