@@ -91,6 +91,9 @@ impl FromStr for FillTicket {
 pub enum Unknowable {
     /// The node runs without a guard (`NodeSettings::fill_guard_window`).
     GuardOff,
+    /// The node does not host the refresher asked about (a typo?): it
+    /// records nothing of its messages.
+    NotHosted,
     /// The ticket was taken during a cold boot or a skip.
     TakenDuringReset,
     /// The ticket is of another start of the node, or a cold boot, a skip or
@@ -136,6 +139,7 @@ impl fmt::Display for FillVerdict {
             FillVerdict::Changed { sequence, whole_refresher: false } => write!(f, "an invalidation of this entry was applied after the ticket (sequence {sequence})"),
             FillVerdict::Changed { sequence, .. } => write!(f, "an instruction for the whole refresher (refresh-all, escalation, JSON or payloads) was applied after the ticket (sequence {sequence})"),
             FillVerdict::Unknown(Unknowable::GuardOff) => f.write_str("the node keeps no fill guard (set `fill_guard_window`); do not cache"),
+            FillVerdict::Unknown(Unknowable::NotHosted) => f.write_str("this node hosts no refresher of that name, so it knows nothing of its invalidations; do not cache"),
             FillVerdict::Unknown(Unknowable::TakenDuringReset) => f.write_str("the ticket was taken during a cold boot; do not cache"),
             FillVerdict::Unknown(Unknowable::OtherEpoch) => f.write_str("a cold boot, a restart or a new stream incarnation came after the ticket; do not cache"),
             FillVerdict::Unknown(Unknowable::OlderThanWindow { oldest }) => write!(f, "the ticket is older than the recent-invalidation window (it answers tickets from sequence {oldest}); do not cache"),
@@ -170,22 +174,27 @@ struct Window {
 pub(crate) struct FillGuard {
     window: Mutex<Window>,
     hasher: RandomState,
+    /// The hashes of the hosted refreshers' names.
+    hosted: Vec<u64>,
 }
 
 impl FillGuard {
-    /// A guard remembering the last `capacity` (at least 1) entries, with a
-    /// random even epoch (tickets of an earlier start never match).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A guard for the refreshers named `hosted`, remembering the last
+    /// `capacity` (at least 1) entries, with a random even epoch (tickets of
+    /// an earlier start never match).
+    pub(crate) fn new<'a>(capacity: usize, hosted: impl IntoIterator<Item = &'a str>) -> Self {
         let capacity = capacity.max(1);
         let epoch = (Uuid::new_v4().as_u64_pair().0) & !1;
+        let hasher = RandomState::new();
         Self {
+            hosted: hosted.into_iter().map(|n| hasher.hash_one(n)).collect(),
             window: Mutex::new(Window {
                 entries: VecDeque::with_capacity(capacity),
                 capacity,
                 epoch,
                 oldest: 0,
             }),
-            hasher: RandomState::new(),
+            hasher,
         }
     }
 
@@ -289,6 +298,9 @@ impl FillGuard {
             return FillVerdict::Unknown(Unknowable::OtherEpoch);
         }
         let (r, unit) = (self.hasher.hash_one(refresher), self.unit(key));
+        if !self.hosted.contains(&r) {
+            return FillVerdict::Unknown(Unknowable::NotHosted);
+        }
         let after = ticket.position.sequence;
         let changed = window
             .entries

@@ -16,7 +16,8 @@ fn incarnation(secs: u64) -> Incarnation {
 /// A guard and a position at `applied` in incarnation 1.
 fn setup(capacity: usize) -> (FillGuard, watch::Sender<Position>) {
     let position = watch::Sender::new(Position::starting(incarnation(1), 0, 0));
-    (FillGuard::new(capacity), position)
+    let hosted = ["products", "prices", "tags", "other"];
+    (FillGuard::new(capacity, hosted), position)
 }
 
 fn apply(position: &watch::Sender<Position>, sequence: u64) {
@@ -179,6 +180,11 @@ fn resets_and_other_incarnations_refuse_every_ticket_before_and_during_them() {
         FillVerdict::Unknown(Unknowable::TakenDuringReset)
     );
     assert_eq!(unknown(&after), FillVerdict::Fill);
+    assert_eq!(
+        verdict(&guard, &after, "product", FillKey::Id(1)),
+        FillVerdict::Unknown(Unknowable::NotHosted),
+        "a refresher this node does not host"
+    );
     let other = guard.fill_with(
         &after,
         incarnation(2),

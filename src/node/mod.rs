@@ -267,7 +267,10 @@ impl Node {
             )),
             stats,
             duplicate: std::sync::Mutex::new(None),
-            fill: settings.fill_guard_window.map(fill::FillGuard::new),
+            fill: settings.fill_guard_window.map(|window| {
+                let hosted = registry.hosted();
+                fill::FillGuard::new(window, hosted.iter().map(|h| h.def.name.as_str()))
+            }),
         });
         let cancel = CancellationToken::new();
         let runner = run::Runner::new(
