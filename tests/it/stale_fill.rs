@@ -192,3 +192,86 @@ async fn the_guard_says_do_not_cache_when_it_cannot_know() {
         FillVerdict::Unknown(Unknowable::GuardOff)
     );
 }
+
+/// The same guard through the agent's HTTP API, as an app in any language
+/// uses it: `/fill-ticket` before reading, `/may-fill` after.
+#[tokio::test]
+async fn the_guard_over_the_agent_http_api() {
+    use crate::agent_http::kit::{start_node, Api};
+    use crate::support::Recorder;
+
+    let fx = Fixture::new().await;
+    let publisher = fx.publisher();
+    let node = start_node(&fx, "web-1", Arc::new(Recorder::default()), |s| {
+        s.fill_guard_window = Some(64)
+    })
+    .await;
+    within(Duration::from_secs(10), node.ready()).await.unwrap();
+    let api = Api::serve(&fx, &node).await;
+
+    let (status, body) = api.json("/fill-ticket").await;
+    assert_eq!(status, 200, "{body}");
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+    let token = publisher
+        .refresh_ids("content", &[7])
+        .await
+        .unwrap()
+        .token()
+        .unwrap();
+    let (status, body) = api.json(&format!("/applied?token={token}")).await;
+    assert_eq!(status, 200, "{body}");
+
+    let api = &api;
+    let ask = |query: &str| {
+        let path = format!("/may-fill?ticket={ticket}&{query}");
+        async move { api.json(&path).await }
+    };
+    let (status, body) = ask("refresher=content&id=7").await;
+    assert_eq!((status, &body["fill"]), (200, &false.into()), "{body}");
+    assert!(
+        body["why"]
+            .as_str()
+            .unwrap()
+            .contains("invalidation of this entry"),
+        "{body}"
+    );
+    let (status, body) = ask("refresher=content,media&id=8").await;
+    assert_eq!(
+        (status, &body["fill"]),
+        (200, &true.into()),
+        "another key: {body}"
+    );
+    let (_, body) = ask("refresher=contnet&id=8").await;
+    assert_eq!(
+        body["fill"], false,
+        "a refresher the agent does not host: {body}"
+    );
+    assert!(
+        body["why"].as_str().unwrap().contains("hosts no refresher"),
+        "{body}"
+    );
+    let (status, body) = ask("refresher=content").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api
+        .json("/may-fill?ticket=7@ff&refresher=content&id=1")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("bad fill ticket"),
+        "{body}"
+    );
+
+    let token = publisher
+        .refresh_all("content")
+        .await
+        .unwrap()
+        .token()
+        .unwrap();
+    let (status, _) = api.json(&format!("/applied?token={token}")).await;
+    assert_eq!(status, 200);
+    let (_, body) = ask("refresher=content&key=home").await;
+    assert_eq!(
+        body["fill"], false,
+        "a refresh-all after the ticket: {body}"
+    );
+}
