@@ -16,7 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::http::error;
-use crate::node::{FillKey, FillTicket};
+use crate::node::{FillKey, FillTicket, FillVerdict};
 use crate::Node;
 
 /// `GET /fill-ticket`.
@@ -48,11 +48,11 @@ pub(super) fn may_fill(
         Entry::Uuid(id) => FillKey::Uuid(*id),
         Entry::Key(key) => FillKey::Key(key),
     };
-    let entries: Vec<_> = refreshers.iter().map(|r| (r.as_str(), key)).collect();
-    let verdict = match node.fill_if_fresh(&ticket, &entries, || ()) {
-        Ok(()) => crate::node::FillVerdict::Fill,
-        Err(verdict) => verdict,
-    };
+    let verdict = refreshers
+        .iter()
+        .map(|refresher| node.may_fill(&ticket, refresher, key))
+        .find(|verdict| !verdict.may_fill())
+        .unwrap_or(FillVerdict::Fill);
     let body = json!({
         "fill": verdict.may_fill(),
         "why": verdict.to_string(),

@@ -84,8 +84,14 @@ async fn get(request: reqwest::RequestBuilder) -> (String, Value) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_on_one_node_is_read_fresh_on_the_other() {
+/// A local nats-server with the log provisioned, a temporary directory for
+/// checkpoints and an empty database.
+async fn setup() -> (
+    NatsServer,
+    async_nats::jetstream::Context,
+    tempfile::TempDir,
+    Database,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = NatsServer::start().await.unwrap();
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
@@ -94,6 +100,12 @@ async fn a_write_on_one_node_is_read_fresh_on_the_other() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = Database::memory();
+    (server, js, dir, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_is_read_fresh_on_the_other() {
+    let (_server, js, dir, db) = setup().await;
     let (a, _) = start_shop(&js, &db, dir.path(), "web-1").await;
     let (b, b_shop) = start_shop(&js, &db, dir.path(), "web-2").await;
     let b_cache = b_shop.cache;
@@ -172,14 +184,7 @@ async fn a_write_on_one_node_is_read_fresh_on_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_product_read_before_its_invalidation_is_not_cached() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = NatsServer::start().await.unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    invalog::provision(&js, &LogSettings::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::memory();
+    let (_server, js, dir, db) = setup().await;
     let (_, shop) = start_shop(&js, &db, dir.path(), "web-1").await;
     let mug = |name: &str| Product {
         id: 1,
