@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::position::Position;
 use crate::model::{Instruction, RefresherName};
-use crate::token::{Incarnation, ReadToken, TokenError};
+use crate::token::{ReadToken, TokenError};
 
 /// The entry of a cache that a fill is for: what the refresher's
 /// instructions name (`refresh_ids`/`remove_ids`, `…_uuids`, `…_keys`).
@@ -96,8 +96,9 @@ pub enum Unknowable {
     NotHosted,
     /// The ticket was taken during a cold boot or a skip.
     TakenDuringReset,
-    /// The ticket is of another start of the node, or a cold boot, a skip or
-    /// a new stream incarnation came after it.
+    /// The ticket is of another start of the node (or names a sequence the
+    /// node has not applied: none of its tickets), or a cold boot, a skip
+    /// or a new stream incarnation came after it.
     OtherEpoch,
     /// Invalidations after the ticket have left the window.
     OlderThanWindow {
@@ -263,19 +264,20 @@ impl FillGuard {
         window.epoch = (window.epoch | 1).wrapping_add(1);
     }
 
-    /// The answer for `ticket` and each (refresher, key) of `entries`; when
-    /// every one is [`FillVerdict::Fill`], runs `insert` before anything
-    /// else can be recorded.
+    /// The answer for `ticket` and each (refresher, key) of `entries`, the
+    /// node being at `now` (read before the lock: it only grows within an
+    /// epoch); when every one is [`FillVerdict::Fill`], runs `insert` before
+    /// anything else can be recorded.
     pub(crate) fn fill_with<R>(
         &self,
         ticket: &FillTicket,
-        incarnation: Incarnation,
+        now: ReadToken,
         entries: &[(&str, FillKey<'_>)],
         insert: impl FnOnce() -> R,
     ) -> Result<R, FillVerdict> {
         let window = self.window.lock().unwrap();
         for &(refresher, key) in entries {
-            let verdict = self.verdict(&window, ticket, incarnation, refresher, key);
+            let verdict = self.verdict(&window, ticket, now, refresher, key);
             if !verdict.may_fill() {
                 return Err(verdict);
             }
@@ -287,14 +289,17 @@ impl FillGuard {
         &self,
         window: &Window,
         ticket: &FillTicket,
-        incarnation: Incarnation,
+        now: ReadToken,
         refresher: &str,
         key: FillKey<'_>,
     ) -> FillVerdict {
         if ticket.epoch & 1 == 1 {
             return FillVerdict::Unknown(Unknowable::TakenDuringReset);
         }
-        if ticket.epoch != window.epoch || ticket.position.incarnation != incarnation {
+        if ticket.epoch != window.epoch
+            || ticket.position.incarnation != now.incarnation
+            || ticket.position.sequence > now.sequence
+        {
             return FillVerdict::Unknown(Unknowable::OtherEpoch);
         }
         let (r, unit) = (self.hasher.hash_one(refresher), self.unit(key));
@@ -400,8 +405,8 @@ impl super::Node {
         let Some(guard) = &self.shared.fill else {
             return Err(FillVerdict::Unknown(Unknowable::GuardOff));
         };
-        let incarnation = self.shared.position.borrow().incarnation;
-        guard.fill_with(ticket, incarnation, entries, insert)
+        let now = current(&self.shared.position.borrow());
+        guard.fill_with(ticket, now, entries, insert)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
+use crate::token::Incarnation;
 
 fn name(s: &str) -> RefresherName {
     RefresherName::new(s).unwrap()
@@ -24,8 +25,16 @@ fn apply(position: &watch::Sender<Position>, sequence: u64) {
     position.send_modify(|p| p.applied = sequence);
 }
 
+/// The node's position: `sequence` in incarnation `of`.
+fn at(sequence: u64, of: u64) -> ReadToken {
+    ReadToken {
+        sequence,
+        incarnation: incarnation(of),
+    }
+}
+
 fn verdict(guard: &FillGuard, ticket: &FillTicket, refresher: &str, key: FillKey) -> FillVerdict {
-    match guard.fill_with(ticket, incarnation(1), &[(refresher, key)], || ()) {
+    match guard.fill_with(ticket, at(u64::MAX, 1), &[(refresher, key)], || ()) {
         Ok(()) => FillVerdict::Fill,
         Err(v) => v,
     }
@@ -185,13 +194,17 @@ fn resets_and_other_incarnations_refuse_every_ticket_before_and_during_them() {
         FillVerdict::Unknown(Unknowable::NotHosted),
         "a refresher this node does not host"
     );
-    let other = guard.fill_with(
-        &after,
-        incarnation(2),
-        &[("products", FillKey::Id(1))],
-        || (),
-    );
+    let entries = [("products", FillKey::Id(1))];
+    let other = guard.fill_with(&after, at(5, 2), &entries, || ());
     assert_eq!(other, Err(FillVerdict::Unknown(Unknowable::OtherEpoch)));
+    let mut future = after;
+    future.position.sequence = 6;
+    let forged = guard.fill_with(&future, at(5, 1), &entries, || ());
+    assert_eq!(
+        forged,
+        Err(FillVerdict::Unknown(Unknowable::OtherEpoch)),
+        "a sequence the node has not applied is none of its tickets"
+    );
     let (restarted, _) = setup(8);
     assert_ne!(
         restarted.ticket(&position).epoch,
