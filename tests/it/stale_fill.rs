@@ -3,7 +3,7 @@
 //! that key is published and applied, then the read value is inserted. The
 //! naive insert caches the stale value; the guard refuses it. Also: another
 //! key's invalidation lets the fill through; a refresh-all, a ticket older
-//! than the window and a cold boot (recreated stream) refuse it.
+//! than the window, a cold boot (recreated stream) and a restart refuse it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -183,7 +183,21 @@ async fn the_guard_says_do_not_cache_when_it_cannot_know() {
         node.may_fill(&ticket, "content", FillKey::Id(7)),
         FillVerdict::Unknown(Unknowable::OtherEpoch)
     );
+
+    // A restart: the new process knows nothing of what the old one applied
+    // after its ticket.
+    let ticket = node.fill_ticket();
+    assert_eq!(
+        node.may_fill(&ticket, "content", FillKey::Id(7)),
+        FillVerdict::Fill
+    );
     node.shutdown().await.unwrap();
+    let restarted = self::node(&fx, &cache, Some(4)).await;
+    assert_eq!(
+        restarted.may_fill(&ticket, "content", FillKey::Id(7)),
+        FillVerdict::Unknown(Unknowable::OtherEpoch)
+    );
+    restarted.shutdown().await.unwrap();
 
     // A node without a guard never says "fill".
     let unguarded = self::node(&fx, &cache, None).await;
