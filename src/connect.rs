@@ -252,6 +252,9 @@ fn server_addresses(
             message: format!("bad URL nats.urls.{i}: {why}"),
             transient: false,
         };
+        if crate::redact::misplaced_at(url) {
+            return Err(bad(crate::redact::MISPLACED_AT_FIX.to_owned()));
+        }
         let address: ServerAddr = url
             .parse()
             .map_err(|e: std::io::Error| bad(e.to_string()))?;
@@ -481,21 +484,11 @@ fn backoff(attempts: usize, jitter: f64) -> Duration {
     ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// The URLs for messages: any `user:password@` (or `token@`) part is
-/// replaced by `[redacted]@`.
+/// The URLs for messages: any `user:password@` (or `token@`) part, up to
+/// the last `@`, is replaced by `[redacted]@` (see [`crate::redact`]).
 pub fn display_urls(urls: &[String]) -> String {
     urls.iter()
-        .map(|url| {
-            let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-                return url.clone();
-            };
-            let rest = &url[scheme_end..];
-            let authority = rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end]);
-            match authority.rfind('@') {
-                Some(at) => format!("{}[redacted]{}", &url[..scheme_end], &rest[at..]),
-                None => url.clone(),
-            }
-        })
+        .map(|url| crate::redact::redact_userinfo(url))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -509,13 +502,13 @@ mod tests {
         let urls = vec![
             "nats://alice:s3cret@127.0.0.1:4222".to_owned(),
             "tls://127.0.0.1:4223".to_owned(),
-            "nats://t0ken@host:4222/x@y".to_owned(),
+            "nats://alice:4222/s3cret@127.0.0.1:4222".to_owned(),
             "127.0.0.1:4222".to_owned(),
         ];
         assert_eq!(
             display_urls(&urls),
             "nats://[redacted]@127.0.0.1:4222,tls://127.0.0.1:4223,\
-             nats://[redacted]@host:4222/x@y,127.0.0.1:4222"
+             nats://[redacted]@127.0.0.1:4222,127.0.0.1:4222"
         );
     }
 
@@ -561,6 +554,10 @@ mod tests {
         ));
         assert!(server_addresses(&[], "").is_err());
         assert!(server_addresses(&["http://h:1".into()], "").is_err());
+        let misread = ["nats://alice:4222/s3cret@127.0.0.1:4222".to_owned()];
+        let refused = server_addresses(&misread, "shown").unwrap_err().to_string();
+        assert!(refused.contains("percent-encode"), "{refused}");
+        assert!(!refused.contains("s3cret"), "{refused}");
     }
 
     #[test]

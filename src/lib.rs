@@ -24,6 +24,8 @@
 //! - [`token`]: read-your-writes tokens (sequence + stream incarnation).
 //! - [`secret`]: `Secret`, a string that never reaches logs.
 //! - [`units`]: durations and sizes as people write them (`7d`, `10GiB`).
+//! - [`redact`]: URLs as they may be shown (user-info and queries hidden).
+//! - [`printable`]: outside text made safe to print on a terminal.
 //! - [`connect`]: NATS connection from settings (auth, TLS, reconnect).
 //! - [`config`]: TOML + environment configuration, validated once.
 //! - [`applier`]: the agent's appliers (webhook, redis, command).
@@ -47,8 +49,10 @@ pub mod history;
 pub mod model;
 pub mod node;
 pub mod presence;
+pub mod printable;
 pub mod probe;
 pub mod publish;
+pub mod redact;
 pub mod refresher;
 pub mod replay;
 pub mod secret;

@@ -11,7 +11,8 @@
 //! [`serve`] shuts down gracefully: when its shutdown future completes, it
 //! stops accepting, answers pending `/applied` waits with 503 at once (they
 //! could otherwise hold the shutdown for up to a minute) and returns when the
-//! in-flight requests are done.
+//! in-flight requests are done, or after [`super::server::SHUTDOWN_GRACE`]
+//! at most.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,6 +29,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{lag_seconds, NatsSample, Scrape, CONTENT_TYPE};
+use super::server::Limits;
 use crate::model::{NodeId, RefresherDef};
 use crate::node::{NodeError, Readiness};
 use crate::token::ReadToken;
@@ -97,7 +99,10 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then shuts
-/// down gracefully (see the module docs).
+/// down gracefully (see the module docs), within the limits of
+/// [`super::server`]: header and idle timeouts, a connection cap, and a
+/// bounded grace for requests in flight. Accept errors are logged and
+/// retried, so this returns `Ok` once shut down.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
@@ -108,12 +113,13 @@ pub async fn serve(
         state,
         closing: closing.clone(),
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.cancel();
-        })
-        .await
+    let draining = super::server::accept_until(listener, app, Limits::default(), async move {
+        shutdown.await;
+        closing.cancel();
+    })
+    .await;
+    draining.finished().await;
+    Ok(())
 }
 
 fn routes(app: App) -> Router {

@@ -102,6 +102,7 @@ mod fill;
 pub mod http;
 pub mod metrics;
 mod run;
+pub mod server;
 mod starting;
 
 pub use run::{run, AgentError};

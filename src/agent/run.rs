@@ -10,7 +10,7 @@ use std::pin::Pin;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{http, starting, AgentSettings, CheckpointSettings};
+use super::{http, server, starting, AgentSettings, CheckpointSettings};
 
 /// Why the agent could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -210,8 +210,12 @@ async fn connect_while_starting(
         node_id: settings.node.node_id.clone(),
         reason,
     });
-    let serving = axum::serve(early, routes).with_graceful_shutdown(stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { serving.await });
+    let server = tokio::spawn(server::accept_until(
+        early,
+        routes,
+        server::Limits::default(),
+        stop.clone().cancelled_owned(),
+    ));
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
@@ -232,8 +236,12 @@ async fn connect_while_starting(
             _ = tokio::time::sleep(crate::connect::reconnect_delay(attempt + 1)) => {}
         }
     };
+    // The starting server stops accepting at once, so the full API can take
+    // the socket over. Its connections are not waited for: each closes on its
+    // own within the shutdown grace, and one that never finishes a request
+    // must not delay the node's start.
     stop.cancel();
-    if let Ok(Err(error)) = server.await {
+    if let Err(error) = server.await {
         tracing::warn!(%error, "the HTTP server of the starting agent failed");
     }
     outcome

@@ -3,7 +3,8 @@
 //! means applied; any other status, a signal, or running longer than the
 //! timeout (the program is then killed) is a failure the node retries and
 //! escalates. The program's output is captured: its stderr's end goes into
-//! the error message, both go to the debug log on success.
+//! the error message (control characters escaped, see [`crate::printable`]),
+//! both go to the debug log on success.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -140,7 +141,9 @@ impl CommandApplier {
         let quoted = if stderr.is_empty() {
             String::new()
         } else {
-            format!("; stderr: {stderr}")
+            // The error becomes the stalled reason shown by `/status`,
+            // `invalog status` and logs: no terminal escapes, one line.
+            format!("; stderr: {}", crate::printable::printable(stderr))
         };
         Err(RefreshError::msg(format!(
             "{}: {status}{quoted}",

@@ -41,6 +41,13 @@ impl RedisApplier {
     /// Validates the settings (no connection yet).
     pub fn new(def: &RefresherDef, settings: &RedisSettings) -> Result<Self, ApplierError> {
         // The URL is a secret: only the parser's reason is shown, never it.
+        if crate::redact::misplaced_at(settings.url.expose()) {
+            return Err(ApplierError::invalid(
+                def,
+                "url",
+                crate::redact::MISPLACED_AT_FIX,
+            ));
+        }
         let client = Client::open(settings.url.expose()).map_err(|e| {
             ApplierError::invalid(def, "url", format!("is not a usable Redis URL: {e}"))
         })?;

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{StatusCode, Url};
 use sha2::Sha256;
 
@@ -45,6 +45,13 @@ pub struct WebhookApplier {
 impl WebhookApplier {
     /// Validates the settings and builds the HTTP client (no request yet).
     pub fn new(def: &RefresherDef, settings: &WebhookSettings) -> Result<Self, ApplierError> {
+        if crate::redact::misplaced_at(&settings.url) {
+            return Err(ApplierError::invalid(
+                def,
+                "url",
+                crate::redact::MISPLACED_AT_FIX,
+            ));
+        }
         let url = Url::parse(&settings.url)
             .map_err(|e| ApplierError::invalid(def, "url", format!("is not a valid URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -56,8 +63,10 @@ impl WebhookApplier {
         }
         check_timeout(def, settings.timeout)?;
         if let Some(token) = &settings.bearer_token {
+            // Printable ASCII only: an HTTP header would also take tabs and
+            // bytes above 127, sent as raw UTF-8 that servers read apart.
             let valid = !token.expose().is_empty()
-                && HeaderValue::from_str(&format!("Bearer {}", token.expose())).is_ok();
+                && token.expose().bytes().all(|b| (b' '..=b'~').contains(&b));
             if !valid {
                 return Err(ApplierError::invalid(
                     def,
@@ -252,6 +261,15 @@ mod tests {
         with_token.bearer_token = Some(Secret::new("hunter2\n"));
         let error = WebhookApplier::new(&def(), &with_token).err().unwrap();
         assert!(!error.to_string().contains("hunter2"), "{error}");
+        for token in ["caf\u{e9}-token", "tab\there"] {
+            with_token.bearer_token = Some(Secret::new(token));
+            let error = WebhookApplier::new(&def(), &with_token).err().unwrap();
+            assert!(error.to_string().contains("printable ASCII"), "{error}");
+        }
+        let misread = settings("http://user:1/s3cr3t@127.0.0.1:1/hook");
+        let error = WebhookApplier::new(&def(), &misread).err().unwrap();
+        assert!(error.to_string().contains("percent-encode"), "{error}");
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
         let mut zero = settings("http://127.0.0.1:1/hook");
         zero.timeout = Duration::ZERO;
         assert!(WebhookApplier::new(&def(), &zero).is_err());

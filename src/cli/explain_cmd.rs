@@ -9,6 +9,7 @@ use std::io::Write as _;
 
 use invalog::history::explain::{self, Explanation, Question, Verdict};
 use invalog::history::{HistoryError, Target};
+use invalog::printable::printable_lines;
 use invalog::RefresherName;
 
 use super::history_cmd::{millis, what};
@@ -86,7 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     let text = if args.json {
         format!("{}\n", invalog::wire::encode_explanation(&explanation))
     } else {
-        render(&explanation)
+        printable_lines(&render(&explanation)).into_owned()
     };
     let mut stdout = std::io::stdout().lock();
     match stdout

@@ -14,6 +14,7 @@ mod stream_cmd;
 
 use clap::{Parser, Subcommand};
 use invalog::agent::LogFormat;
+use invalog::printable::printable;
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
@@ -216,7 +217,8 @@ impl PresenceArgs {
 }
 
 /// Aligns columns with two spaces between them; `right[i]` right-aligns
-/// column `i`. The last column is not padded.
+/// column `i`. The last column is not padded. Like [`Columns`], it prints
+/// every cell made printable (see [`line`]).
 pub fn table(rows: &[Vec<String>], right: &[bool]) -> String {
     let widths = widths(rows, &[]);
     rows.iter().map(|row| line(row, &widths, right)).collect()
@@ -275,7 +277,7 @@ fn widths(rows: &[Vec<String>], min: &[usize]) -> Vec<usize> {
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
+                .map(|cell| printable(cell).chars().count())
                 .chain(min.get(c).copied())
                 .max()
                 .unwrap_or(0)
@@ -284,10 +286,13 @@ fn widths(rows: &[Vec<String>], min: &[usize]) -> Vec<usize> {
 }
 
 /// One row: cells padded to `widths` (right-aligned where `right` says),
-/// two spaces apart, the last cell not padded, no trailing spaces.
+/// two spaces apart, the last cell not padded, no trailing spaces. Cells
+/// are made printable (control characters escaped as `\u{1b}`): origins,
+/// keys, actors, node ids and reasons come from publishers and nodes.
 fn line(row: &[String], widths: &[usize], right: &[bool]) -> String {
     let mut line = String::new();
     for (c, cell) in row.iter().enumerate() {
+        let cell = &*printable(cell);
         if c > 0 {
             line.push_str("  ");
         }

@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use invalog::fleet::{FleetStatus, NodeStatus};
+use invalog::printable::printable_lines;
 
 use super::table;
 use super::ConfigArg;
@@ -57,7 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     let out = if args.json {
         invalog::wire::encode_fleet_status(&status)
     } else {
-        render(&status).into_bytes()
+        printable_lines(&render(&status)).into_owned().into_bytes()
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&out)?;

@@ -201,6 +201,33 @@ fn settings_of(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
     }
 }
 
+/// The refresh-all patterns derived from the key templates. A template that
+/// starts with a placeholder would derive `*…`, deleting every key of the
+/// database on any publisher's refresh-all: refused unless `refresh_all`
+/// says what to delete.
+fn derived_patterns(cx: &Cx, keys_key: &str, templates: &[String]) -> Result<Vec<String>> {
+    let mut patterns = Vec::with_capacity(templates.len());
+    for (i, template) in templates.iter().enumerate() {
+        let pattern = key_template_pattern(template).expect("checked above");
+        if pattern.starts_with('*') {
+            let example = format!("page:{template}");
+            return Err(cx.invalid(
+                &format!("{keys_key}.{i}"),
+                format!(
+                    "the template `{template}` starts with a placeholder, so the refresh-all \
+                     derived from it would delete every key of the database (any publisher \
+                     can ask for a refresh-all); give it a literal prefix, like `{example}`, \
+                     or say what refresh-all deletes: `refresh_all = {{ patterns = \
+                     [\"page:*\"] }}`, or `refresh_all = \"flushdb\"` to empty the database \
+                     on purpose"
+                ),
+            ));
+        }
+        patterns.push(pattern);
+    }
+    Ok(patterns)
+}
+
 fn redis(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
     let url_key = format!("{at}.url");
     let keys_key = format!("{at}.keys");
@@ -220,12 +247,7 @@ fn redis(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
         check_key_template(template).map_err(|why| cx.invalid(&format!("{keys_key}.{i}"), why))?;
     }
     let refresh_all = match &raw.refresh_all {
-        None => RedisRefreshAll::Patterns(
-            templates
-                .iter()
-                .map(|t| key_template_pattern(t).expect("checked above"))
-                .collect(),
-        ),
+        None => RedisRefreshAll::Patterns(derived_patterns(cx, &keys_key, &templates)?),
         Some(RawRefreshAll::Named(name)) => cx.choice(
             &format!("{at}.refresh_all"),
             name,

@@ -1,22 +1,21 @@
 //! The effective configuration as TOML, for `invalog config check`: every
 //! key with the value in force (defaults filled in, environment overrides
-//! applied), secrets written as `"[redacted]"` and passwords in URLs as
-//! `[redacted]@`. The output is itself a valid configuration file in the
-//! schema of docs/configuration.md.
+//! applied), secrets written as `"[redacted]"`, user-info in URLs as
+//! `[redacted]@`, webhook and Redis URL queries as `?[redacted]`, and each
+//! command argument as `"[redacted]"` (see [`crate::redact`]). The output is
+//! itself a valid configuration file in the schema of docs/configuration.md.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use super::validate::Settings;
-use super::values::redact_url;
 use crate::agent::{CheckpointSettings, LogFormat};
 use crate::applier::{ApplierSettings, RedisRefreshAll};
 use crate::connect::NatsAuth;
 use crate::node::NewNodePolicy;
+use crate::redact::{redact_userinfo, redact_userinfo_and_query, REDACTED};
 use crate::stream::{Storage, StreamPolicy};
-
-const REDACTED: &str = "[redacted]";
 
 /// Renders validated settings.
 pub(super) fn effective_toml(settings: &Settings) -> String {
@@ -61,7 +60,7 @@ pub(super) fn effective_toml(settings: &Settings) -> String {
 
     let nats = &settings.nats;
     out.table("nats");
-    let urls: Vec<String> = nats.urls.iter().map(|url| redact_url(url)).collect();
+    let urls: Vec<String> = nats.urls.iter().map(|url| redact_userinfo(url)).collect();
     out.strings("urls", &urls);
     if let Some(name) = &nats.name {
         out.string("name", name);
@@ -185,7 +184,7 @@ fn applier_table(out: &mut Toml, applier: &ApplierSettings) {
     match applier {
         ApplierSettings::Webhook(webhook) => {
             out.string("kind", "webhook");
-            out.string("url", &redact_url(&webhook.url));
+            out.string("url", &redact_userinfo_and_query(&webhook.url));
             out.duration("timeout", webhook.timeout);
             if webhook.bearer_token.is_some() {
                 out.string("bearer_token", REDACTED);
@@ -196,7 +195,7 @@ fn applier_table(out: &mut Toml, applier: &ApplierSettings) {
         }
         ApplierSettings::Redis(redis) => {
             out.string("kind", "redis");
-            out.string("url", &redact_url(redis.url.expose()));
+            out.string("url", &redact_userinfo_and_query(redis.url.expose()));
             out.strings("keys", &redis.key_templates);
             match &redis.refresh_all {
                 RedisRefreshAll::FlushDb => out.string("refresh_all", "flushdb"),
@@ -208,7 +207,9 @@ fn applier_table(out: &mut Toml, applier: &ApplierSettings) {
         ApplierSettings::Command(command) => {
             out.string("kind", "command");
             out.path("program", &command.program);
-            out.strings("args", &command.args);
+            // Arguments may hold secrets (the applier never shows them
+            // either); their number stays visible.
+            out.strings("args", &vec![REDACTED.to_owned(); command.args.len()]);
             out.duration("timeout", command.timeout);
         }
     }

@@ -21,6 +21,8 @@ const ENV_PROVIDER: &str = "invalog environment";
 /// The file and the environment, merged, with each value's source.
 pub(super) struct Sources {
     figment: Figment,
+    /// The file alone, read with strict types.
+    file_only: Figment,
     root: Value,
     file: PathBuf,
 }
@@ -41,7 +43,8 @@ impl Sources {
             )
         })?;
         let overrides = EnvOverrides::collect(env)?;
-        let figment = Figment::new().merge(Toml::string(&text)).merge(overrides);
+        let file_only = Figment::new().merge(Toml::string(&text));
+        let figment = file_only.clone().merge(overrides);
         // The environment provider never fails, so an error here is TOML's.
         let root = figment.find_value("").map_err(|e| {
             ConfigError::new(
@@ -53,18 +56,26 @@ impl Sources {
         })?;
         Ok(Sources {
             figment,
+            file_only,
             root,
             file: file.to_owned(),
         })
     }
 
     /// The merged configuration as written. Strings from the environment
-    /// are read as numbers or booleans where the schema wants one.
+    /// are read as numbers or booleans where the schema wants one; the
+    /// file's values must have the schema's types (`replicas = "1"` is
+    /// refused, as TOML has integers).
     pub fn raw(&self) -> Result<RawConfig, ConfigError> {
-        self.figment.extract_lossy::<RawConfig>().map_err(|errors| {
-            let first = errors.into_iter().next().expect("an error holds one");
-            self.convert(first)
-        })
+        let first = |errors: figment::Error| errors.into_iter().next().expect("an error holds one");
+        if let Err(errors) = self.file_only.extract::<RawConfig>() {
+            let error = first(errors);
+            let origin = Origin::File(self.file.clone());
+            return Err(self.convert_from(error, origin));
+        }
+        self.figment
+            .extract_lossy::<RawConfig>()
+            .map_err(|errors| self.convert(first(errors)))
     }
 
     /// The configuration file.
@@ -102,8 +113,13 @@ impl Sources {
     /// Turns figment's error into ours. Values are never echoed: any of
     /// them could be a secret.
     fn convert(&self, error: figment::Error) -> ConfigError {
+        let origin = self.origin(&error.path.join("."));
+        self.convert_from(error, origin)
+    }
+
+    /// [`Self::convert`] for an error whose origin is known.
+    fn convert_from(&self, error: figment::Error, origin: Origin) -> ConfigError {
         let path = error.path.join(".");
-        let origin = self.origin(&path);
         let mut key = display_key(&path);
         let (kind, message) = match &error.kind {
             Kind::UnknownField(field, valid) => {

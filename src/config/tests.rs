@@ -293,18 +293,31 @@ fn the_effective_configuration_is_redacted_and_loads_again_unchanged() {
         "[node]\nid = \"web-1\"\n[nats]\nurls = [\"nats://app:urlpass@n1:4222\"]\n\
          user = \"app\"\npassword = \"natspass\"\n\
          [[refreshers]]\nname = \"media\"\nid = \"ea09a239-dbca-4b4e-af30-b000d8c399fc\"\n\
-         [refreshers.applier]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:8080/\"\n\
+         [refreshers.applier]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:8080/x?token=querypass\"\n\
          bearer_token = \"bearerpass\"\nhmac_secret = \"hmacpass\"\n\
          [[refreshers]]\nname = \"pages\"\nid = \"9fa0cf2c-1a91-426a-829a-d5cf66aa9576\"\n\
          [refreshers.applier]\nkind = \"redis\"\nurl = \"redis://:redispass@r:6379/0\"\n\
-         keys = [\"page:{key}\"]\nrefresh_all = \"flushdb\"\n",
+         keys = [\"page:{key}\"]\nrefresh_all = \"flushdb\"\n\
+         [[refreshers]]\nname = \"purge\"\nid = \"1d7e8a5c-3f0b-4c65-9d4e-6b2a7c8e9f01\"\n\
+         [refreshers.applier]\nkind = \"command\"\nprogram = \"/bin/true\"\n\
+         args = [\"--token\", \"argpass\"]\n",
     );
     let effective = check(&toml, &[]).unwrap().effective_toml();
-    for secret in ["urlpass", "natspass", "bearerpass", "hmacpass", "redispass"] {
+    for secret in [
+        "urlpass",
+        "natspass",
+        "bearerpass",
+        "hmacpass",
+        "redispass",
+        "querypass",
+        "argpass",
+    ] {
         assert!(!effective.contains(secret), "{secret} in:\n{effective}");
     }
     assert!(effective.contains("password = \"[redacted]\""));
     assert!(effective.contains("url = \"redis://[redacted]@r:6379/0\""));
+    assert!(effective.contains("url = \"http://127.0.0.1:8080/x?[redacted]\""));
+    assert!(effective.contains("args = [\"[redacted]\", \"[redacted]\"]"));
     let again = check(&effective, &[]).unwrap();
     assert_eq!(again.effective_toml(), effective);
 }
@@ -376,4 +389,116 @@ fn the_fill_guard_window_is_configurable_and_0_turns_it_off() {
     assert_eq!(window("0"), Ok(None));
     let err = window("2000000").unwrap_err();
     assert!(err.contains("node.fill_guard_window"), "{err}");
+}
+
+#[test]
+fn a_password_with_an_unencoded_slash_is_refused_without_being_shown() {
+    let misread = "nats://alice:4222/s3cret@127.0.0.1:4222";
+    let message = error(&format!("[nats]\nurls = [\"{misread}\"]"), &[]);
+    assert!(
+        message.starts_with(
+            "c.toml: invalid value for `nats.urls[0]`: the URL has an `@` after its host"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("percent-encode"), "{message}");
+    let from_env = error("", &[("INVALOG_NATS__URLS", misread)]);
+    assert!(
+        from_env.starts_with("environment variable INVALOG_NATS__URLS: "),
+        "{from_env}"
+    );
+    let redis = agent_toml(
+        "[node]\nid = \"web-1\"\n[[refreshers]]\nname = \"pages\"\n\
+         id = \"9fa0cf2c-1a91-426a-829a-d5cf66aa9576\"\n[refreshers.applier]\nkind = \"redis\"\n\
+         url = \"redis://:pw/s3cret@r:6379/0\"\nkeys = [\"page:{key}\"]\n",
+    );
+    let redis = check(&redis, &[]).and_then(|c| c.agent().map_err(|e| e.to_string()));
+    let redis = redis.expect_err("refused");
+    assert!(redis.contains("percent-encode"), "{redis}");
+    for text in [&message, &from_env, &redis] {
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    let encoded = check(
+        "[nats]\nurls = [\"nats://alice:4222%2Fs3cret@127.0.0.1:4222\"]",
+        &[],
+    );
+    assert!(encoded.is_ok());
+}
+
+#[test]
+fn a_bearer_token_must_be_printable_ascii() {
+    let toml = agent_toml(
+        "[node]\nid = \"web-1\"\n[[refreshers]]\nname = \"media\"\n\
+         id = \"ea09a239-dbca-4b4e-af30-b000d8c399fc\"\n[refreshers.applier]\nkind = \"webhook\"\n\
+         url = \"http://127.0.0.1:8080/\"\nbearer_token = \"caf\u{e9}-token\"\n",
+    );
+    let message = check(&toml, &[])
+        .and_then(|c| c.agent().map_err(|e| e.to_string()))
+        .expect_err("refused");
+    assert!(
+        message.ends_with(
+            "invalid value for `refreshers[0].applier.bearer_token`: must be non-empty printable ASCII (the value is not shown)"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("caf"), "{message}");
+}
+
+#[test]
+fn the_file_must_use_the_schema_types() {
+    assert_eq!(
+        error("[stream]\nreplicas = \"1\"", &[]),
+        "c.toml: invalid value for `stream.replicas`: expected a whole number, found a string"
+    );
+    assert_eq!(
+        error("[nats.tls]\nrequired = \"true\"", &[]),
+        "c.toml: invalid value for `nats.tls.required`: expected a boolean, found a string"
+    );
+    // The environment has only strings; they are still read as numbers.
+    let config = check(
+        "[stream]\nreplicas = 1",
+        &[("INVALOG_STREAM__REPLICAS", "3")],
+    );
+    assert_eq!(config.unwrap().client().unwrap().log.replicas, 3);
+}
+
+#[test]
+fn a_redis_template_starting_with_a_placeholder_needs_an_explicit_refresh_all() {
+    let redis = |keys: &str, refresh_all: &str| {
+        agent_toml(&format!(
+            "[node]\nid = \"web-1\"\n[[refreshers]]\nname = \"pages\"\n\
+             id = \"9fa0cf2c-1a91-426a-829a-d5cf66aa9576\"\n[refreshers.applier]\nkind = \"redis\"\n\
+             url = \"redis://127.0.0.1:6379/0\"\nkeys = {keys}\n{refresh_all}"
+        ))
+    };
+    let agent = |toml: String| check(&toml, &[]).and_then(|c| c.agent().map_err(|e| e.to_string()));
+    for keys in [r#"["{key}"]"#, r#"["page:{id}", "{id}:html"]"#] {
+        let message = agent(redis(keys, "")).expect_err("refused");
+        assert!(
+            message.contains("starts with a placeholder, so the refresh-all derived from it would delete every key of the database"),
+            "{message}"
+        );
+        assert!(message.contains("refresh_all = { patterns"), "{message}");
+    }
+    let message = agent(redis(r#"["page:{id}", "{id}:html"]"#, "")).unwrap_err();
+    assert!(
+        message.starts_with(
+            "c.toml: invalid value for `refreshers[0].applier.keys[1]`: the template `{id}:html`"
+        ),
+        "{message}"
+    );
+    for explicit in [
+        "refresh_all = { patterns = [\"page:*\"] }",
+        "refresh_all = \"flushdb\"",
+    ] {
+        assert!(agent(redis(r#"["{key}"]"#, explicit)).is_ok(), "{explicit}");
+    }
+    let prefixed = agent(redis(r#"["{{t}}:{key}"]"#, "")).unwrap();
+    let (_, ApplierSettings::Redis(settings)) = &prefixed.refreshers[0] else {
+        panic!("a redis applier");
+    };
+    assert_eq!(
+        settings.refresh_all,
+        RedisRefreshAll::Patterns(vec!["{t}:*".into()])
+    );
 }

@@ -186,6 +186,7 @@ impl Cx<'_> {
             .join(", ");
         let why = match UrlParts::split(url) {
             _ if url.chars().any(char::is_whitespace) => "the URL contains whitespace".into(),
+            _ if crate::redact::misplaced_at(url) => crate::redact::MISPLACED_AT_FIX.into(),
             None => format!(
                 "the URL has no scheme; write it like `{}://host:port`",
                 schemes[0]
@@ -209,26 +210,19 @@ impl Cx<'_> {
 }
 
 /// The parts of `scheme://[userinfo@]host[:port][/rest]` that validation
-/// and redaction need.
+/// needs (redaction is [`crate::redact`]'s).
 pub(super) struct UrlParts<'a> {
     pub scheme: &'a str,
-    pub userinfo: Option<&'a str>,
     pub host: &'a str,
     pub port: Option<&'a str>,
-    /// Everything after the userinfo: `host:port/path?query`.
-    pub after_userinfo: &'a str,
 }
 
 impl<'a> UrlParts<'a> {
     pub fn split(url: &'a str) -> Option<UrlParts<'a>> {
         let (scheme, remainder) = url.split_once("://")?;
         let authority_end = remainder.find(['/', '?', '#']).unwrap_or(remainder.len());
-        let (authority, rest) = remainder.split_at(authority_end);
-        let (userinfo, host_port) = match authority.rsplit_once('@') {
-            Some((userinfo, host_port)) => (Some(userinfo), host_port),
-            None => (None, authority),
-        };
-        let after_userinfo = &remainder[remainder.len() - rest.len() - host_port.len()..];
+        let authority = &remainder[..authority_end];
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
         let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
             match bracketed.split_once(']') {
                 Some((host, tail)) => (host, tail.strip_prefix(':')),
@@ -240,23 +234,7 @@ impl<'a> UrlParts<'a> {
                 None => (host_port, None),
             }
         };
-        Some(UrlParts {
-            scheme,
-            userinfo,
-            host,
-            port,
-            after_userinfo,
-        })
-    }
-}
-
-/// The URL with any `user:password@` replaced by `[redacted]@`.
-pub(super) fn redact_url(url: &str) -> String {
-    match UrlParts::split(url) {
-        Some(parts) if parts.userinfo.is_some() => {
-            format!("{}://[redacted]@{}", parts.scheme, parts.after_userinfo)
-        }
-        _ => url.to_owned(),
+        Some(UrlParts { scheme, host, port })
     }
 }
 
@@ -268,21 +246,11 @@ mod tests {
     fn urls_split_into_parts() {
         let parts = UrlParts::split("redis://:pw@redis:6379/0").unwrap();
         assert_eq!(
-            (parts.scheme, parts.userinfo, parts.host, parts.port),
-            ("redis", Some(":pw"), "redis", Some("6379"))
+            (parts.scheme, parts.host, parts.port),
+            ("redis", "redis", Some("6379"))
         );
-        assert_eq!(parts.after_userinfo, "redis:6379/0");
         let parts = UrlParts::split("nats://[::1]:4222").unwrap();
         assert_eq!((parts.host, parts.port), ("::1", Some("4222")));
         assert!(UrlParts::split("127.0.0.1:4222").is_none());
-    }
-
-    #[test]
-    fn redaction_hides_only_the_userinfo() {
-        assert_eq!(
-            redact_url("redis://user:s3cret@redis:6379/0"),
-            "redis://[redacted]@redis:6379/0"
-        );
-        assert_eq!(redact_url("nats://nats-1:4222"), "nats://nats-1:4222");
     }
 }

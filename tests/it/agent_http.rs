@@ -5,6 +5,7 @@
 //! by line as OpenMetrics text, and `/status`.
 
 pub mod kit;
+mod limits;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

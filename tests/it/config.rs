@@ -337,3 +337,79 @@ fn config_check_exits_2_on_an_invalid_file_and_names_the_key() {
         "{stderr}"
     );
 }
+
+/// What the appliers treat as secret is hidden by `config check` too, and
+/// a URL that every parser would misread (a password with an unencoded
+/// `/`) is refused without being shown.
+#[test]
+fn config_check_hides_queries_and_arguments_and_refuses_misread_urls() {
+    let toml = format!(
+        "[node]\nid = \"web-1\"\n{}[refreshers.applier]\nkind = \"webhook\"\n\
+         url = \"http://127.0.0.1:8080/hook?token=query-secret-6\"\n\
+         {}[refreshers.applier]\nkind = \"command\"\nprogram = \"/bin/true\"\n\
+         args = [\"--token\", \"argument-secret-7\"]\n",
+        refresher("content", CONTENT_ID),
+        refresher("media", MEDIA_ID),
+    );
+    let file = temp_config(&toml);
+    let output = config_check(&[file.path.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for secret in ["query-secret-6", "argument-secret-7"] {
+        assert!(!stdout.contains(secret), "`{secret}` printed:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("url = \"http://127.0.0.1:8080/hook?[redacted]\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("args = [\"[redacted]\", \"[redacted]\"]"),
+        "{stdout}"
+    );
+
+    let misread =
+        temp_config("[nats]\nurls = [\"nats://alice:4222/nats-secret-8@127.0.0.1:4222\"]\n");
+    let path = misread.path.to_str().unwrap();
+    let output = config_check(&[path, "--as", "client"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("nats-secret-8"), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "invalog: {path}: invalid value for `nats.urls[0]`: the URL has an `@` after its host"
+        )),
+        "{stderr}"
+    );
+}
+
+/// A Redis key template that starts with a placeholder would make every
+/// refresh-all (which any publisher can ask for) delete the whole database:
+/// `config check` refuses it until `refresh_all` says what to delete.
+#[test]
+fn config_check_refuses_a_redis_template_that_would_scan_everything() {
+    let toml = |refresh_all: &str| {
+        format!(
+            "[node]\nid = \"web-1\"\n{}[refreshers.applier]\nkind = \"redis\"\n\
+             url = \"redis://127.0.0.1:6379/0\"\nkeys = [\"{{key}}\"]\n{refresh_all}",
+            refresher("content", CONTENT_ID),
+        )
+    };
+    let file = temp_config(&toml(""));
+    let path = file.path.to_str().unwrap();
+    let output = config_check(&[path], &[]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        format!(
+            "invalog: {path}: invalid value for `refreshers[0].applier.keys[0]`: the template \
+             `{{key}}` starts with a placeholder, so the refresh-all derived from it would delete \
+             every key of the database (any publisher can ask for a refresh-all); give it a \
+             literal prefix, like `page:{{key}}`, or say what refresh-all deletes: \
+             `refresh_all = {{ patterns = [\"page:*\"] }}`, or `refresh_all = \"flushdb\"` to \
+             empty the database on purpose"
+        )
+    );
+    let explicit = temp_config(&toml("refresh_all = { patterns = [\"page:*\"] }\n"));
+    let output = config_check(&[explicit.path.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}

@@ -33,7 +33,7 @@ fn name(n: &str) -> RefresherName {
 }
 
 /// Runs the binary to completion: (exit code, stdout, stderr).
-async fn invalog(args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn invalog(args: &[&str]) -> (i32, String, String) {
     let out = within(
         Duration::from_secs(60),
         Command::new(BIN).args(args).env_remove("RUST_LOG").output(),

@@ -1,18 +1,19 @@
 //! The `command` applier with small `sh` scripts in a temporary directory:
 //! each batch on stdin in order (with the documented environment), nonzero
 //! exits retried then escalated, and a program that outlives its timeout
-//! killed (its process is gone) before the batch is escalated.
+//! killed (its process is gone) before the batch is escalated; terminal
+//! escapes on its stderr never reach the stalled reason.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use invalog::applier::{build, ApplierSettings, CommandSettings};
-use invalog::node::NewNodePolicy;
+use invalog::node::{NewNodePolicy, Readiness};
 use invalog::Instruction;
 use serde_json::{json, Value};
 
 use super::{applied, publish, start_node, ATTEMPTS};
-use crate::support::{defs, Fixture};
+use crate::support::{defs, eventually, Fixture};
 
 /// Writes `script` to `dir` and returns settings that run it with `sh`
 /// (running `sh` rather than the fresh file avoids "text file busy" when
@@ -149,4 +150,33 @@ exec sleep 60
     let error = applier.refresh_all().await.unwrap_err().to_string();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(error.contains("timed out after 200ms; killed"), "{error}");
+}
+
+/// A program's stderr goes into the stalled reason that `/readyz`,
+/// `/status`, `invalog status` and the logs show: terminal escapes in it
+/// are escaped, not passed on.
+#[tokio::test]
+async fn stderr_escapes_do_not_reach_the_stalled_reason() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = script(
+        dir.path(),
+        "cat > /dev/null\nprintf '\\033[31mred\\033]0;title\\007\\n' >&2\nexit 1\n",
+        Duration::from_secs(10),
+    );
+    let node = start_node(&f, "cmd", &settings, NewNodePolicy::Tail).await;
+    publish(&f.publisher(), vec![Instruction::RefreshIds(vec![1])]).await;
+    eventually(Duration::from_secs(30), "the node stalls", || {
+        node.state().name() == "stalled"
+    })
+    .await;
+    let reason = match node.readiness() {
+        Readiness::NotReady(reason) => reason,
+        Readiness::Ready => panic!("a stalled node is not ready"),
+    };
+    assert!(reason.contains("stderr: \\u{1b}[31mred"), "{reason}");
+    assert!(
+        !reason.chars().any(|c| c.is_control()),
+        "control characters in {reason:?}"
+    );
 }
