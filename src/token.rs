@@ -82,6 +82,12 @@ impl fmt::Display for ReadToken {
 #[error("{0}")]
 pub struct TokenError(String);
 
+impl TokenError {
+    pub(crate) fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
 impl FromStr for ReadToken {
     type Err = TokenError;
 

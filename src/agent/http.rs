@@ -3,7 +3,8 @@
 //! with the reason otherwise), `/metrics` (OpenMetrics text, see
 //! [`super::metrics`]), `/status` (JSON for people and scripts) and
 //! `/applied?seq=N&timeout=5s`, the read-your-writes wait: it answers once the
-//! node has applied sequence `N`. Bodies are built with `serde_json::json!`
+//! node has applied sequence `N`; `/fill-ticket` and `/may-fill`, the
+//! stale-fill guard (`super::fill`). Bodies are built with `serde_json::json!`
 //! (only `wire` and `config` derive serde). `docs/http-api.md` documents every
 //! endpoint with real responses.
 //!
@@ -128,6 +129,16 @@ fn routes(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/applied", get(applied))
+        .route(
+            "/fill-ticket",
+            get(|State(app): State<App>| async move { super::fill::ticket(&app.state.node) }),
+        )
+        .route(
+            "/may-fill",
+            get(|State(app): State<App>, query| async move {
+                super::fill::may_fill(&app.state.node, query)
+            }),
+        )
         .fallback(not_found)
         .with_state(app)
 }
@@ -390,11 +401,11 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such endpoint".into(),
-        json!({ "endpoints": ["/healthz", "/readyz", "/metrics", "/status", "/applied?token=T&timeout=5s"] }),
+        json!({ "endpoints": ["/healthz", "/readyz", "/metrics", "/status", "/applied?token=T&timeout=5s", "/fill-ticket", "/may-fill?ticket=T&refresher=R&id=N"] }),
     )
 }
 
-fn error(status: StatusCode, message: String, extra: Value) -> Response {
+pub(super) fn error(status: StatusCode, message: String, extra: Value) -> Response {
     let mut body = json!({ "error": message });
     if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);

@@ -1,7 +1,8 @@
 //! The `invalog agent` sidecar: one node's consumer for apps in any
 //! language. It connects to NATS, optionally provisions the stream, builds
 //! one applier per configured refresher, runs a [`crate::Node`], and serves
-//! `/healthz`, `/readyz`, `/metrics`, `/status` and `/applied` over HTTP
+//! `/healthz`, `/readyz`, `/metrics`, `/status`, `/applied` and the
+//! stale-fill guard (`/fill-ticket`, `/may-fill`) over HTTP
 //! until its shutdown future completes.
 
 use std::net::SocketAddr;
@@ -97,6 +98,7 @@ pub struct AgentSettings {
     /// The refreshers this node hosts and how each is applied.
     pub refreshers: Vec<(RefresherDef, ApplierSettings)>,
 }
+mod fill;
 pub mod http;
 pub mod metrics;
 mod run;

@@ -34,6 +34,7 @@ pub(super) struct RawNode {
     pub id: Option<String>,
     pub new_node: Option<String>,
     pub cold_boot_threshold: Option<u64>,
+    pub fill_guard_window: Option<u64>,
     pub flush_interval: Option<DurationText>,
     pub retry: RawRetry,
     pub fence: RawFence,

@@ -37,6 +37,10 @@ pub(super) fn effective_toml(settings: &Settings) -> String {
         if let Some(threshold) = node.cold_boot_threshold {
             out.int("cold_boot_threshold", threshold);
         }
+        out.int(
+            "fill_guard_window",
+            node.fill_guard_window.map_or(0, |n| n as u64),
+        );
         out.duration("flush_interval", node.flush_interval);
         out.table("node.retry");
         out.int("attempts", node.retry.attempts.into());

@@ -63,7 +63,11 @@ fn the_agent_gets_defaults_derived_from_its_node_id() {
     let config = check(&agent_toml("[node]\nid = \"web-1\""), &[]).unwrap();
     let agent = config.agent().unwrap();
     let node_id = NodeId::new("web-1").unwrap();
-    assert_eq!(agent.node, NodeSettings::new(node_id));
+    let node = NodeSettings {
+        fill_guard_window: Some(4096),
+        ..NodeSettings::new(node_id)
+    };
+    assert_eq!(agent.node, node, "the agent keeps the stale-fill guard");
     assert_eq!(
         agent.checkpoint,
         CheckpointSettings::File {
@@ -403,6 +407,20 @@ fn stream_provision_is_create_update_or_off_and_accepts_the_old_booleans() {
     let config = check(&agent_toml("[node]\nid = \"web-1\""), &env).unwrap();
     assert_eq!(config.agent().unwrap().provision, StreamPolicy::Update);
     assert!(config.effective_toml().contains("provision = \"update\""));
+}
+
+#[test]
+fn the_fill_guard_window_is_configurable_and_0_turns_it_off() {
+    let window = |value: &str| {
+        let toml = agent_toml(&format!(
+            "[node]\nid = \"web-1\"\nfill_guard_window = {value}"
+        ));
+        check(&toml, &[]).map(|c| c.agent().unwrap().node.fill_guard_window)
+    };
+    assert_eq!(window("10"), Ok(Some(10)));
+    assert_eq!(window("0"), Ok(None));
+    let err = window("2000000").unwrap_err();
+    assert!(err.contains("node.fill_guard_window"), "{err}");
 }
 
 #[test]

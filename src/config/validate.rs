@@ -23,6 +23,13 @@ use crate::publish::PublisherSettings;
 use crate::stream::StreamPolicy;
 use crate::stream::{LogSettings, Storage};
 
+/// The agent's stale-fill guard window when `node.fill_guard_window` is not
+/// set (24 bytes an entry: under 100 KiB).
+const DEFAULT_FILL_GUARD_WINDOW: u64 = 4096;
+
+/// The largest window accepted (24 MiB).
+const MAX_FILL_GUARD_WINDOW: u64 = 1 << 20;
+
 /// Everything the file configures, validated, with defaults filled in.
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -141,6 +148,14 @@ fn node(cx: &Cx, raw: &RawNode) -> Result<Option<NodeSettings>> {
         .cold_boot_threshold
         .map(|n| cx.within("node.cold_boot_threshold", n, 1, u64::MAX))
         .transpose()?;
+    // The agent keeps the stale-fill guard by default (`/may-fill`); 0 turns it off.
+    let fill_guard_window = cx.within(
+        "node.fill_guard_window",
+        raw.fill_guard_window.unwrap_or(DEFAULT_FILL_GUARD_WINDOW),
+        0,
+        MAX_FILL_GUARD_WINDOW,
+    )?;
+    let fill_guard_window = (fill_guard_window > 0).then_some(fill_guard_window as usize);
     let flush_interval = cx.duration_or(
         "node.flush_interval",
         raw.flush_interval.as_ref(),
@@ -156,6 +171,7 @@ fn node(cx: &Cx, raw: &RawNode) -> Result<Option<NodeSettings>> {
     Ok(Some(NodeSettings {
         new_node,
         cold_boot_threshold,
+        fill_guard_window,
         retry,
         flush_interval,
         fence,

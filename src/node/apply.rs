@@ -90,6 +90,9 @@ impl Runner {
     /// documentation).
     pub(super) async fn escalate(&mut self, hosted: &Hosted, sequence: u64) -> Flow {
         let name = &hosted.def.name;
+        if let Some(guard) = &self.shared.fill {
+            guard.record_all(sequence, name);
+        }
         let incarnation = self.incarnation;
         if self.escalation_covers.covers(name, incarnation, sequence) {
             Stats::bump(&self.stats().escalations_coalesced);

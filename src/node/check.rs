@@ -159,9 +159,11 @@ impl Runner {
     pub(super) async fn jump_to_tail(&mut self) {
         match self.position().await {
             Ok(position) => {
+                self.reset_begins();
                 self.enter_incarnation(position);
                 self.target = self.target.max(position.last);
                 self.advance(position.last);
+                self.reset_done();
                 self.flush();
             }
             Err(e) => {
@@ -197,6 +199,7 @@ impl Runner {
     pub(super) async fn cold_boot(&mut self, reason: ColdBootReason) -> Flow {
         tracing::warn!(node = %self.settings.node_id, %reason, "cold boot: refreshing every refresher");
         Stats::bump(&self.stats().cold_boots);
+        self.reset_begins();
         self.shared.position.set_state(NodeState::ColdBooting {
             reason: reason.clone(),
         });
@@ -239,6 +242,7 @@ impl Runner {
         // earlier target may belong to a stream that no longer exists.
         self.target = position.last;
         self.advance(position.last);
+        self.reset_done();
         self.flush();
         Flow::Restart
     }

@@ -13,6 +13,7 @@ mod apply;
 mod canary;
 mod check;
 mod direct;
+mod fill;
 mod open;
 mod plan;
 mod position;
@@ -28,6 +29,7 @@ use async_nats::jetstream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use fill::{FillKey, FillTicket, FillVerdict, Unknowable};
 pub use plan::{plan_start, NewNodePolicy, StartPlan};
 pub use position::Position;
 pub use slots::{ColdBootLimit, DEFAULT_BUCKET as COLD_BOOT_BUCKET};
@@ -103,6 +105,10 @@ pub struct NodeSettings {
     pub fence: FenceSettings,
     /// How many nodes of the fleet may cold boot at once (`slots`).
     pub cold_boot: ColdBootLimit,
+    /// Keep the stale-fill guard with a window of this many recent
+    /// (refresher, unit) entries (24 bytes each), for
+    /// [`Node::fill_if_fresh`]; `None` (the default) keeps none.
+    pub fill_guard_window: Option<usize>,
 }
 
 impl NodeSettings {
@@ -116,6 +122,7 @@ impl NodeSettings {
             flush_interval: Duration::from_secs(1),
             fence: FenceSettings::default(),
             cold_boot: ColdBootLimit::default(),
+            fill_guard_window: None,
         }
     }
 }
@@ -160,6 +167,8 @@ pub(crate) struct Shared {
     stats: Stats,
     /// Evidence that another process runs with this node id, once seen.
     duplicate: std::sync::Mutex<Option<String>>,
+    /// The stale-fill guard, when enabled (`fill`).
+    pub(crate) fill: Option<fill::FillGuard>,
 }
 
 impl Shared {
@@ -263,6 +272,10 @@ impl Node {
             )),
             stats,
             duplicate: std::sync::Mutex::new(None),
+            fill: settings.fill_guard_window.map(|window| {
+                let hosted = registry.hosted();
+                fill::FillGuard::new(window, hosted.iter().map(|h| h.def.name.as_str()))
+            }),
         });
         let cancel = CancellationToken::new();
         let runner = run::Runner::new(

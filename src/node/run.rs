@@ -142,6 +142,11 @@ impl Runner {
     pub(super) async fn run(mut self, plan: StartPlan) {
         let started = match plan {
             StartPlan::Replay { from } => {
+                // Starting past the stored sequence skips messages.
+                if from > self.next {
+                    self.reset_begins();
+                    self.reset_done();
+                }
                 self.next = from;
                 self.publish_progress();
                 Flow::Continue
@@ -338,6 +343,11 @@ impl Runner {
             Stats::bump(&self.stats().unhosted_messages);
             return Flow::Continue;
         };
+        if let Some(guard) = &self.shared.fill {
+            // Before the refresher runs: see `fill` (own messages too: a
+            // fill may have raced with their local application).
+            guard.record(sequence, &hosted.def.name, &batch.instructions);
+        }
         if batch.applied_at_origin && batch.origin == self.settings.node_id.as_str() {
             Stats::bump(&self.stats().own_messages_skipped);
             return Flow::Continue;
@@ -394,6 +404,22 @@ impl Runner {
         };
         self.writer.submit(checkpoint);
         self.stored = Some(applied);
+    }
+
+    /// Tells the stale-fill guard (if any) that a cold boot or a skip
+    /// begins: tickets from before, or taken until [`Runner::reset_done`],
+    /// never fill.
+    pub(super) fn reset_begins(&self) {
+        if let Some(guard) = &self.shared.fill {
+            guard.begin_reset();
+        }
+    }
+
+    /// The cold boot or skip is over (see [`Runner::reset_begins`]).
+    pub(super) fn reset_done(&self) {
+        if let Some(guard) = &self.shared.fill {
+            guard.end_reset();
+        }
     }
 
     /// Sleeps unless shut down first; false on shutdown.

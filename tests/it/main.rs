@@ -28,6 +28,7 @@ mod python_publisher;
 mod recovery;
 mod reliability;
 mod replay;
+mod stale_fill;
 mod stream_cmd;
 mod support;
 mod terminal_escapes;

@@ -77,6 +77,11 @@ impl ProductCache {
         self.0.insert(product.id, product);
     }
 
+    /// Drops a product (a fill that turned out to be stale).
+    pub fn remove(&self, id: i64) {
+        self.0.invalidate(&id);
+    }
+
     /// Number of entries (after pending maintenance).
     pub fn len(&self) -> u64 {
         self.0.run_pending_tasks();

@@ -21,6 +21,7 @@
 
 pub mod cache;
 pub mod db;
+pub mod fill;
 mod routes;
 
 use std::sync::Arc;

@@ -97,7 +97,11 @@ async fn main() -> Result<(), Error> {
             let node = Node::start(
                 js.clone(),
                 log,
-                NodeSettings::new(NodeId::new(&node_id)?),
+                NodeSettings {
+                    // The read-miss path's stale-fill guard (`shop::fill`).
+                    fill_guard_window: Some(4096),
+                    ..NodeSettings::new(NodeId::new(&node_id)?)
+                },
                 shop::registry(&cache),
                 FileStore::new(checkpoint),
             )

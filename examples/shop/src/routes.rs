@@ -133,15 +133,18 @@ async fn read_product(
     if let Some(product) = shop.cache.get(id) {
         return Ok(([("x-cache", "hit")], Json(product)).into_response());
     }
-    // A miss: load from the database and cache it.
+    // A miss: take a fill ticket, load from the database, and cache the
+    // product unless an invalidation of it was applied meanwhile (`fill`).
+    let ticket = shop.sync.fill_ticket().await;
     let product = shop
         .db
         .get(id)
         .await
         .map_err(db_error)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no product {id}")))?;
-    shop.cache.insert(product.clone());
-    Ok(([("x-cache", "miss")], Json(product)).into_response())
+    let cached = shop.sync.fill(ticket, &shop.cache, &product).await;
+    let how = if cached { "miss" } else { "miss, not cached" };
+    Ok(([("x-cache", how)], Json(product)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,8 @@
 //! one node is read fresh on the other with the `Invalog-Token` token, a
 //! price change (typed payload) updates the other node's cached entry in
 //! place, and the agent's webhook body is applied by the same refreshers.
+//! The read-miss path does not cache a product read before its
+//! invalidation was applied (the stale-fill guard, `shop::fill`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,22 +12,26 @@ use std::time::Duration;
 use invalog::embedded::NatsServer;
 use invalog::{FileStore, LogSettings, Node, NodeId, NodeSettings, Publisher, PublisherSettings};
 use serde_json::{json, Value};
-use shop::cache::ProductCache;
+use shop::cache::{Product, ProductCache};
 use shop::db::Database;
 use shop::{CacheSync, Shop};
 
-/// One app node serving on a loopback port; returns its base URL.
+/// One app node serving on a loopback port; returns its base URL and what
+/// its handlers use.
 async fn start_shop(
     js: &async_nats::jetstream::Context,
     db: &Database,
     dir: &std::path::Path,
     node_id: &str,
-) -> (String, ProductCache) {
+) -> (String, Shop) {
     let cache = ProductCache::default();
     let node = Node::start(
         js.clone(),
         LogSettings::default(),
-        NodeSettings::new(NodeId::new(node_id).unwrap()),
+        NodeSettings {
+            fill_guard_window: Some(64),
+            ..NodeSettings::new(NodeId::new(node_id).unwrap())
+        },
         shop::registry(&cache),
         FileStore::new(dir.join(format!("{node_id}.json"))),
     )
@@ -48,8 +54,9 @@ async fn start_shop(
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, shop::router(shop)).await.unwrap() });
-    (base, cache)
+    let router = shop::router(shop.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (base, shop)
 }
 
 async fn put(client: &reqwest::Client, url: &str, body: Value) -> String {
@@ -77,8 +84,14 @@ async fn get(request: reqwest::RequestBuilder) -> (String, Value) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_on_one_node_is_read_fresh_on_the_other() {
+/// A local nats-server with the log provisioned, a temporary directory for
+/// checkpoints and an empty database.
+async fn setup() -> (
+    NatsServer,
+    async_nats::jetstream::Context,
+    tempfile::TempDir,
+    Database,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = NatsServer::start().await.unwrap();
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
@@ -87,8 +100,15 @@ async fn a_write_on_one_node_is_read_fresh_on_the_other() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = Database::memory();
+    (server, js, dir, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_is_read_fresh_on_the_other() {
+    let (_server, js, dir, db) = setup().await;
     let (a, _) = start_shop(&js, &db, dir.path(), "web-1").await;
-    let (b, b_cache) = start_shop(&js, &db, dir.path(), "web-2").await;
+    let (b, b_shop) = start_shop(&js, &db, dir.path(), "web-2").await;
+    let b_cache = b_shop.cache;
     let client = reqwest::Client::new();
 
     let first = put(
@@ -160,4 +180,40 @@ async fn a_write_on_one_node_is_read_fresh_on_the_other() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_read_before_its_invalidation_is_not_cached() {
+    let (_server, js, dir, db) = setup().await;
+    let (_, shop) = start_shop(&js, &db, dir.path(), "web-1").await;
+    let mug = |name: &str| Product {
+        id: 1,
+        name: name.into(),
+        price: 12.5,
+    };
+    db.put(&mug("Mug")).await.unwrap();
+
+    // The read-miss path, one step at a time: ticket, database read, …
+    let ticket = shop.sync.fill_ticket().await;
+    let read = db.get(1).await.unwrap().unwrap();
+    // … a rename committed and applied on this node meanwhile, …
+    db.put(&mug("Big mug")).await.unwrap();
+    let receipt = shop.publisher.refresh_ids("products", &[1]).await.unwrap();
+    let CacheSync::Embedded(node) = &shop.sync else {
+        unreachable!()
+    };
+    let token = receipt.token().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), node.wait_token(&token))
+        .await
+        .unwrap()
+        .unwrap();
+    // … then the insert: the stale "Mug" is not cached.
+    assert!(!shop.sync.fill(ticket, &shop.cache, &read).await);
+    assert_eq!(shop.cache.get(1), None);
+
+    // A read after the invalidation caches the fresh product.
+    let ticket = shop.sync.fill_ticket().await;
+    let read = db.get(1).await.unwrap().unwrap();
+    assert!(shop.sync.fill(ticket, &shop.cache, &read).await);
+    assert_eq!(shop.cache.get(1), Some(mug("Big mug")));
 }
