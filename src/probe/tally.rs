@@ -82,6 +82,26 @@ pub struct Tally {
     published_age: FloatGauge,
 }
 
+/// A node's series start at 0 when it first answers, so rates and
+/// increases see its first misses.
+fn first_seen(
+    missed: &Family<NodeLabel, Counter>,
+    within: &Family<NodeWithin, Counter>,
+    node: &str,
+) {
+    missed
+        .get_or_create(&NodeLabel { node: node.into() })
+        .inc_by(0);
+    for (_, w) in WITHIN {
+        within
+            .get_or_create(&NodeWithin {
+                node: node.into(),
+                within: w,
+            })
+            .inc_by(0);
+    }
+}
+
 fn histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -183,6 +203,12 @@ impl Tally {
             Unit::Seconds,
             t.published_age.clone(),
         );
+        for (_, within) in WITHIN {
+            t.fleet_within.get_or_create(&Within { within }).inc_by(0);
+        }
+        for node in &t.listed {
+            first_seen(&t.missed, &t.within, node);
+        }
         Tally { registry, ..t }
     }
 
@@ -238,7 +264,9 @@ impl Tally {
         if !p.answered.insert(node.to_owned()) {
             return; // a second answer
         }
-        self.seen.insert(node.to_owned(), at);
+        if self.seen.insert(node.to_owned(), at).is_none() {
+            first_seen(&self.missed, &self.within, node);
+        }
         let latency = at.saturating_duration_since(p.sent);
         let label = NodeLabel { node: node.into() };
         self.applied.get_or_create(&label).inc();
