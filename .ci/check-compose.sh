@@ -246,7 +246,8 @@ PY
 # deploy/: every nats-server configuration is valid (with placeholder
 # values for the variables it reads from the environment), every Kubernetes
 # manifest parses, and every agent configuration in a ConfigMap passes
-# `invalog config check` as a pod would load it.
+# `invalog config check` as a pod would load it (the probe's, labelled
+# app.kubernetes.io/component: invalog-probe, as a client's).
 python3 - <<'PY'
 import glob
 import os
@@ -289,7 +290,10 @@ with tempfile.TemporaryDirectory() as tmp:
                 open(path, "w").write(value)
                 env = {k: v for k, v in os.environ.items() if not k.startswith("INVALOG_")}
                 env.update(INVALOG_NODE__ID="web-0", INVALOG_NATS__PASSWORD_FILE=password)
-                result = subprocess.run([os.environ["INVALOG_BIN"], "config", "check", path],
+                # The probe's ConfigMap (deploy/k8s/probe.yaml) is a client's.
+                role = ["--as", "client"] if (document["metadata"].get("labels") or {}).get(
+                    "app.kubernetes.io/component") == "invalog-probe" else []
+                result = subprocess.run([os.environ["INVALOG_BIN"], "config", "check", *role, path],
                                         env=env, capture_output=True, text=True)
                 if result.returncode != 0:
                     problems.append(f"{manifest}: {key}: {result.stderr.strip()}")
@@ -297,5 +301,5 @@ for message in problems:
     print(message, file=sys.stderr)
 if problems:
     sys.exit(1)
-print(f"deploy/: nats configurations, Kubernetes manifests and {configs} agent configuration(s): ok")
+print(f"deploy/: nats configurations, Kubernetes manifests and {configs} invalog configuration(s): ok")
 PY
