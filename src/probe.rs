@@ -49,7 +49,7 @@ pub use reply::{
     REPLY_PREFIX,
 };
 pub use report::{Latencies, NodeResult, ProbeReport, PublishFailure};
-pub use service::{serve, ServiceSettings};
+pub use service::{serve, PresenceSource, ServiceSettings};
 pub use tally::{Totals, LATENCY_BUCKETS, MAX_NODES};
 
 /// Name of the reserved probe refresher (subject `<prefix>._probe`).

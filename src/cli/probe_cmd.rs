@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use invalog::probe::{Latencies, ProbeReport, ProbeSettings, ServiceSettings};
+use invalog::probe::{Latencies, PresenceSource, ProbeReport, ProbeSettings, ServiceSettings};
 
 use super::ConfigArg;
 use super::PresenceArgs;
@@ -182,7 +182,11 @@ async fn serve(
         every: args.every,
         timeout: args.timeout,
         forget_after: args.forget_after,
-        nodes: args.nodes,
+        nodes: args.nodes.clone(),
+        presence: Some(PresenceSource {
+            bucket: args.presence.bucket(&settings),
+            stale_after: args.presence.stale_after(&settings),
+        }),
     };
     tracing::info!(%address, "probe: serving /metrics and /healthz");
     let outcome = invalog::probe::serve(

@@ -8,7 +8,7 @@
 //! numbers counting up.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream;
 use axum::http::header;
@@ -47,9 +47,26 @@ pub struct ServiceSettings {
     /// and its series disappear from `/metrics`.
     pub forget_after: Duration,
     /// Nodes always expected (never forgotten); other nodes are expected
-    /// from their first answer on.
+    /// from their first answer on, or from their first recent presence
+    /// report.
     pub nodes: Vec<String>,
+    /// The presence bucket read every [`PRESENCE_EVERY`], `None` to read
+    /// none: nodes with a report younger than `stale_after` are expected,
+    /// nodes that report `stopped` are forgotten at once.
+    pub presence: Option<PresenceSource>,
 }
+
+/// Where the service reads node presence reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSource {
+    /// The bucket (`[presence] bucket`).
+    pub bucket: String,
+    /// A report older than this is stale: its node is not expected for it.
+    pub stale_after: Duration,
+}
+
+/// How often presence reports are read.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the service: serves `/metrics` and `/healthz` on `listener` and
 /// publishes canaries until `shutdown` completes, then stops publishing and
@@ -93,6 +110,10 @@ pub async fn serve(
         &settings.nodes,
     )));
 
+    let presence = settings.presence.clone().map(|source| {
+        let reader = read_presence(js.clone(), source, log.stream.clone(), tally.clone());
+        tokio::spawn(reader)
+    });
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(accept_until(
         listener,
@@ -154,11 +175,55 @@ pub async fn serve(
         }
     }
     acks.abort_all();
+    if let Some(presence) = presence {
+        presence.abort();
+    }
     stop.cancel();
     if let Ok(draining) = server.await {
         draining.finished().await;
     }
     Ok(())
+}
+
+/// Reads the presence reports every [`PRESENCE_EVERY`] into the tally; a
+/// failure (no bucket yet, no permission) is a WARN once, then DEBUG, and
+/// the tally keeps the nodes that answer.
+async fn read_presence(
+    js: jetstream::Context,
+    source: PresenceSource,
+    stream: String,
+    tally: Arc<Mutex<Tally>>,
+) {
+    let mut warned = false;
+    let mut ticker = tokio::time::interval(PRESENCE_EVERY);
+    loop {
+        ticker.tick().await;
+        let read_at = Instant::now();
+        match crate::presence::read_all(&js, &source.bucket, &stream).await {
+            Ok(reports) => {
+                let now = SystemTime::now();
+                let (stopped, running): (Vec<_>, Vec<_>) =
+                    reports.into_iter().partition(|r| r.state == "stopped");
+                let live = running
+                    .into_iter()
+                    .filter(|r| {
+                        now.duration_since(r.last_seen).unwrap_or_default() <= source.stale_after
+                    })
+                    .map(|r| r.node)
+                    .collect();
+                let stopped: Vec<String> = stopped.into_iter().map(|r| r.node).collect();
+                tally
+                    .lock()
+                    .expect("not poisoned")
+                    .presence(read_at, live, &stopped);
+            }
+            Err(error) if !warned => {
+                warned = true;
+                tracing::warn!(%error, "probe: cannot read presence reports; expecting only the nodes that answer and those named with --node");
+            }
+            Err(error) => tracing::debug!(%error, "probe: cannot read presence reports"),
+        }
+    }
 }
 
 /// `/metrics` (the tally as of the request) and `/healthz`.

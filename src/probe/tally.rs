@@ -6,9 +6,13 @@
 //!
 //! Memory stays bounded however long the service runs: a canary is
 //! forgotten once every node it expected answered or its timeout passed,
-//! a node that has not answered for `forget_after` stops being expected and
-//! reported (its series are removed), and at most [`MAX_NODES`] nodes are
-//! tracked at once.
+//! a node that has not answered for `forget_after` (and has no recent
+//! presence report) stops being expected and reported (its series are
+//! removed), a node whose presence report says `stopped` at once, and at
+//! most [`MAX_NODES`] nodes are tracked at once.
+//!
+//! The nodes expected to apply a canary: those named with `--node`, those
+//! with a recent presence report, and those that answered recently.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -26,6 +30,10 @@ pub const LATENCY_BUCKETS: [f64; 14] = crate::node::APPLY_BUCKETS;
 
 /// The thresholds of `…_within_total{within}`, in seconds.
 pub const WITHIN: [(f64, &str); 3] = [(0.01, "0.01"), (0.1, "0.1"), (1.0, "1")];
+
+/// How long after its timeout a canary waits for a presence read before
+/// its misses are counted anyway (see [`Tally::presence`]).
+pub const PRESENCE_GRACE: Duration = Duration::from_secs(15);
 
 /// At most this many nodes are tracked at once; answers from further nodes
 /// are ignored until one is forgotten.
@@ -62,6 +70,10 @@ pub struct Tally {
     timeout: Duration,
     forget_after: Duration,
     listed: BTreeSet<String>,
+    /// Nodes whose presence report is recent (and not `stopped`).
+    live: BTreeSet<String>,
+    /// When the last successful presence read began.
+    presence_read: Option<Instant>,
     pending: BTreeMap<u64, Pending>,
     /// node → when it last answered.
     seen: BTreeMap<String, Instant>,
@@ -115,6 +127,8 @@ impl Tally {
             timeout,
             forget_after,
             listed: listed.iter().cloned().collect(),
+            live: BTreeSet::new(),
+            presence_read: None,
             pending: BTreeMap::new(),
             seen: BTreeMap::new(),
             last_published: None,
@@ -136,70 +150,70 @@ impl Tally {
         let r = &mut registry;
         r.register(
             "canaries_published",
-            "Canaries JetStream acknowledged.",
+            "Canaries JetStream acknowledged",
             t.published.clone(),
         );
         r.register(
             "canaries_publish_failed",
-            "Canaries that could not be published.",
+            "Canaries that could not be published",
             t.publish_failed.clone(),
         );
         r.register(
             "applied",
-            "Canaries the node applied (answered), however late.",
+            "Canaries the node applied (answered), however late",
             t.applied.clone(),
         );
         r.register(
             "applied_within",
-            "Canaries the node applied within `within` seconds of publishing.",
+            "Canaries the node applied within `within` seconds of publishing",
             t.within.clone(),
         );
         r.register(
             "missed",
-            "Canaries the node did not apply within the timeout.",
+            "Canaries the node did not apply within the timeout",
             t.missed.clone(),
         );
         r.register_with_unit(
             "latency",
-            "Publish → applied on the node.",
+            "Publish → applied on the node",
             Unit::Seconds,
             t.latency.clone(),
         );
         r.register_with_unit(
             "last_applied_age",
-            "Time since the node last applied a canary.",
+            "Time since the node last applied a canary",
             Unit::Seconds,
             t.answer_age.clone(),
         );
         r.register(
             "fleet_applied",
-            "Canaries applied on every expected node within the timeout.",
+            "Canaries applied on every expected node within the timeout",
             t.fleet_applied.clone(),
         );
         r.register(
             "fleet_applied_within",
-            "Canaries applied on every expected node within `within` seconds.",
+            "Canaries applied on every expected node within `within` seconds",
             t.fleet_within.clone(),
         );
         r.register(
             "fleet_missed",
-            "Canaries some expected node did not apply within the timeout.",
+            "Canaries some expected node did not apply within the timeout",
             t.fleet_missed.clone(),
         );
         r.register_with_unit(
             "fleet_latency",
-            "Publish → applied on the last expected node.",
+            "Publish → applied on the last expected node",
             Unit::Seconds,
             t.fleet_latency.clone(),
         );
         r.register(
             "nodes_answering",
-            "Nodes that applied a canary within the last timeout + interval.",
+            "Nodes that applied a canary within the last timeout + interval",
             t.answering.clone(),
         );
         r.register_with_unit(
             "last_published_age",
-            "Time since JetStream last acknowledged a canary (-1 before the first).",
+            "Time since JetStream last acknowledged a canary (-1 before the first)",
             Unit::Seconds,
             t.published_age.clone(),
         );
@@ -215,12 +229,8 @@ impl Tally {
     /// Canary `n` was handed to the publisher at `sent`; every node known
     /// now is expected to apply it.
     pub fn sent(&mut self, n: u64, sent: Instant) {
-        let expected = self
-            .listed
-            .iter()
-            .chain(self.seen.keys())
-            .cloned()
-            .collect();
+        let known = self.listed.iter().chain(&self.live);
+        let expected = known.chain(self.seen.keys()).cloned().collect();
         self.pending.insert(
             n,
             Pending {
@@ -241,6 +251,29 @@ impl Tally {
         } else {
             self.publish_failed.inc();
             self.pending.remove(&n);
+        }
+    }
+
+    /// What the presence reports say: `live` nodes (recent reports) are
+    /// expected from the next canary on, even before they answer; `stopped`
+    /// nodes (stopped cleanly) are forgotten at once, so a rolling restart
+    /// counts no misses.
+    ///
+    /// Once presence has been read, a canary's misses are judged only after
+    /// a read that began past its timeout (so a node that stopped meanwhile
+    /// is not counted), or [`PRESENCE_GRACE`] after its timeout when reads
+    /// fail.
+    pub fn presence(&mut self, read_at: Instant, live: Vec<String>, stopped: &[String]) {
+        self.presence_read = Some(read_at);
+        self.live = live.into_iter().take(MAX_NODES).collect();
+        for node in stopped {
+            if self.seen.remove(node).is_some() && !self.listed.contains(node) {
+                tracing::info!(%node, "probe: node stopped; no longer expected or reported");
+                self.remove_series(node.clone());
+            }
+            for p in self.pending.values_mut() {
+                p.expected.remove(node);
+            }
         }
     }
 
@@ -301,10 +334,17 @@ impl Tally {
     /// `forget_after` (unless listed).
     pub fn expire(&mut self, now: Instant) {
         let timeout = self.timeout;
+        let judged = |p: &Pending| {
+            let deadline = p.sent + timeout;
+            now >= deadline
+                && self
+                    .presence_read
+                    .is_none_or(|read| read >= deadline || now >= deadline + PRESENCE_GRACE)
+        };
         let expired: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.sent) >= timeout)
+            .filter(|(_, p)| judged(p))
             .map(|(n, _)| *n)
             .collect();
         for n in expired {
@@ -325,24 +365,30 @@ impl Tally {
             .seen
             .iter()
             .filter(|(node, at)| {
-                !self.listed.contains(*node) && now.saturating_duration_since(**at) >= forget_after
+                !self.listed.contains(*node)
+                    && !self.live.contains(*node)
+                    && now.saturating_duration_since(**at) >= forget_after
             })
             .map(|(node, _)| node.clone())
             .collect();
         for node in gone {
             tracing::info!(%node, "probe: node silent; no longer expected or reported");
             self.seen.remove(&node);
-            let label = NodeLabel { node };
-            self.applied.remove(&label);
-            self.missed.remove(&label);
-            self.latency.remove(&label);
-            self.answer_age.remove(&label);
-            for (_, within) in WITHIN {
-                self.within.remove(&NodeWithin {
-                    node: label.node.clone(),
-                    within,
-                });
-            }
+            self.remove_series(node);
+        }
+    }
+
+    fn remove_series(&self, node: String) {
+        let label = NodeLabel { node };
+        self.applied.remove(&label);
+        self.missed.remove(&label);
+        self.latency.remove(&label);
+        self.answer_age.remove(&label);
+        for (_, within) in WITHIN {
+            self.within.remove(&NodeWithin {
+                node: label.node.clone(),
+                within,
+            });
         }
     }
 
@@ -488,5 +534,40 @@ mod tests {
         let text = t.render(t0 + 110 * every, every);
         assert!(!text.contains("web-"), "{text}");
         assert_eq!(line(&text, "invalog_probe_fleet_missed_total"), Some(1.0));
+    }
+
+    #[test]
+    fn presence_adds_live_nodes_and_drops_stopped_ones() {
+        let every = Duration::from_secs(1);
+        let mut t = Tally::new(Duration::from_secs(5), Duration::from_secs(60), &[]);
+        let t0 = Instant::now();
+        t.sent(0, t0);
+        t.answered(0, "web-1", t0 + Duration::from_millis(3));
+        // web-2 reports itself live but never answers; web-1 stops cleanly
+        // with canary 1 in flight.
+        t.presence(t0, vec!["web-2".into()], &[]);
+        t.sent(1, t0 + every);
+        t.expire(t0 + 10 * every);
+        assert_eq!(t.pending(), 2, "judged only after a presence read");
+        t.presence(t0 + 9 * every, vec!["web-2".into()], &["web-1".into()]);
+        t.expire(t0 + 10 * every);
+        let text = t.render(t0 + 10 * every, every);
+        assert!(!text.contains("web-1"), "{text}");
+        assert_eq!(
+            line(&text, "invalog_probe_missed_total{node=\"web-2\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        // Still live a long while later: still expected, not forgotten;
+        // judged without a new presence read after the grace.
+        t.sent(2, t0 + 100 * every);
+        t.expire(t0 + 110 * every);
+        assert_eq!(t.pending(), 1);
+        t.expire(t0 + 121 * every);
+        let text = t.render(t0 + 110 * every, every);
+        assert_eq!(
+            line(&text, "invalog_probe_missed_total{node=\"web-2\"}"),
+            Some(2.0)
+        );
     }
 }

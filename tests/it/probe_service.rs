@@ -1,6 +1,7 @@
 //! `invalog probe --serve`, the real binary against a real agent: its
 //! `/metrics` shows the node with applied canaries rising, `/healthz`
-//! answers, SIGTERM ends it with exit 0; and every metric name the
+//! answers, a node that stops cleanly is forgotten without a miss, SIGTERM
+//! ends the probe with exit 0; and every metric name the
 //! Prometheus rules and the Grafana dashboard in deploy/ use is served by
 //! the agent's or the probe's `/metrics` (the rules also pass `promtool
 //! check rules` where promtool is installed).
@@ -67,7 +68,7 @@ async fn metric_reaches(process: &Agent, name: &str, at_least: f64) -> f64 {
 #[tokio::test]
 async fn the_probe_service_counts_canaries_a_node_applies_and_exits_0_on_sigterm() {
     let f = Fixture::new().await;
-    let (_hook, _agent, mut probe) = agent_and_probe(&f).await;
+    let (_hook, mut agent, mut probe) = agent_and_probe(&f).await;
     let applied = r#"invalog_probe_applied_total{node="web-1"}"#;
     let first = metric_reaches(&probe, applied, 3.0).await;
     metric_reaches(&probe, applied, first + 5.0).await;
@@ -100,6 +101,24 @@ async fn the_probe_service_counts_canaries_a_node_applies_and_exits_0_on_sigterm
     );
     let (code, body) = probe.get("/healthz").await.unwrap();
     assert_eq!((code, body.as_str()), (200, "ok\n"));
+
+    // The node stops cleanly (a rolling restart): its presence report says
+    // so, the probe forgets it, and counts no canary as missed.
+    agent.terminate();
+    assert_eq!(agent.exit_code().await, 0);
+    within(Duration::from_secs(30), async {
+        while probe.metric(applied).await.is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let published = "invalog_probe_canaries_published_total";
+    let now = probe.metric(published).await.unwrap();
+    metric_reaches(&probe, published, now + 30.0).await;
+    assert_eq!(
+        probe.metric("invalog_probe_fleet_missed_total").await,
+        Some(0.0)
+    );
 
     probe.terminate();
     assert_eq!(probe.exit_code().await, 0, "{}", probe.log());

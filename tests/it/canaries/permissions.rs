@@ -117,6 +117,36 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
         "nothing the agent needs is missing"
     );
 
+    // A presence report the probe reads (a node that stopped cleanly).
+    let presence = admin
+        .create_key_value(jetstream::kv::Config {
+            bucket: "invalog_nodes".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("the admin creates the presence bucket");
+    let stopped = invalog::presence::NodeReport {
+        node: "web-7".into(),
+        stream: Some(log.stream.clone()),
+        version: "0".into(),
+        applied: 0,
+        stored: 0,
+        stream_last: 0,
+        lag: 0,
+        state: "stopped".into(),
+        ready: false,
+        reason: None,
+        started_at: std::time::SystemTime::now(),
+        last_seen: std::time::SystemTime::now(),
+        refreshers: vec![],
+        instance: String::new(),
+        stream_created: None,
+        duplicate: None,
+    };
+    let report = invalog::wire::encode_node_report(&stopped);
+    presence.put("web-7", report.into()).await.unwrap();
+
     // The probe service as the probe user counts web-1's answers.
     let prober = client_as(&server, "probe", "probe-pw").await;
     probe_service_counts(&js_of(&prober), &log, "web-1")
@@ -231,6 +261,10 @@ async fn probe_service_counts(
         timeout: Duration::from_secs(5),
         forget_after: Duration::from_secs(60),
         nodes: vec![node.into()],
+        presence: Some(invalog::probe::PresenceSource {
+            bucket: "invalog_nodes".into(),
+            stale_after: Duration::from_secs(30),
+        }),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let service = invalog::probe::serve(
