@@ -1,5 +1,6 @@
 //! The agent's HTTP/1.1 server loop, shared by the starting routes
-//! (`super::starting`) and the full API (`super::http`), with limits that
+//! (`super::starting`), the full API (`super::http`) and the probe service
+//! (`crate::probe::service`), with limits that
 //! keep one slow or idle client from holding the agent: a client must send
 //! a request's headers within [`HEADER_READ_TIMEOUT`], and the same timer
 //! closes a keep-alive connection that stays idle that long between

@@ -63,7 +63,7 @@ pub struct Args {
           conflicts_with_all = ["count", "duration", "rate", "within", "json"])]
     serve: Option<SocketAddr>,
     /// With --serve: time between canaries.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, requires = "serve")]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, requires = "serve")]
     every: Duration,
     /// With --serve: a node that has not applied a canary for this long is
     /// no longer expected, and its series leave /metrics (--node ones stay).
