@@ -71,7 +71,9 @@ pub const PRESENCE_EVERY: Duration = Duration::from_secs(5);
 /// Runs the service: serves `/metrics` and `/healthz` on `listener` and
 /// publishes canaries until `shutdown` completes, then stops publishing and
 /// accepting and returns once open connections finished (within the
-/// agent's shutdown grace).
+/// agent's shutdown grace). Fails at start on invalid settings or a failed
+/// reply subscription, and later if that subscription ends (the client
+/// was closed).
 pub async fn serve(
     js: &jetstream::Context,
     log: &LogSettings,
@@ -131,6 +133,7 @@ pub async fn serve(
     let mut acks = tokio::task::JoinSet::new();
     let mut next = 0u64;
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut outcome = Ok(());
     loop {
         tokio::select! {
             _ = shutdown.as_mut() => break,
@@ -161,7 +164,10 @@ pub async fn serve(
             }
             message = replies.next() => {
                 let at = Instant::now();
-                let Some(message) = message else { break };
+                let Some(message) = message else {
+                    outcome = Err(ProbeError::Subscribe("the reply subscription ended".into()));
+                    break;
+                };
                 let Ok(reply) = wire::decode_probe_reply(&message.payload) else { continue };
                 if reply.probe == run {
                     tally.lock().expect("not poisoned").answered(reply.canary, &reply.node, at);
@@ -182,7 +188,7 @@ pub async fn serve(
     if let Ok(draining) = server.await {
         draining.finished().await;
     }
-    Ok(())
+    outcome
 }
 
 /// Reads the presence reports every [`PRESENCE_EVERY`] into the tally; a

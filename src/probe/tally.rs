@@ -74,6 +74,8 @@ pub struct Tally {
     live: BTreeSet<String>,
     /// When the last successful presence read began.
     presence_read: Option<Instant>,
+    /// Whether reaching [`MAX_NODES`] was logged.
+    warned_full: bool,
     pending: BTreeMap<u64, Pending>,
     /// node → when it last answered.
     seen: BTreeMap<String, Instant>,
@@ -129,6 +131,7 @@ impl Tally {
             listed: listed.iter().cloned().collect(),
             live: BTreeSet::new(),
             presence_read: None,
+            warned_full: false,
             pending: BTreeMap::new(),
             seen: BTreeMap::new(),
             last_published: None,
@@ -285,10 +288,13 @@ impl Tally {
     /// `node` answered canary `n` at `at`.
     pub fn answered(&mut self, n: u64, node: &str, at: Instant) {
         if !self.seen.contains_key(node) && self.seen.len() >= MAX_NODES {
-            tracing::warn!(
-                max = MAX_NODES,
-                "probe: more nodes answer than are tracked; an answer was ignored"
-            );
+            if !self.warned_full {
+                self.warned_full = true;
+                tracing::warn!(
+                    max = MAX_NODES,
+                    "probe: more nodes answer than are tracked; answers of further nodes are ignored"
+                );
+            }
             return;
         }
         let Some(p) = self.pending.get_mut(&n) else {
