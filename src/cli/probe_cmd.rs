@@ -27,7 +27,7 @@ pub const EXIT_PROBE_MISSED: u8 = 6;
 /// Arguments of `invalog probe`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 every canary reached every live node within --timeout; 6 a canary was missed, not published, or no node answered; 1 NATS or the stream failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nWith --serve: runs until SIGTERM or SIGINT (Ctrl-C) and exits 0; 1 if it cannot subscribe or publishing is refused at start; 2 invalid arguments or an address that cannot be bound; 3 NATS unreachable.\n\nExamples:\n  invalog probe -c config/publisher.toml\n  invalog probe -c config/publisher.toml --rate 5 --duration 5m --within 50ms --json\n  invalog probe -c config/publisher.toml --serve 0.0.0.0:9465 --every 1s"
+    after_help = "Exit codes: 0 every canary reached every live node within --timeout; 6 a canary was missed, not published, or no node answered; 1 NATS or the stream failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nWith --serve: runs until SIGTERM or SIGINT (Ctrl-C) and exits 0; 1 the reply subscription failed or ended; 2 invalid arguments or an address that cannot be bound; 3 NATS unreachable.\n\nExamples:\n  invalog probe -c config/publisher.toml\n  invalog probe -c config/publisher.toml --rate 5 --duration 5m --within 50ms --json\n  invalog probe -c config/publisher.toml --serve 0.0.0.0:9465 --every 1s"
 )]
 pub struct Args {
     #[command(flatten)]

@@ -7,6 +7,7 @@
 //! probe ([`super::run`]): one run id for the service's life, canary
 //! numbers counting up.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -132,6 +133,7 @@ pub async fn serve(
     let mut previous = Totals::default();
     let mut acks = tokio::task::JoinSet::new();
     let mut next = 0u64;
+    let failing = Arc::new(AtomicBool::new(false));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut outcome = Ok(());
     loop {
@@ -149,11 +151,20 @@ pub async fn serve(
                 drop(t);
                 let instructions = vec![Instruction::RefreshJson(wire::canary_json(&canary(next)))];
                 let publisher = publisher.clone();
+                let failing = failing.clone();
                 let n = next;
                 acks.spawn(async move {
                     let outcome = publisher.publish(PROBE_REFRESHER, instructions, &Provenance::default()).await;
-                    if let Err(error) = &outcome {
-                        tracing::warn!(canary = n, %error, "probe: canary not published");
+                    match &outcome {
+                        // WARN at the first failure of a series, then DEBUG.
+                        Err(error) if !failing.swap(true, Relaxed) => {
+                            tracing::warn!(canary = n, %error, "probe: canary not published");
+                        }
+                        Err(error) => tracing::debug!(canary = n, %error, "probe: canary not published"),
+                        Ok(_) if failing.swap(false, Relaxed) => {
+                            tracing::info!(canary = n, "probe: canaries published again");
+                        }
+                        Ok(_) => {}
                     }
                     (n, outcome.is_ok())
                 });
