@@ -13,7 +13,10 @@
 # - every agent has its own node id, depends on every nats service being
 #   healthy, connects only to the nats services, provisions as many replicas
 #   as there are nats services, and finds the hosts its appliers name
-#   (`app`, `redis`) on exactly one network of its own.
+#   (`app`, `redis`) on exactly one network of its own;
+# - every probe service (`invalog probe --serve`) has a client configuration
+#   that passes `invalog config check --as client` and names only the nats
+#   services, and a healthcheck on its /healthz.
 #
 # Needs python3 with PyYAML (installed into $CACHE/py if missing), the
 # `invalog` binary (built if missing) and nats-server ($NATS_SERVER_BIN or
@@ -199,6 +202,32 @@ for name, service in agents.items():
         if len(answering) != 1:
             problem(f"{name}: applier of `{refresher['name']}` reaches `{host}` through "
                     f"{answering or 'no service'}; expected exactly one")
+# The probe services (`invalog probe --serve`): a client configuration
+# that reaches the nats services, and a healthcheck on the served address.
+probes = {n: s for n, s in services.items() if (s.get("command") or [])[:1] == ["probe"]}
+for name, service in probes.items():
+    command = service.get("command") or []
+    if "--serve" not in command or "--config" not in command:
+        problem(f"{name}: runs `probe` without --serve and --config")
+        continue
+    port = str(command[command.index("--serve") + 1]).rpartition(":")[2]
+    test = " ".join(map(str, (service.get("healthcheck") or {}).get("test") or []))
+    if f":{port}/healthz" not in test:
+        problem(f"{name}: the healthcheck does not ask /healthz on port {port}")
+    mounted = {t: s for s, t in binds(service)}
+    source = mounted.get(command[command.index("--config") + 1])
+    if source is None:
+        problem(f"{name}: its --config is not a mounted file")
+        continue
+    check_env = {k: v for k, v in os.environ.items() if not k.startswith("INVALOG_")}
+    result = subprocess.run([os.environ["INVALOG_BIN"], "config", "check", "--as", "client", source],
+                            env={**check_env, **env_of(service)}, capture_output=True, text=True)
+    if result.returncode != 0:
+        problem(f"{name}: invalog config check --as client {source}: {result.stderr.strip()}")
+        continue
+    for url in tomllib.loads(result.stdout)["nats"]["urls"]:
+        if urlparse(url).hostname not in nats:
+            problem(f"{name}: nats.urls names {urlparse(url).hostname}, not a nats service")
 for node_id, names in node_ids.items():
     if node_id is None:
         problem(f"{names}: no INVALOG_NODE__ID")
@@ -210,13 +239,15 @@ if problems:
         print(f"{path}: {message}", file=sys.stderr)
     sys.exit(1)
 print(f"{path}: {len(services)} services, nats cluster {sorted(nats)}, "
-      f"agents {sorted(agents)} ({', '.join(sorted(filter(None, node_ids)))}): ok")
+      f"agents {sorted(agents)} ({', '.join(sorted(filter(None, node_ids)))}), "
+      f"probes {sorted(probes)}: ok")
 PY
 
 # deploy/: every nats-server configuration is valid (with placeholder
 # values for the variables it reads from the environment), every Kubernetes
 # manifest parses, and every agent configuration in a ConfigMap passes
-# `invalog config check` as a pod would load it.
+# `invalog config check` as a pod would load it (the probe's, labelled
+# app.kubernetes.io/component: invalog-probe, as a client's).
 python3 - <<'PY'
 import glob
 import os
@@ -259,7 +290,10 @@ with tempfile.TemporaryDirectory() as tmp:
                 open(path, "w").write(value)
                 env = {k: v for k, v in os.environ.items() if not k.startswith("INVALOG_")}
                 env.update(INVALOG_NODE__ID="web-0", INVALOG_NATS__PASSWORD_FILE=password)
-                result = subprocess.run([os.environ["INVALOG_BIN"], "config", "check", path],
+                # The probe's ConfigMap (deploy/k8s/probe.yaml) is a client's.
+                role = ["--as", "client"] if (document["metadata"].get("labels") or {}).get(
+                    "app.kubernetes.io/component") == "invalog-probe" else []
+                result = subprocess.run([os.environ["INVALOG_BIN"], "config", "check", *role, path],
                                         env=env, capture_output=True, text=True)
                 if result.returncode != 0:
                     problems.append(f"{manifest}: {key}: {result.stderr.strip()}")
@@ -267,5 +301,5 @@ for message in problems:
     print(message, file=sys.stderr)
 if problems:
     sys.exit(1)
-print(f"deploy/: nats configurations, Kubernetes manifests and {configs} agent configuration(s): ok")
+print(f"deploy/: nats configurations, Kubernetes manifests and {configs} invalog configuration(s): ok")
 PY

@@ -22,10 +22,14 @@
 
 //!
 //! `report` turns what the run recorded into the [`ProbeReport`]; `reply`
-//! checks where a node may answer.
+//! checks where a node may answer. [`service`] runs the probe forever
+//! (`invalog probe --serve`), counting answers in `tally` and serving them
+//! as OpenMetrics.
 
 mod reply;
 mod report;
+pub mod service;
+mod tally;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -45,6 +49,8 @@ pub use reply::{
     REPLY_PREFIX,
 };
 pub use report::{Latencies, NodeResult, ProbeReport, PublishFailure};
+pub use service::{serve, PresenceSource, ServiceSettings};
+pub use tally::{Totals, LATENCY_BUCKETS, MAX_NODES};
 
 /// Name of the reserved probe refresher (subject `<prefix>._probe`).
 pub const PROBE_REFRESHER: &str = "_probe";

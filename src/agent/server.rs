@@ -1,5 +1,6 @@
 //! The agent's HTTP/1.1 server loop, shared by the starting routes
-//! (`super::starting`) and the full API (`super::http`), with limits that
+//! (`super::starting`), the full API (`super::http`) and the probe service
+//! (`crate::probe::service`), with limits that
 //! keep one slow or idle client from holding the agent: a client must send
 //! a request's headers within [`HEADER_READ_TIMEOUT`], and the same timer
 //! closes a keep-alive connection that stays idle that long between
@@ -47,7 +48,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(200);
 
 /// The limits of one server.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
+pub(crate) struct Limits {
     pub header_read_timeout: Duration,
     pub write_stall_timeout: Duration,
     pub max_connections: usize,
@@ -67,7 +68,7 @@ impl Default for Limits {
 
 /// A server that has stopped accepting; [`Draining::finished`] waits until
 /// its connections are done (at most the shutdown grace).
-pub(super) struct Draining(TaskTracker);
+pub(crate) struct Draining(TaskTracker);
 
 impl Draining {
     /// Waits for the connections still open, each bounded by the grace.
@@ -80,7 +81,7 @@ impl Draining {
 /// completes, then stops accepting and tells every connection to close
 /// after its request in flight. Returns as soon as the listener is no
 /// longer used; await [`Draining::finished`] for the connections.
-pub(super) async fn accept_until(
+pub(crate) async fn accept_until(
     listener: TcpListener,
     router: Router,
     limits: Limits,

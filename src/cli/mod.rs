@@ -82,7 +82,10 @@ enum Command {
 pub async fn run(args: Args) -> anyhow::Result<u8> {
     // The agent sets up logging from its configuration; the rest log text.
     if !matches!(args.command, Command::Agent(_)) {
-        init_logging(args.log.as_deref().unwrap_or("warn"), LogFormat::Text);
+        // The probe service logs its start and a summary a minute.
+        let service = matches!(&args.command, Command::Probe(a) if a.is_service());
+        let default = if service { "info" } else { "warn" };
+        init_logging(args.log.as_deref().unwrap_or(default), LogFormat::Text);
     }
     match args.command {
         Command::Agent(a) => agent_cmd::run(a, args.log).await,

@@ -4,11 +4,16 @@
 //! are those whose presence report is recent, those named with `--node`,
 //! and any node that answers. Exits [`EXIT_PROBE_MISSED`] unless every
 //! canary reached every live node within `--timeout`.
+//!
+//! With `--serve` it runs as a service instead (`invalog::probe::service`):
+//! one canary every `--every` until SIGTERM or SIGINT (then exit 0),
+//! `/metrics` and `/healthz` served on the given address.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use invalog::probe::{Latencies, ProbeReport, ProbeSettings};
+use invalog::probe::{Latencies, PresenceSource, ProbeReport, ProbeSettings, ServiceSettings};
 
 use super::ConfigArg;
 use super::PresenceArgs;
@@ -22,7 +27,7 @@ pub const EXIT_PROBE_MISSED: u8 = 6;
 /// Arguments of `invalog probe`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 every canary reached every live node within --timeout; 6 a canary was missed, not published, or no node answered; 1 NATS or the stream failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog probe -c config/publisher.toml\n  invalog probe -c config/publisher.toml --rate 5 --duration 5m --within 50ms --json"
+    after_help = "Exit codes: 0 every canary reached every live node within --timeout; 6 a canary was missed, not published, or no node answered; 1 NATS or the stream failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nWith --serve: runs until SIGTERM or SIGINT (Ctrl-C) and exits 0; 1 the reply subscription failed or ended; 2 invalid arguments or an address that cannot be bound; 3 NATS unreachable.\n\nExamples:\n  invalog probe -c config/publisher.toml\n  invalog probe -c config/publisher.toml --rate 5 --duration 5m --within 50ms --json\n  invalog probe -c config/publisher.toml --serve 0.0.0.0:9465 --every 1s"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -52,6 +57,25 @@ pub struct Args {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
+    /// Run as a service: a canary every --every, forever, with /metrics and
+    /// /healthz served on this address (default 127.0.0.1:9465).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9465",
+          conflicts_with_all = ["count", "duration", "rate", "within", "json"])]
+    serve: Option<SocketAddr>,
+    /// With --serve: time between canaries.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, requires = "serve")]
+    every: Duration,
+    /// With --serve: a node that has not applied a canary for this long is
+    /// no longer expected, and its series leave /metrics (--node ones stay).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, requires = "serve")]
+    forget_after: Duration,
+}
+
+impl Args {
+    /// Whether this is the long-running service (`--serve`).
+    pub fn is_service(&self) -> bool {
+        self.serve.is_some()
+    }
 }
 
 /// Runs `invalog probe`.
@@ -60,6 +84,9 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
+    if let Some(address) = args.serve {
+        return serve(args, address, settings).await;
+    }
     let count = match args.duration {
         Some(d) => (args.rate * d.as_secs_f64()).ceil() as u64,
         None => args.count,
@@ -125,6 +152,60 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     } else {
         EXIT_PROBE_MISSED
     })
+}
+
+/// `invalog probe --serve`: binds, connects, runs the service until a
+/// signal.
+async fn serve(
+    args: Args,
+    address: SocketAddr,
+    settings: invalog::config::ClientSettings,
+) -> anyhow::Result<u8> {
+    if args.every.is_zero() || args.timeout.is_zero() || args.forget_after.is_zero() {
+        eprintln!("invalog: --every, --timeout and --forget-after must be more than 0");
+        return Ok(EXIT_CONFIG);
+    }
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "invalog: cannot listen on {address}: {error}; choose another --serve address"
+            );
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let (client, js) = match jetstream(&settings.nats).await {
+        Ok(connected) => connected,
+        Err(code) => return Ok(code),
+    };
+    let service = ServiceSettings {
+        every: args.every,
+        timeout: args.timeout,
+        forget_after: args.forget_after,
+        nodes: args.nodes.clone(),
+        presence: Some(PresenceSource {
+            bucket: args.presence.bucket(&settings),
+            stale_after: args.presence.stale_after(&settings),
+        }),
+    };
+    tracing::info!(%address, "probe: serving /metrics and /healthz");
+    let outcome = invalog::probe::serve(
+        &js,
+        &settings.log,
+        settings.publisher,
+        &service,
+        listener,
+        super::agent_cmd::shutdown_signal(),
+    )
+    .await;
+    client.flush().await.ok();
+    match outcome {
+        Ok(()) => Ok(EXIT_OK),
+        Err(error) => {
+            eprintln!("invalog: {error}");
+            Ok(EXIT_FAILURE)
+        }
+    }
 }
 
 /// `1.234 ms`, `12.3 ms`, `1.25 s`.

@@ -22,6 +22,7 @@ mod history_cmd;
 mod logging;
 mod model;
 mod probe_replay;
+mod probe_service;
 mod properties;
 mod publishing;
 mod python_publisher;

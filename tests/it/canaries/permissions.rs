@@ -3,7 +3,8 @@
 //! an agent answers `invalog probe` under it, and each role is refused what
 //! it must not do — an agent may not publish to the log, another node's
 //! keys, other clients' inboxes or outside `_INVALOG.probe.*`; a publisher
-//! may do nothing a node may besides appending to the log.
+//! may do nothing a node may besides appending to the log; the probe user
+//! runs the probe service and may do nothing else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ fn shipped_config() -> String {
     for (variable, password) in [
         ("$INVALOG_ADMIN_PASSWORD", "\"admin-pw\""),
         ("$INVALOG_PUBLISHER_PASSWORD", "\"publisher-pw\""),
+        ("$INVALOG_PROBE_PASSWORD", "\"probe-pw\""),
         ("$INVALOG_AGENT_WEB_1_PASSWORD", "\"agent-1-pw\""),
         ("$INVALOG_AGENT_WEB_2_PASSWORD", "\"agent-2-pw\""),
     ] {
@@ -115,6 +117,47 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
         "nothing the agent needs is missing"
     );
 
+    // A presence report the probe reads (a node that stopped cleanly).
+    let presence = admin
+        .create_key_value(jetstream::kv::Config {
+            bucket: "invalog_nodes".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("the admin creates the presence bucket");
+    let stopped = invalog::presence::NodeReport {
+        node: "web-7".into(),
+        stream: Some(log.stream.clone()),
+        version: "0".into(),
+        applied: 0,
+        stored: 0,
+        stream_last: 0,
+        lag: 0,
+        state: "stopped".into(),
+        ready: false,
+        reason: None,
+        started_at: std::time::SystemTime::now(),
+        last_seen: std::time::SystemTime::now(),
+        refreshers: vec![],
+        instance: String::new(),
+        stream_created: None,
+        duplicate: None,
+    };
+    let report = invalog::wire::encode_node_report(&stopped);
+    presence.put("web-7", report.into()).await.unwrap();
+
+    // The probe service as the probe user counts web-1's answers.
+    let prober = client_as(&server, "probe", "probe-pw").await;
+    probe_service_counts(&js_of(&prober), &log, "web-1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}; violations: {:?}", violations()));
+    assert_eq!(
+        violations(),
+        Vec::<String>::new(),
+        "nothing the probe needs is missing"
+    );
+
     let publisher = client_as(&server, "publisher", "publisher-pw").await;
     let agent_denied = [
         "invalog.content",
@@ -135,9 +178,19 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
         "$JS.API.DIRECT.GET.INVALOG",
         "_INBOX.someone-else",
     ];
+    let probe_denied = [
+        "invalog.content",
+        "_INVALOG.probe.run-1",
+        "$KV.invalog_nodes.web-1",
+        "$JS.API.STREAM.DELETE.INVALOG",
+    ];
     for subject in agent_denied {
         agent.publish(subject, "x".into()).await.unwrap();
     }
+    for subject in probe_denied {
+        prober.publish(subject, "x".into()).await.unwrap();
+    }
+    prober.flush().await.unwrap();
     for subject in publisher_denied {
         publisher.publish(subject, "x".into()).await.unwrap();
     }
@@ -170,6 +223,12 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
         })
         .await;
     }
+    for subject in probe_denied {
+        eventually(LIMIT, &format!("probe refused {subject}"), || {
+            denied("probe", subject)
+        })
+        .await;
+    }
     assert!(
         !violations()
             .iter()
@@ -179,9 +238,61 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
     );
     assert_eq!(
         violations().len(),
-        agent_denied.len() + publisher_denied.len(),
+        agent_denied.len() + publisher_denied.len() + probe_denied.len(),
         "{:?}",
         violations()
     );
     node.shutdown().await.unwrap();
+}
+
+/// Runs `invalog::probe::serve` on `js` until its `/metrics` counts two
+/// canaries applied by `node`, then stops it.
+async fn probe_service_counts(
+    js: &jetstream::Context,
+    log: &LogSettings,
+    node: &str,
+) -> Result<(), String> {
+    // reqwest needs a TLS provider installed (see `support::Fixture`).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let settings = invalog::probe::ServiceSettings {
+        every: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        forget_after: Duration::from_secs(60),
+        nodes: vec![node.into()],
+        presence: Some(invalog::probe::PresenceSource {
+            bucket: "invalog_nodes".into(),
+            stale_after: Duration::from_secs(30),
+        }),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = invalog::probe::serve(
+        js,
+        log,
+        PublisherSettings::new("probe"),
+        &settings,
+        listener,
+        stop.clone().cancelled_owned(),
+    );
+    let applied = format!("invalog_probe_applied_total{{node=\"{node}\"}} ");
+    let watch = async {
+        let counted = within(LIMIT, async {
+            loop {
+                let text = match reqwest::get(&url).await {
+                    Ok(answer) => answer.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let value = text.lines().find_map(|l| l.strip_prefix(applied.as_str()));
+                if value.and_then(|v| v.parse::<f64>().ok()) >= Some(2.0) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        counted.await;
+        stop.cancel();
+    };
+    let (served, ()) = tokio::join!(service, watch);
+    served.map_err(|e| e.to_string())
 }
