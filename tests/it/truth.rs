@@ -97,15 +97,7 @@ async fn a_warm_restart_reports_what_it_applied_on_every_surface() {
             bucket: format!("presence_truth_{round}"),
             ..PresenceSettings::default()
         };
-        let reporter = Presence::start(
-            f.js.clone(),
-            settings.clone(),
-            &f.log.stream,
-            node.clone(),
-            vec![],
-        )
-        .await
-        .unwrap();
+        let reporter = report(&f, &settings, &node).await;
         let reports = presence::read_all(&f.js, &settings.bucket, &f.log.stream)
             .await
             .unwrap();
@@ -346,6 +338,19 @@ async fn a_panicking_refresher_is_a_failing_refresher() {
     within(LIMIT, node.ready()).await.unwrap();
 }
 
+/// Starts presence reports of `node` to `settings.bucket`.
+async fn report(f: &Fixture, settings: &PresenceSettings, node: &Arc<invalog::Node>) -> Presence {
+    Presence::start(
+        f.js.clone(),
+        settings.clone(),
+        &f.log.stream,
+        node.clone(),
+        vec![],
+    )
+    .await
+    .unwrap()
+}
+
 /// A node on the current stream and a checkpoint of its own.
 async fn copy_of(f: &Fixture, name: &str, file: &str) -> Arc<invalog::Node> {
     let store = invalog::FileStore::new(f.dir.path().join(file));
@@ -371,14 +376,7 @@ async fn one_node_id_in_two_processes_is_reported_everywhere() {
     let mut nodes = Vec::new();
     for copy in ["one.json", "two.json"] {
         let node = copy_of(&f, "web-1", copy).await;
-        let reporter = Presence::start(
-            f.js.clone(),
-            settings.clone(),
-            &f.log.stream,
-            node.clone(),
-            vec![],
-        );
-        reporters.push(reporter.await.unwrap());
+        reporters.push(report(&f, &settings, &node).await);
         nodes.push(node);
     }
     eventually(LIMIT, "both processes see the other", || {
