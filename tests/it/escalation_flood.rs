@@ -84,8 +84,7 @@ async fn a_cover_does_not_outlive_its_stream() {
     // The stream is recreated: sequences restart, and an undecodable
     // message at sequence 2 of the new stream is not covered by the old
     // refresh-all that covered sequences 1..5 of the old one.
-    f.js.delete_stream(&f.log.stream).await.unwrap();
-    invalog::provision(&f.js, &f.log).await.unwrap();
+    f.recreate_stream().await;
     eventually(Duration::from_secs(10), "the node cold boots", || {
         // Applied 0: the cold boot followed the new, empty stream.
         a.node.stats().cold_boots == 1 && a.node.is_ready() && a.node.applied() == 0
