@@ -3,6 +3,7 @@
 //! lives only here.
 
 mod cli;
+mod json;
 
 use std::process::ExitCode;
 

@@ -40,7 +40,7 @@ fn load_average() -> String {
 }
 
 async fn run(o: Opts) -> Result<()> {
-    let server = invalog::embedded::NatsServer::start().await?;
+    let server = invalog_nats_server::NatsServer::start().await?;
     let url = server.url();
     let dir = tempfile::tempdir()?;
     println!(

@@ -1,7 +1,7 @@
 //! `invalog agent`: runs the sidecar until SIGTERM or SIGINT, then finishes
 //! the batch in hand, stores the applied sequence and exits 0.
 
-use invalog::agent::{self, AgentError, LogFormat};
+use invalog_agent::{AgentError, LogFormat};
 
 use super::ConfigArg;
 use super::{
@@ -33,7 +33,7 @@ pub async fn run(args: AgentArgs, log_filter: Option<String>) -> anyhow::Result<
         log_filter.as_deref().unwrap_or(&settings.logging.level),
         format,
     );
-    let result = agent::run(settings, shutdown_signal(), |addr| {
+    let result = invalog_agent::run(settings, shutdown_signal(), |addr| {
         tracing::info!(%addr, "HTTP listening");
     })
     .await;

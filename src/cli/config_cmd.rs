@@ -41,7 +41,7 @@ enum Role {
 /// Runs `invalog config`.
 pub async fn run(args: ConfigArgs) -> anyhow::Result<u8> {
     let Action::Check { file, role } = args.action;
-    let checked = invalog::config::load(&file).and_then(|config| {
+    let checked = invalog_agent::config::load(&file).and_then(|config| {
         match role {
             Role::Agent => config.agent().map(drop),
             Role::Client => config.client().map(drop),

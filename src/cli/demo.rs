@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use async_trait::async_trait;
-use invalog::embedded::NatsServer;
 use invalog::history;
 use invalog::node::NewNodePolicy;
 use invalog::{
     FileStore, LogSettings, Node, NodeId, NodeSettings, PayloadRefresher, Payloads, Publisher,
     PublisherSettings, RefreshResult, Refresher, RefresherDef, Registry,
 };
+use invalog_nats_server::NatsServer;
 use uuid::Uuid;
 
 /// Arguments of `invalog demo`.

@@ -3,11 +3,11 @@
 //! server by the refresher's subject) and, for every node or one, whether it
 //! has applied the newest of them (from the presence bucket). Prints a table
 //! and one answer line per node, or one JSON document
-//! (`wire::encode_explanation`).
+//! (`crate::json::history`).
 
 use std::io::Write as _;
 
-use invalog::history::explain::{self, Explanation, Question, Verdict};
+use invalog::fleet::explain::{self, Explanation, Question, Verdict};
 use invalog::history::{HistoryError, Target};
 use invalog::printable::printable_lines;
 use invalog::RefresherName;
@@ -85,7 +85,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         return Ok(EXIT_CONFIG);
     }
     let text = if args.json {
-        format!("{}\n", invalog::wire::encode_explanation(&explanation))
+        format!(
+            "{}\n",
+            crate::json::history::encode_explanation(&explanation)
+        )
     } else {
         printable_lines(&render(&explanation)).into_owned()
     };
@@ -104,7 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 /// not the configuration, no node's report, no change in the log.
 fn unknown_refresher(
     x: &Explanation,
-    settings: &invalog::config::ClientSettings,
+    settings: &invalog_agent::config::ClientSettings,
     config: &std::path::Path,
 ) -> Option<String> {
     let name = x.question.refresher.as_str();
@@ -120,7 +123,7 @@ fn unknown_refresher(
     Some(format!(
         "no refresher `{name}` in {} or in any node's report, and no change to it in the log; {}",
         config.display(),
-        invalog::config::did_you_mean(name, known, "refreshers")
+        invalog_agent::config::did_you_mean(name, known, "refreshers")
     ))
 }
 

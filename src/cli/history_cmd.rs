@@ -2,7 +2,7 @@
 //! log without leaving state on the server (`invalog::history`). Filters by
 //! sequence, time, refresher, entry, origin and actor; prints an aligned
 //! table (widths taken from the first rows, so it can stream) or JSON lines
-//! (`wire::encode_history_line`); `--follow` tails the log. A progress bar
+//! (`crate::json::history`); `--follow` tails the log. A progress bar
 //! goes to stderr on long scans when stdout is a terminal.
 
 use std::io::{IsTerminal as _, Write};
@@ -316,7 +316,7 @@ impl Output {
     fn entry(&mut self, entry: &Entry) -> std::io::Result<()> {
         if self.json {
             let touch = self.target.as_ref().and_then(|t| t.touches(&entry.batch));
-            let line = invalog::wire::encode_history_line(entry, touch);
+            let line = crate::json::history::encode_history_line(entry, touch);
             return self.write(&format!("{line}\n"));
         }
         self.pending.push(row(entry));

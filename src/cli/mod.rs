@@ -13,8 +13,8 @@ mod status_cmd;
 mod stream_cmd;
 
 use clap::{Parser, Subcommand};
-use invalog::agent::LogFormat;
 use invalog::printable::printable;
+use invalog_agent::LogFormat;
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
@@ -120,7 +120,7 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 
 /// Loads a configuration file (and `INVALOG_…` environment overrides). A
 /// missing file is said with the ways to name another.
-pub fn load_config(path: &std::path::Path) -> anyhow::Result<invalog::config::Config> {
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<invalog_agent::config::Config> {
     if !path.exists() {
         let relative = match (path.is_relative(), std::env::current_dir()) {
             (true, Ok(dir)) => format!(" (in {})", dir.display()),
@@ -131,12 +131,14 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<invalog::config::Co
             path.display()
         );
     }
-    Ok(invalog::config::load(path)?)
+    Ok(invalog_agent::config::load(path)?)
 }
 
 /// Loads the client settings (`invalog publish`, `history`, `status`, ...)
 /// of `path`; on failure prints why and gives [`EXIT_CONFIG`].
-pub fn client_settings(path: &std::path::Path) -> Result<invalog::config::ClientSettings, u8> {
+pub fn client_settings(
+    path: &std::path::Path,
+) -> Result<invalog_agent::config::ClientSettings, u8> {
     load_config(path)
         .and_then(|config| config.client().map_err(Into::into))
         .map_err(|error| {
@@ -207,14 +209,17 @@ pub struct PresenceArgs {
 
 impl PresenceArgs {
     /// The bucket: the flag, else the configuration.
-    pub fn bucket(&self, settings: &invalog::config::ClientSettings) -> String {
+    pub fn bucket(&self, settings: &invalog_agent::config::ClientSettings) -> String {
         self.bucket
             .clone()
             .unwrap_or_else(|| settings.presence.bucket.clone())
     }
 
     /// The staleness limit: the flag, else the configuration.
-    pub fn stale_after(&self, settings: &invalog::config::ClientSettings) -> std::time::Duration {
+    pub fn stale_after(
+        &self,
+        settings: &invalog_agent::config::ClientSettings,
+    ) -> std::time::Duration {
         self.stale_after.unwrap_or(settings.stale_after)
     }
 }

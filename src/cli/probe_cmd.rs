@@ -5,7 +5,7 @@
 //! and any node that answers. Exits [`EXIT_PROBE_MISSED`] unless every
 //! canary reached every live node within `--timeout`.
 //!
-//! With `--serve` it runs as a service instead (`invalog::probe::service`):
+//! With `--serve` it runs as a service instead (`invalog_agent::probe_service`):
 //! one canary every `--every` until SIGTERM or SIGINT (then exit 0),
 //! `/metrics` and `/healthz` served on the given address.
 
@@ -13,7 +13,8 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use invalog::probe::{Latencies, PresenceSource, ProbeReport, ProbeSettings, ServiceSettings};
+use invalog::probe::{Latencies, ProbeReport, ProbeSettings};
+use invalog_agent::probe_service::{PresenceSource, ServiceSettings};
 
 use super::ConfigArg;
 use super::PresenceArgs;
@@ -140,7 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     };
     client.flush().await.ok();
     let out = if args.json {
-        report.to_json()
+        crate::json::probe::encode_probe_report(&report)
     } else {
         render(&report).into_bytes()
     };
@@ -159,7 +160,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 async fn serve(
     args: Args,
     address: SocketAddr,
-    settings: invalog::config::ClientSettings,
+    settings: invalog_agent::config::ClientSettings,
 ) -> anyhow::Result<u8> {
     if args.every.is_zero() || args.timeout.is_zero() || args.forget_after.is_zero() {
         eprintln!("invalog: --every, --timeout and --forget-after must be more than 0");
@@ -189,7 +190,7 @@ async fn serve(
         }),
     };
     tracing::info!(%address, "probe: serving /metrics and /healthz");
-    let outcome = invalog::probe::serve(
+    let outcome = invalog_agent::probe_service::serve(
         &js,
         &settings.log,
         settings.publisher,

@@ -83,7 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         };
         let mut registry = Registry::new();
         for (def, applier) in &agent.refreshers {
-            let built = invalog::applier::build(def, applier).map_err(anyhow::Error::from);
+            let built = invalog_agent::applier::build(def, applier).map_err(anyhow::Error::from);
             let added = built.and_then(|h| {
                 registry
                     .register_arc(def.clone(), h)

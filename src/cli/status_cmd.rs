@@ -1,5 +1,5 @@
 //! `invalog status`: the log's stream and every node's position, as an
-//! aligned table or one JSON document (`--json`, `wire::encode_fleet_status`).
+//! aligned table or one JSON document (`--json`, `crate::json::status`).
 //! The exit code is for monitoring: 0 when every node is ready and has
 //! reported recently, [`EXIT_UNHEALTHY`] when one is not.
 
@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         }
     };
     let out = if args.json {
-        invalog::wire::encode_fleet_status(&status)
+        crate::json::status::encode_fleet_status(&status)
     } else {
         printable_lines(&render(&status)).into_owned().into_bytes()
     };

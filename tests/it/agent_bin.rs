@@ -282,7 +282,7 @@ async fn an_agent_started_before_nats_waits_unready_then_catches_up() {
 /// the agent exits 3 at once instead of retrying.
 #[tokio::test]
 async fn refused_credentials_exit_3() {
-    let server = invalog::embedded::NatsServer::start_with_config(
+    let server = invalog_nats_server::NatsServer::start_with_config(
         r#"authorization { token: "right-token-123" }"#,
     )
     .await

@@ -1,4 +1,4 @@
-//! The agent's HTTP API (`invalog::agent::http::serve`) on 127.0.0.1:0
+//! The agent's HTTP API (`invalog_agent::http::serve`) on 127.0.0.1:0
 //! around a real node and nats-server, exercised with reqwest: `/healthz`,
 //! `/readyz` while catching up a backlog, stalled and fenced, `/applied`
 //! (read-your-writes, timeout, bad input, shutdown), `/metrics` parsed line

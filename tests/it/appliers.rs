@@ -1,4 +1,4 @@
-//! The agent's appliers (`invalog::applier`), each end to end through a real
+//! The agent's appliers (`invalog_agent::applier`), each end to end through a real
 //! `Node` on a real nats-server: `webhook` against an axum receiver on
 //! 127.0.0.1:0, `redis` against a real `redis-server` started per test,
 //! `command` with small shell scripts. The shared helper here starts a node
@@ -10,11 +10,11 @@ mod webhook;
 
 use std::time::Duration;
 
-use invalog::applier::{build, ApplierSettings};
 use invalog::node::NewNodePolicy;
 use invalog::{
     FileStore, Instruction, Node, NodeId, NodeSettings, Provenance, Publisher, Registry,
 };
+use invalog_agent::applier::{build, ApplierSettings};
 
 use crate::support::{defs, within, Fixture};
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use invalog::node::NewNodePolicy;
+use invalog::probe::{canary_json, decode_probe_reply, Canary};
 use invalog::probe::{probe_refresher, PROBE_REFRESHER};
-use invalog::wire::{self, Canary};
 use invalog::{
     Instruction, KvStore, Node, NodeId, NodeSettings, Provenance, Publisher, PublisherSettings,
     Registry,
@@ -36,7 +36,7 @@ async fn publish_canaries(f: &Fixture, canaries: &[(&str, &str)]) -> u64 {
         .iter()
         .enumerate()
         .map(|(n, (probe, reply))| {
-            Instruction::RefreshJson(wire::canary_json(&Canary {
+            Instruction::RefreshJson(canary_json(&Canary {
                 probe: (*probe).into(),
                 canary: n as u64,
                 reply: (*reply).into(),
@@ -94,7 +94,7 @@ async fn a_canary_replying_to_the_nodes_checkpoint_key_does_not_touch_it() {
     assert_eq!(stats.probe_canaries_refused, 1);
     let bucket = f.js.get_key_value(BUCKET).await.unwrap();
     let entry = bucket.entry("web-1").await.unwrap().expect("stored");
-    let stored = wire::decode_checkpoint(&entry.value).expect("still a checkpoint");
+    let stored = invalog::checkpoint::decode_checkpoint(&entry.value).expect("still a checkpoint");
     assert_eq!(stored.sequence, second);
     node.shutdown().await.expect("stores its checkpoint");
 
@@ -148,7 +148,7 @@ async fn a_node_answers_at_most_the_cap_of_canaries_per_message() {
     let mut received = Vec::new();
     for _ in 0..cap {
         let message = within(LIMIT, answers.next()).await.unwrap();
-        received.push(wire::decode_probe_reply(&message.payload).unwrap());
+        received.push(decode_probe_reply(&message.payload).unwrap());
     }
     // Every answer was sent before the marker was applied; once a flush of
     // the shared client returns, any extra one is already in the channel.

@@ -1,5 +1,5 @@
 //! The topology of docker-compose.yml as local processes: a three-node
-//! JetStream cluster (`invalog::embedded::NatsCluster`), the log as an R3
+//! JetStream cluster (`invalog_nats_server::NatsCluster`), the log as an R3
 //! stream, and two app nodes, each an `invalog agent` (the real binary,
 //! given all three server URLs as in config/compose/agent.toml) applying
 //! through a webhook into its own app (a recording receiver). Both agents
@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use invalog::embedded::NatsCluster;
 use invalog::{LogSettings, Publisher, PublisherSettings};
+use invalog_nats_server::NatsCluster;
 
 use crate::agent_support::{free_port, webhook, Agent, AgentConfig, Hook};
 use crate::support::{defs, within};

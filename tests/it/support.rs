@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_trait::async_trait;
-use invalog::embedded::NatsServer;
 use invalog::node::NewNodePolicy;
 use invalog::{
     FileStore, LogSettings, Node, NodeId, NodeSettings, Publisher, PublisherSettings, RefreshError,
     RefreshResult, Refresher, RefresherDef, Registry,
 };
+use invalog_nats_server::NatsServer;
 use uuid::Uuid;
 
 /// The refreshers every test knows.

@@ -456,7 +456,7 @@ async fn a_second_process_does_not_fight_over_the_kv_checkpoint() {
         .contains("configured on two nodes"));
     let kv = f.js.get_key_value("truth_checkpoints").await.unwrap();
     let stored =
-        invalog::wire::decode_checkpoint(&kv.get("web-1").await.unwrap().unwrap()).unwrap();
+        invalog::checkpoint::decode_checkpoint(&kv.get("web-1").await.unwrap().unwrap()).unwrap();
     assert_eq!(stored.sequence, last);
 }
 
@@ -491,7 +491,9 @@ async fn a_kv_checkpoint_write_whose_answer_was_lost_does_not_block_later_ones()
     let mut landed = 0;
     for _ in 0..100 {
         let bytes = kv.get("web-1").await.unwrap().unwrap();
-        landed = invalog::wire::decode_checkpoint(&bytes).unwrap().sequence;
+        landed = invalog::checkpoint::decode_checkpoint(&bytes)
+            .unwrap()
+            .sequence;
         if landed == 2 {
             break;
         }
@@ -505,7 +507,9 @@ async fn a_kv_checkpoint_write_whose_answer_was_lost_does_not_block_later_ones()
         .expect("not a conflict: the stored value is our own");
     let bytes = kv.get("web-1").await.unwrap().unwrap();
     assert_eq!(
-        invalog::wire::decode_checkpoint(&bytes).unwrap().sequence,
+        invalog::checkpoint::decode_checkpoint(&bytes)
+            .unwrap()
+            .sequence,
         3
     );
 }

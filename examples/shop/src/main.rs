@@ -10,7 +10,7 @@
 //! | `SHOP_LISTEN` | `127.0.0.1:8080` | address to serve on |
 //! | `SHOP_NODE_ID` | `shop-1` | the node's stable id (keys its stored sequence) and the publisher's origin |
 //! | `SHOP_NATS_URLS` | `nats://127.0.0.1:4222` | comma-separated server URLs |
-//! | `SHOP_EMBEDDED_NATS` | unset | `1`: start a local nats-server (`invalog::embedded`) instead |
+//! | `SHOP_EMBEDDED_NATS` | unset | `1`: start a local nats-server (`invalog_nats_server`) instead |
 //! | `SHOP_AGENT_URL` | unset | an `invalog agent`'s base URL: no embedded node; the agent POSTs to `/invalidate` |
 //! | `SHOP_DATABASE` | `memory` | `memory`, or `kv` for a NATS key-value bucket shared by all app nodes |
 //! | `SHOP_CHECKPOINT` | `./shop-<node id>.checkpoint.json` | the embedded node's stored sequence |
@@ -41,15 +41,13 @@ async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(var("RUST_LOG", "info"))
         .init();
-    // reqwest (agent mode) needs a TLS crypto provider installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let node_id = var("SHOP_NODE_ID", "shop-1");
     let listen = var("SHOP_LISTEN", "127.0.0.1:8080");
 
     // Keeps a local server alive as long as the app runs.
     let mut _local_server = None;
     let urls: Vec<String> = if std::env::var("SHOP_EMBEDDED_NATS").as_deref() == Ok("1") {
-        let server = invalog::embedded::NatsServer::start().await?;
+        let server = invalog_nats_server::NatsServer::start().await?;
         tracing::info!(url = %server.url(), "started a local nats-server");
         let url = server.url();
         _local_server = Some(server);

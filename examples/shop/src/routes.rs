@@ -56,7 +56,7 @@ fn db_error(e: crate::db::DbError) -> ApiError {
 fn publish_error(e: PublishError) -> ApiError {
     ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("publishing the invalidation: {e}"),
+        format!("publishing the invalidation: {}", e.chain()),
     )
 }
 

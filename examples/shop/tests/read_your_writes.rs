@@ -1,4 +1,4 @@
-//! Two shop nodes on one local nats-server (`invalog::embedded`), sharing a
+//! Two shop nodes on one local nats-server (`invalog_nats_server`), sharing a
 //! database, each with its own cache and embedded invalog node: a write on
 //! one node is read fresh on the other with the `Invalog-Token` token, a
 //! price change (typed payload) updates the other node's cached entry in
@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use invalog::embedded::NatsServer;
+use invalog_nats_server::NatsServer;
 use invalog::{FileStore, LogSettings, Node, NodeId, NodeSettings, Publisher, PublisherSettings};
 use serde_json::{json, Value};
 use shop::cache::{Product, ProductCache};
@@ -92,7 +92,6 @@ async fn setup() -> (
     tempfile::TempDir,
     Database,
 ) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = NatsServer::start().await.unwrap();
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
     invalog::provision(&js, &LogSettings::default())

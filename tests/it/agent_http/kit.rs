@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use invalog::agent::http::{serve, AgentInfo, HttpState};
 use invalog::node::NewNodePolicy;
 use invalog::{
     BatchContext, CheckpointStore, FileStore, Node, NodeId, NodeSettings, RefreshResult, Refresher,
     Registry,
 };
+use invalog_agent::http::{serve, AgentInfo, HttpState};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 

@@ -1,4 +1,4 @@
-//! The agent's HTTP limits (`invalog::agent::server`) as attacks from raw
+//! The agent's HTTP limits (`invalog_agent::server`) as attacks from raw
 //! TCP clients on 127.0.0.1: a half-sent request neither delays the node's
 //! start once NATS is back (real binary) nor holds the shutdown beyond the
 //! grace; more idle connections than the cap queue a new `/healthz` only
@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use invalog::agent::server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE};
+use invalog_agent::server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use invalog::applier::{build, ApplierSettings, CommandSettings};
 use invalog::node::{NewNodePolicy, Readiness};
 use invalog::Instruction;
+use invalog_agent::applier::{build, ApplierSettings, CommandSettings};
 use serde_json::{json, Value};
 
 use super::{applied, publish, start_node, ATTEMPTS};

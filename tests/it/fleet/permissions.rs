@@ -39,7 +39,7 @@ fn least_privilege_config() -> String {
 
 #[tokio::test]
 async fn least_privilege_reporter_and_status() {
-    let server = invalog::embedded::NatsServer::start_with_config(&least_privilege_config())
+    let server = invalog_nats_server::NatsServer::start_with_config(&least_privilege_config())
         .await
         .unwrap();
     let js_as = |user: &'static str, password: &'static str| {

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use invalog::connect::{connect, NatsSettings};
-use invalog::embedded::NatsCluster;
 use invalog::node::NewNodePolicy;
 use invalog::{
     FileStore, LogSettings, Node, NodeId, NodeSettings, PublishErrorKind, Publisher,
     PublisherSettings, Registry,
 };
+use invalog_nats_server::NatsCluster;
 
 use crate::support::{defs, eventually, within, Call, Recorder};
 

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use invalog::connect::{connect, NatsAuth, NatsSettings};
-use invalog::embedded::NatsServer;
 use invalog::node::NewNodePolicy;
 use invalog::secret::Secret;
 use invalog::{
     FileStore, LogSettings, Node, NodeId, NodeSettings, Publisher, PublisherSettings, Registry,
 };
+use invalog_nats_server::NatsServer;
 
 use crate::support::{defs, within, Call, Recorder};
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use invalog::connect::{connect, NatsAuth, NatsSettings};
-use invalog::embedded::NatsServer;
 use invalog::secret::Secret;
 use invalog::LogSettings;
+use invalog_nats_server::NatsServer;
 
 /// The agent user of docs/nats-connection.md, verbatim, plus an admin.
 const CONFIG: &str = r#"authorization {

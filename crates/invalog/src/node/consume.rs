@@ -1,0 +1,201 @@
+//! The consumer side of the runner: [`Runner::follow`] opens an ordered
+//! consumer (no server-side state to clean up) from the next sequence to
+//! apply, hands what it delivers to `run` in order, and opens it again
+//! after errors, stalls and reconnects. While the server takes longer than
+//! [`CREATE_PATIENCE`] to answer a creation, the node applies what waits
+//! by reading directly (`direct`), so a creation that will never be
+//! answered (a consumer placed on a cluster peer that died) does not hold
+//! up applying until the request times out.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
+use futures::StreamExt;
+
+use super::run::{Flow, Runner, Stored, CHECK_INTERVAL};
+use super::status::Stats;
+
+/// How long a consumer creation may be pending before the node reads what
+/// waits directly (and again after every such interval).
+const CREATE_PATIENCE: Duration = Duration::from_secs(1);
+
+/// How often the consumer loop looks for a stall or a reconnect (locally,
+/// without asking the server).
+const STALL_CHECK: Duration = Duration::from_millis(250);
+
+/// What opening a consumer gave.
+pub(super) enum Opened {
+    /// A consumer's message stream.
+    Consumer(Box<pull::Ordered>),
+    /// No consumer: do this instead.
+    Flow(Flow),
+}
+
+impl Runner {
+    /// Consumes until shutdown, creating the consumer again after errors.
+    pub(super) async fn follow(&mut self) {
+        let mut failures = 0;
+        let cancel = self.cancel.clone();
+        loop {
+            if std::mem::take(&mut self.read_directly) {
+                if let Flow::Stop = self.read_direct().await {
+                    return;
+                }
+            }
+            // Opening a consumer waits on the server; a shutdown need not
+            // wait for it (nothing is in hand yet).
+            let opened = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                opened = self.open_consumer() => opened,
+            };
+            let outcome = match opened {
+                Ok(Opened::Consumer(messages)) => self.drain(messages).await,
+                Ok(Opened::Flow(flow)) => Ok(flow),
+                Err(message) => Err(message),
+            };
+            match outcome {
+                Ok(Flow::Stop) => return,
+                Ok(_) => failures = 0,
+                Err(message) => {
+                    failures += 1;
+                    self.read_directly = true;
+                    tracing::warn!(node = %self.settings.node_id, error = %message, "consumer failed; retrying");
+                }
+            }
+            Stats::bump(&self.stats().consumer_restarts);
+            if failures > 0 && !self.pause(self.settings.retry.backoff(failures)).await {
+                return;
+            }
+        }
+    }
+
+    /// One consumer's life: apply what it delivers until it fails, the
+    /// stream check asks for a restart, or shutdown.
+    async fn drain(&mut self, mut messages: Box<pull::Ordered>) -> Result<Flow, String> {
+        // After a reconnect the ordered consumer only notices it was lost
+        // when heartbeats go missing (seconds); recreate it at once instead.
+        let connects = self.connects();
+        self.last_delivery = Instant::now();
+        self.pending_after_last = None;
+        let check_every = self.settings.flush_interval.min(CHECK_INTERVAL);
+        let mut tick = tokio::time::interval(check_every.min(STALL_CHECK));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        // One cancellation future for the consumer's life: creating one per
+        // message registers and unregisters a waiter each time.
+        let cancelled = self.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
+        loop {
+            let flow = tokio::select! {
+                biased;
+                _ = &mut cancelled => Flow::Stop,
+                item = messages.next() => match item {
+                    Some(Ok(message)) => self.on_message(&message).await,
+                    Some(Err(e)) => return Err(format!("consumer: {e}")),
+                    None => return Err("consumer ended".into()),
+                },
+                _ = tick.tick() => if self.connects() != connects || self.stalled() {
+                    Flow::Restart
+                } else if self.last_check.elapsed() >= check_every {
+                    self.on_tick().await
+                } else {
+                    Flow::Continue
+                },
+            };
+            // `biased` polls messages first: during a catch-up the tick may never run.
+            if self.cursor.flush_due(self.settings.flush_interval) {
+                self.flush();
+            }
+            if !matches!(flow, Flow::Continue) {
+                return Ok(flow);
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
+        let Ok(info) = message.info() else {
+            self.last_delivery = Instant::now();
+            tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");
+            return Flow::Continue;
+        };
+        self.pending_after_last = Some(info.pending);
+        if self.verified_consumer.as_deref() != Some(info.consumer) {
+            // A consumer (ours, or one async-nats recreated after losing the
+            // last) may sit on a stream created again since the last check:
+            // nothing it delivers is applied before the stream's identity is.
+            if let Some(flow) = self.verify_incarnation().await {
+                return flow;
+            }
+            self.verified_consumer = Some(info.consumer.to_owned());
+        }
+        let stored = Stored {
+            sequence: info.stream_sequence,
+            subject: &message.subject,
+            payload: &message.payload,
+            published: info.published.into(),
+        };
+        self.on_stored(stored, info.pending).await
+    }
+
+    /// Creates an ordered consumer at `next`, unless the stream check asks
+    /// for something else first (a cold boot). A consumer that starts
+    /// before `next` (messages were read directly meanwhile) is fine: what
+    /// it delivers below `next` is skipped.
+    pub(super) async fn open_consumer(&mut self) -> Result<Opened, String> {
+        let position = self.position().await?;
+        if let Some(flow) = self.check_stream(position).await {
+            return Ok(Opened::Flow(flow));
+        }
+        let creating = create_ordered(
+            self.js.clone(),
+            self.log.stream.clone(),
+            self.log.all_subjects(),
+            self.cursor.next(),
+        );
+        tokio::pin!(creating);
+        let start = tokio::time::Instant::now() + CREATE_PATIENCE;
+        let mut patience = tokio::time::interval_at(start, CREATE_PATIENCE);
+        patience.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                created = &mut creating => return created.map(Opened::Consumer),
+                _ = patience.tick() => match self.read_direct().await {
+                    Flow::Continue => {}
+                    flow => return Ok(Opened::Flow(flow)),
+                },
+            }
+        }
+    }
+}
+
+/// Creates an ordered consumer from `start` and its message stream; owns
+/// what it needs, so the node can go on while it waits.
+async fn create_ordered(
+    js: jetstream::Context,
+    stream: String,
+    filter: String,
+    start: u64,
+) -> Result<Box<pull::Ordered>, String> {
+    // No stream-info request: the caller has just read the stream.
+    let stream = js
+        .get_stream_no_info(&stream)
+        .await
+        .map_err(|e| format!("opening stream: {e}"))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating consumer: {e}"))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("starting consumer: {e}"))?;
+    Ok(Box::new(messages))
+}
