@@ -7,7 +7,7 @@
   reason JSON Schema cannot express. Listed files must exist and must pass the
   schema (otherwise the entry is stale).
 
-The Rust side (src/wire/tests.rs) checks that every example decodes and every
+The Rust side (crates/invalog/src/wire/tests.rs) checks that every example decodes and every
 invalid message fails with the expected error. Exit status 1 on any mismatch.
 
 Usage: pip install jsonschema && python3 docs/wire-format/check_schema.py
