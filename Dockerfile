@@ -16,13 +16,12 @@ ARG RUST_VERSION=1.95
 # ---- build: compile in release mode, with cargo's caches kept between builds
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
-# The workspace: the root package (the `invalog` command, its tests and
-# benches, which cargo reads the manifest of) and the crates under crates/.
+# The workspace: the root package (the `invalog` command) and the crates
+# under crates/ (.ci/check-dockerfile.sh builds exactly what is copied).
 COPY Cargo.toml Cargo.lock README.md ./
 COPY crates ./crates
 COPY src ./src
 COPY tests ./tests
-COPY benches ./benches
 COPY examples/shop ./examples/shop
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
