@@ -145,7 +145,11 @@ fn settings_of(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
             ),
         ));
     };
-    if let Some(foreign) = raw.keys_set().into_iter().find(|k| !allowed.contains(k)) {
+    if let Some(foreign) = raw
+        .keys_set()
+        .into_iter()
+        .find(|k| !allowed.contains(&k.as_str()))
+    {
         let key = format!("{at}.{foreign}");
         return Err(cx.conflict(
             &key,
