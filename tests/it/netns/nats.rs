@@ -1,0 +1,212 @@
+//! A JetStream cluster with each `nats-server` in its own test host:
+//! [`NsCluster`]. Server `i` listens on its host's address, client port
+//! 4222 and route port 6222, routes to every other server, and advertises
+//! nothing (`no_advertise`): clients use only the URLs they were given.
+//! Stream-level helpers (provision an R3 stream, find its leader) run from
+//! a host of the caller's choosing, over that host's links.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use invalog::connect::{connect, NatsSettings};
+use invalog::LogSettings;
+
+use super::Host;
+
+const CLIENT_PORT: u16 = 4222;
+const ROUTE_PORT: u16 = 6222;
+
+/// One server of an [`NsCluster`]; killed when dropped.
+struct NsServer {
+    host: Host,
+    conf: std::path::PathBuf,
+    log: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+/// Servers named after their hosts, cluster name `ivl`.
+pub struct NsCluster {
+    servers: Vec<NsServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl NsCluster {
+    /// Starts one server in each of `hosts` and waits until each accepts
+    /// TCP connections (JetStream may still be electing: see
+    /// [`provision`](Self::provision)).
+    pub async fn start(hosts: &[&Host]) -> NsCluster {
+        let binary = tokio::task::spawn_blocking(invalog::embedded::find_binary)
+            .await
+            .unwrap()
+            .expect("nats-server binary");
+        let dir = tempfile::Builder::new()
+            .prefix("ivl-nats-")
+            .tempdir()
+            .unwrap();
+        let mut servers = Vec::new();
+        for host in hosts {
+            let routes: Vec<String> = hosts
+                .iter()
+                .filter(|h| h.name() != host.name())
+                .map(|h| format!("\"nats://{}:{ROUTE_PORT}\"", h.addr()))
+                .collect();
+            let base = dir.path().join(host.name());
+            std::fs::create_dir_all(&base).unwrap();
+            let (conf, log) = (base.join("server.conf"), base.join("server.log"));
+            let text = format!(
+                "server_name: \"{name}\"\nlisten: \"{addr}:{CLIENT_PORT}\"\nlog_file: \"{log}\"\n\
+                 jetstream {{ store_dir: \"{store}\" }}\n\
+                 cluster {{\n  name: \"ivl\"\n  listen: \"{addr}:{ROUTE_PORT}\"\n  \
+                 routes: [{routes}]\n  no_advertise: true\n}}\n",
+                name = host.name(),
+                addr = host.addr(),
+                log = log.display(),
+                store = base.join("store").display(),
+                routes = routes.join(", "),
+            );
+            std::fs::write(&conf, text).unwrap();
+            servers.push(NsServer {
+                host: (*host).clone(),
+                conf,
+                log,
+                child: None,
+            });
+        }
+        let mut cluster = NsCluster { servers, _dir: dir };
+        for i in 0..cluster.servers.len() {
+            cluster.launch(i, &binary);
+        }
+        for i in 0..cluster.servers.len() {
+            cluster.wait_accepting(i).await;
+        }
+        cluster
+    }
+
+    fn launch(&mut self, i: usize, binary: &std::path::Path) {
+        let server = &mut self.servers[i];
+        let child = Command::new("ip")
+            .args(["netns", "exec", server.host.ns()])
+            .arg(binary)
+            .arg("-c")
+            .arg(&server.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        server.child = Some(child);
+    }
+
+    async fn wait_accepting(&mut self, i: usize) {
+        let start = Instant::now();
+        let addr = SocketAddr::from((self.servers[i].host.addr(), CLIENT_PORT));
+        loop {
+            let host = self.servers[i].host.clone();
+            let up = host.in_ns(|| TcpStream::connect_timeout(&addr, Duration::from_millis(250)));
+            if up.is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.servers[i].child.as_mut().map(Child::try_wait) {
+                panic!("{} exited ({status}):\n{}", host.name(), self.log_tail(i));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{} not accepting:\n{}",
+                host.name(),
+                self.log_tail(i)
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Client URLs of all servers, in order.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| format!("nats://{}:{CLIENT_PORT}", s.host.addr()))
+            .collect()
+    }
+
+    /// The last 30 lines of server `i`'s log.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.servers[i].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// A JetStream context from `via`'s runtime (call inside [`Host::run`]).
+    pub async fn js(urls: Vec<String>) -> jetstream::Context {
+        let settings = NatsSettings {
+            urls,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let client = connect(&settings).await.expect("connects");
+        jetstream::context::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(client)
+    }
+
+    /// Provisions `log` from `via`, retrying while JetStream elects its
+    /// leaders (60 s at most).
+    pub async fn provision(&self, via: &Host, log: &LogSettings) {
+        let (urls, log) = (self.urls(), log.clone());
+        via.run(move || async move {
+            let js = Self::js(urls).await;
+            let start = Instant::now();
+            while let Err(e) = invalog::provision(&js, &log).await {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "provisioning: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+    }
+
+    /// The stream's leader (a host name) once every replica is current,
+    /// asked from `via` (60 s at most).
+    pub async fn healthy_leader(&self, via: &Host, log: &LogSettings) -> String {
+        let (urls, stream, size) = (self.urls(), log.stream.clone(), self.servers.len());
+        via.run(move || async move {
+            let js = Self::js(urls).await;
+            let start = Instant::now();
+            loop {
+                if let Ok(info) = js
+                    .get_stream(&stream)
+                    .await
+                    .map(|s| s.cached_info().clone())
+                {
+                    if let Some(c) = info.cluster {
+                        let current = c.replicas.len() == size - 1
+                            && c.replicas.iter().all(|r| r.current && !r.offline);
+                        if let (Some(leader), true) = (c.leader, current) {
+                            return leader;
+                        }
+                    }
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "no healthy stream leader within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for NsCluster {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            if let Some(mut child) = server.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

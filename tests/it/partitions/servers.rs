@@ -1,0 +1,120 @@
+//! (a) A follower server cut off from the other two, then (b) the stream
+//! leader isolated, while a publisher publishes and two agents apply. After
+//! each heal the publisher is acknowledged again; at the end every
+//! acknowledged publish was applied by both agents, in order, and both are
+//! ready.
+
+use std::time::{Duration, Instant};
+
+use invalog::LogSettings;
+
+use super::fleet::{NsAgent, NsPublisher};
+use super::{check_applied, cut_length, failed_but_stored, net_or_skip, FENCE};
+use crate::netns::{Net, NsCluster};
+use crate::reliability::time_until;
+
+const SERVERS: [&str; 3] = ["s0", "s1", "s2"];
+
+/// Isolates `server` for the cut length while `publisher` runs; returns
+/// (acknowledged during the cut, time from the heal to 20 more acks).
+async fn cut_server(
+    net: &Net,
+    server: &str,
+    publisher: &NsPublisher,
+    what: &str,
+) -> (usize, Duration) {
+    let before = publisher.acked();
+    let connected = publisher.record().server;
+    net.isolate(server);
+    tokio::time::sleep(cut_length()).await; // the fault's duration
+    let during = publisher.acked() - before;
+    net.heal();
+    let healed = Instant::now();
+    let at_heal = publisher.acked();
+    time_until(
+        Duration::from_secs(90),
+        &format!("{what}: 20 publishes acknowledged after the heal"),
+        || publisher.acked() >= at_heal + 20,
+    )
+    .await;
+    let again = healed.elapsed();
+    eprintln!(
+        "partitions: {what}: {server} isolated {:?}: {during} publishes acknowledged meanwhile \
+         (the publisher's connection went to {connected}); 20 more within {again:?} of the heal",
+        cut_length()
+    );
+    (during, again)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_server_and_an_isolated_leader_lose_no_acknowledged_publish() {
+    let test = "partitions::servers";
+    let Some(net) = net_or_skip(test, &["s0", "s1", "s2", "a0", "a1", "p"]) else {
+        return;
+    };
+    let cluster = NsCluster::start(&SERVERS.map(|s| net.host(s))).await;
+    let log = LogSettings {
+        replicas: 3,
+        ..LogSettings::default()
+    };
+    let p = net.host("p");
+    cluster.provision(p, &log).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agents: Vec<NsAgent> = ["a0", "a1"]
+        .iter()
+        .map(|a| NsAgent::start(net.host(a), dir.path(), &cluster.urls(), FENCE))
+        .collect();
+    for agent in &agents {
+        agent
+            .wait_readyz(Duration::from_secs(60), "ready at start", |c, _| c == 200)
+            .await;
+    }
+    let publisher = NsPublisher::start(p, cluster.urls(), &log, 1, Duration::from_millis(500), 6);
+    time_until(Duration::from_secs(60), "50 publishes acknowledged", || {
+        publisher.acked() >= 50
+    })
+    .await;
+
+    // (a) A follower cut off from the other two servers and every client;
+    // not the publisher's server, so that publishing must carry on.
+    let leader = cluster.healthy_leader(p, &log).await;
+    let publishers_server = publisher.record().server;
+    let follower = SERVERS
+        .iter()
+        .find(|s| **s != leader && **s != publishers_server)
+        .unwrap();
+    let (during, _) = cut_server(&net, follower, &publisher, "(a) a follower cut off").await;
+    assert!(
+        during > 0,
+        "publishing through {publishers_server} carries on while {follower} is cut off"
+    );
+
+    // (b) The stream leader isolated: the other two elect a new one.
+    let leader = cluster.healthy_leader(p, &log).await;
+    cut_server(&net, &leader, &publisher, "(b) the stream leader isolated").await;
+    let new_leader = cluster.healthy_leader(p, &log).await;
+    eprintln!("partitions: (b) leader before the cut {leader}, after the heal {new_leader}");
+
+    let record = publisher.stop().await;
+    let mut again = Vec::new();
+    for agent in &agents {
+        again.push(check_applied(agent, &[&record], test).await);
+        let (took, _) = agent
+            .wait_readyz(Duration::from_secs(60), "ready after the heals", |c, _| {
+                c == 200
+            })
+            .await;
+        eprintln!(
+            "{test}: {} ready ({took:?} after the check)",
+            agent.host.name()
+        );
+    }
+    eprintln!(
+        "{test}: {} acknowledged, 0 lost; {} failed (not acknowledged), of which {} stored anyway; \
+         applied again: {again:?}; first failure: {:?}",
+        record.acks.len(),
+        record.failures.len(),
+        failed_but_stored(&agents[0], &record),
+        record.failures.first().map(|f| &f.2)
+    );
+}
