@@ -29,6 +29,7 @@ struct NsServer {
 /// Servers named after their hosts, cluster name `ivl`.
 pub struct NsCluster {
     servers: Vec<NsServer>,
+    binary: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -74,9 +75,13 @@ impl NsCluster {
                 child: None,
             });
         }
-        let mut cluster = NsCluster { servers, _dir: dir };
+        let mut cluster = NsCluster {
+            servers,
+            binary,
+            _dir: dir,
+        };
         for i in 0..cluster.servers.len() {
-            cluster.launch(i, &binary);
+            cluster.launch(i);
         }
         for i in 0..cluster.servers.len() {
             cluster.wait_accepting(i).await;
@@ -84,11 +89,11 @@ impl NsCluster {
         cluster
     }
 
-    fn launch(&mut self, i: usize, binary: &std::path::Path) {
+    fn launch(&mut self, i: usize) {
         let server = &mut self.servers[i];
         let child = Command::new("ip")
             .args(["netns", "exec", server.host.ns()])
-            .arg(binary)
+            .arg(&self.binary)
             .arg("-c")
             .arg(&server.conf)
             .stdin(Stdio::null())
@@ -121,6 +126,30 @@ impl NsCluster {
         }
     }
 
+    /// `kill -9` of server `i` (a no-op when it is not running).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills server `i` if running and starts it again with the same
+    /// configuration and store; returns once it accepts connections.
+    pub async fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.launch(i);
+        self.wait_accepting(i).await;
+    }
+
+    /// The servers' names (their hosts' names), in order.
+    pub fn names(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| s.host.name().to_owned())
+            .collect()
+    }
+
     /// Client URLs of all servers, in order.
     pub fn urls(&self) -> Vec<String> {
         self.servers
@@ -136,7 +165,8 @@ impl NsCluster {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// A JetStream context from `via`'s runtime (call inside [`Host::run`]).
+    /// A JetStream context on a new connection to `urls`, opened from the
+    /// calling thread's namespace (call it inside [`Host::run`]).
     pub async fn js(urls: Vec<String>) -> jetstream::Context {
         let settings = NatsSettings {
             urls,
@@ -202,11 +232,8 @@ impl NsCluster {
 
 impl Drop for NsCluster {
     fn drop(&mut self) {
-        for server in &mut self.servers {
-            if let Some(mut child) = server.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        for i in 0..self.servers.len() {
+            self.kill(i);
         }
     }
 }

@@ -2,7 +2,8 @@
 //! leader isolated, while a publisher publishes and two agents apply. After
 //! each heal the publisher is acknowledged again; at the end every
 //! acknowledged publish was applied by both agents, in order, and both are
-//! ready.
+//! ready. Then the old leader is killed and restarted: it rejoins and
+//! every replica is current again.
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ async fn a_cut_off_server_and_an_isolated_leader_lose_no_acknowledged_publish() 
     let Some(net) = net_or_skip(test, &["s0", "s1", "s2", "a0", "a1", "p"]) else {
         return;
     };
-    let cluster = NsCluster::start(&SERVERS.map(|s| net.host(s))).await;
+    let mut cluster = NsCluster::start(&SERVERS.map(|s| net.host(s))).await;
     let log = LogSettings {
         replicas: 3,
         ..LogSettings::default()
@@ -94,6 +95,15 @@ async fn a_cut_off_server_and_an_isolated_leader_lose_no_acknowledged_publish() 
     cut_server(&net, &leader, &publisher, "(b) the stream leader isolated").await;
     let new_leader = cluster.healthy_leader(p, &log).await;
     eprintln!("partitions: (b) leader before the cut {leader}, after the heal {new_leader}");
+    // The old leader, just back, crashes and restarts: it still rejoins.
+    let index = cluster.names().iter().position(|n| *n == leader).unwrap();
+    cluster.restart(index).await;
+    let at_restart = publisher.acked();
+    time_until(Duration::from_secs(90), "publishes after a restart", || {
+        publisher.acked() >= at_restart + 20
+    })
+    .await;
+    cluster.healthy_leader(p, &log).await;
 
     let record = publisher.stop().await;
     let mut again = Vec::new();
