@@ -9,7 +9,7 @@
 //! again after the heal; duplicates are counted and printed.
 //!
 //! The tests need root and `ip`; elsewhere they print why they skip. Cuts
-//! last 5 s by default, 30 s with `INVALOG_SLOW_TESTS=1` (longer than the
+//! last 5 s by default, 45 s with `INVALOG_SLOW_TESTS=1` (longer than the
 //! clients' ping timeout, so connections are declared dead and replaced).
 
 mod fleet;
@@ -29,7 +29,7 @@ const FENCE: Duration = Duration::from_secs(2);
 
 /// How long a cut lasts (the fault's duration, the only timed pause).
 fn cut_length() -> Duration {
-    Duration::from_secs(if slow() { 30 } else { 5 })
+    Duration::from_secs(if slow() { 45 } else { 5 })
 }
 
 /// The hosts, or `None` (the reason printed) where namespaces cannot be made.

@@ -164,12 +164,14 @@ impl Drop for NsAgent {
 pub type Ack = (i64, u64, Instant, Instant);
 
 /// What a publisher saw: acknowledged publishes, failed ones as (id, when
-/// it failed, the error), and the server its connection went to last.
+/// it failed, the error), the server its connection went to last, and
+/// when it changed (the server it went to then).
 #[derive(Clone, Default)]
 pub struct Record {
     pub acks: Vec<Ack>,
     pub failures: Vec<(i64, Instant, String)>,
     pub server: String,
+    pub switches: Vec<(Instant, String)>,
 }
 
 /// Publishes `refresh_ids [id]` to `content`, one id after the other from
@@ -203,7 +205,13 @@ impl NsPublisher {
             let publisher = Publisher::new(js, log, settings, defs());
             let mut id = first_id;
             while !s.load(Ordering::SeqCst) {
-                r.lock().unwrap().server = client.server_info().server_name;
+                let server = client.server_info().server_name;
+                let mut record = r.lock().unwrap();
+                if record.server != server {
+                    record.switches.push((Instant::now(), server.clone()));
+                    record.server = server;
+                }
+                drop(record);
                 let started = Instant::now();
                 match publisher.refresh_ids("content", &[id]).await {
                     Ok(receipt) => {

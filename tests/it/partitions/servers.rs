@@ -27,8 +27,16 @@ async fn cut_server(
     let before = publisher.acked();
     let connected = publisher.record().server;
     net.isolate(server);
+    let cut_at = Instant::now();
     tokio::time::sleep(cut_length()).await; // the fault's duration
     let during = publisher.acked() - before;
+    let moved = publisher
+        .record()
+        .switches
+        .into_iter()
+        .find(|(at, _)| *at > cut_at)
+        .map(|(at, to)| format!("moved to {to} {:?} into the cut", at - cut_at))
+        .unwrap_or_else(|| "stayed".into());
     net.heal();
     let healed = Instant::now();
     let at_heal = publisher.acked();
@@ -41,7 +49,7 @@ async fn cut_server(
     let again = healed.elapsed();
     eprintln!(
         "partitions: {what}: {server} isolated {:?}: {during} publishes acknowledged meanwhile \
-         (the publisher's connection went to {connected}); 20 more within {again:?} of the heal",
+         (the publisher's connection went to {connected}, {moved}); 20 more within {again:?} of the heal",
         cut_length()
     );
     (during, again)
