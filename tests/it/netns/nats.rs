@@ -181,21 +181,37 @@ impl NsCluster {
     }
 
     /// Provisions `log` from `via`, retrying while JetStream elects its
-    /// leaders (60 s at most).
+    /// leaders (60 s at most; then fails with the last error and the
+    /// servers' logs).
     pub async fn provision(&self, via: &Host, log: &LogSettings) {
         let (urls, log) = (self.urls(), log.clone());
-        via.run(move || async move {
-            let js = Self::js(urls).await;
-            let start = Instant::now();
-            while let Err(e) = invalog::provision(&js, &log).await {
-                assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "provisioning: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
+        let outcome = via
+            .run(move || async move {
+                let js = Self::js(urls).await;
+                let start = Instant::now();
+                loop {
+                    match invalog::provision(&js, &log).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                            return Err(e.to_string())
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = outcome {
+            let logs: Vec<String> = (0..self.servers.len())
+                .map(|i| {
+                    format!(
+                        "--- {} ---\n{}",
+                        self.servers[i].host.name(),
+                        self.log_tail(i)
+                    )
+                })
+                .collect();
+            panic!("provisioning within 60 s: {e}\n{}", logs.join("\n"));
+        }
     }
 
     /// The stream's leader (a host name) once every replica is current,
