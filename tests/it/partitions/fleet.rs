@@ -20,9 +20,12 @@ use crate::support::defs;
 /// The agent's HTTP port inside its host (each host has its own ports).
 const AGENT_HTTP_PORT: u16 = 9464;
 
-/// Records each webhook body as (sequence, ids), in arrival order.
+/// One webhook body: its sequence and the ids of its instructions.
+type Call = (u64, Vec<i64>);
+
+/// Records each webhook body, in arrival order.
 #[derive(Clone, Default)]
-pub struct Hook(Arc<Mutex<Vec<(u64, Vec<i64>)>>>);
+pub struct Hook(Arc<Mutex<Vec<Call>>>);
 
 impl Hook {
     /// Listens on a free loopback port inside `host`; returns the port.
@@ -43,7 +46,7 @@ impl Hook {
     }
 
     /// Every (sequence, ids) received.
-    pub fn calls(&self) -> Vec<(u64, Vec<i64>)> {
+    pub fn calls(&self) -> Vec<Call> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -206,12 +209,13 @@ impl NsPublisher {
             let mut id = first_id;
             while !s.load(Ordering::SeqCst) {
                 let server = client.server_info().server_name;
-                let mut record = r.lock().unwrap();
-                if record.server != server {
-                    record.switches.push((Instant::now(), server.clone()));
-                    record.server = server;
+                {
+                    let mut record = r.lock().unwrap();
+                    if record.server != server {
+                        record.switches.push((Instant::now(), server.clone()));
+                        record.server = server;
+                    }
                 }
-                drop(record);
                 let started = Instant::now();
                 match publisher.refresh_ids("content", &[id]).await {
                     Ok(receipt) => {
