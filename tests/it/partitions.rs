@@ -12,7 +12,7 @@
 //! last 5 s by default, 45 s with `INVALOG_SLOW_TESTS=1` (longer than the
 //! clients' ping timeout, so connections are declared dead and replaced).
 
-mod fleet;
+pub mod fleet;
 mod isolated;
 mod servers;
 

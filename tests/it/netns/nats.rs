@@ -80,10 +80,12 @@ impl NsCluster {
             binary,
             _dir: dir,
         };
+        // One after the other, as `invalog::embedded::NatsCluster` does:
+        // started at once, nats-server 2.10 sometimes never lets the third
+        // server join the meta group (stream creation then keeps failing
+        // with "no suitable peers for placement").
         for i in 0..cluster.servers.len() {
             cluster.launch(i);
-        }
-        for i in 0..cluster.servers.len() {
             cluster.wait_accepting(i).await;
         }
         cluster
