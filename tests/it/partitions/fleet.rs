@@ -118,6 +118,21 @@ impl NsAgent {
         }
     }
 
+    /// The name of the server the agent's NATS connection goes to (from
+    /// `/status`), empty when it does not say.
+    pub async fn server(&self) -> String {
+        let (_, body) = self
+            .host
+            .http_get(AGENT_HTTP_PORT, "/status")
+            .await
+            .unwrap_or_default();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        status["nats"]["server"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// `GET /readyz`: status and body (0 when nothing answers).
     pub async fn readyz(&self) -> (u16, String) {
         let answer = self.host.http_get(AGENT_HTTP_PORT, "/readyz").await;

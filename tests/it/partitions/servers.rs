@@ -16,19 +16,35 @@ use crate::reliability::time_until;
 
 const SERVERS: [&str; 3] = ["s0", "s1", "s2"];
 
-/// Isolates `server` for the cut length while `publisher` runs; returns
-/// (acknowledged during the cut, time from the heal to 20 more acks).
+/// Isolates `server` for the cut length while `publisher` runs, sampling
+/// each agent's `/readyz` every 100 ms meanwhile, and waits for every agent
+/// to be ready after the heal; returns (acknowledged
+/// during the cut, per agent: the server it was connected to and when it
+/// first was unready, counted from the cut).
 async fn cut_server(
     net: &Net,
     server: &str,
     publisher: &NsPublisher,
+    agents: &[NsAgent],
     what: &str,
-) -> (usize, Duration) {
+) -> (usize, Vec<(String, Option<Duration>)>) {
+    let mut seen = Vec::new();
+    for agent in agents {
+        seen.push((agent.server().await, None));
+    }
     let before = publisher.acked();
     let connected = publisher.record().server;
     net.isolate(server);
     let cut_at = Instant::now();
-    tokio::time::sleep(cut_length()).await; // the fault's duration
+    // The fault's duration, spent sampling readiness.
+    while cut_at.elapsed() < cut_length() {
+        for (agent, (_, unready)) in agents.iter().zip(seen.iter_mut()) {
+            if unready.is_none() && agent.readyz().await.0 != 200 {
+                *unready = Some(cut_at.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let during = publisher.acked() - before;
     let moved = publisher
         .record()
@@ -47,12 +63,22 @@ async fn cut_server(
     )
     .await;
     let again = healed.elapsed();
+    let mut ready = Vec::new();
+    for agent in agents {
+        agent
+            .wait_readyz(Duration::from_secs(60), "ready after the heal", |c, _| {
+                c == 200
+            })
+            .await;
+        ready.push(healed.elapsed());
+    }
     eprintln!(
         "partitions: {what}: {server} isolated {:?}: {during} publishes acknowledged meanwhile \
-         (the publisher's connection went to {connected}, {moved}); 20 more within {again:?} of the heal",
+         (the publisher's connection went to {connected}, {moved}); 20 more within {again:?} of the heal; \
+         agents (connected to, first unready): {seen:?}, ready again {ready:?} after the heal",
         cut_length()
     );
-    (during, again)
+    (during, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,15 +118,43 @@ async fn a_cut_off_server_and_an_isolated_leader_lose_no_acknowledged_publish() 
         .iter()
         .find(|s| **s != leader && **s != publishers_server)
         .unwrap();
-    let (during, _) = cut_server(&net, follower, &publisher, "(a) a follower cut off").await;
+    let (during, agents_seen) = cut_server(
+        &net,
+        follower,
+        &publisher,
+        &agents,
+        "(a) a follower cut off",
+    )
+    .await;
     assert!(
         during > 0,
         "publishing through {publishers_server} carries on while {follower} is cut off"
     );
+    // An agent on a server of the majority stays ready; one on the cut-off
+    // server cannot reach the stream and fences itself.
+    for (agent, (on, unready)) in agents.iter().zip(&agents_seen) {
+        let name = agent.host.name();
+        if on == follower {
+            let after = unready.expect("an agent on the cut-off server goes unready");
+            assert!(
+                after <= FENCE + Duration::from_millis(1500),
+                "{name} unready after {after:?}"
+            );
+        } else {
+            assert_eq!(*unready, None, "{name}, connected to {on}, stays ready");
+        }
+    }
 
     // (b) The stream leader isolated: the other two elect a new one.
     let leader = cluster.healthy_leader(p, &log).await;
-    cut_server(&net, &leader, &publisher, "(b) the stream leader isolated").await;
+    cut_server(
+        &net,
+        &leader,
+        &publisher,
+        &agents,
+        "(b) the stream leader isolated",
+    )
+    .await;
     let new_leader = cluster.healthy_leader(p, &log).await;
     eprintln!("partitions: (b) leader before the cut {leader}, after the heal {new_leader}");
     // The old leader, just back, crashes and restarts: it still rejoins.
