@@ -29,6 +29,9 @@ async fn cut_server(
     what: &str,
 ) -> (usize, Vec<(String, Option<Duration>)>) {
     let mut seen = Vec::new();
+    // Whether each agent, unready during the cut, was ready again before
+    // its end (its connection moved to a reachable server).
+    let mut back = vec![None; agents.len()];
     for agent in agents {
         seen.push((agent.server().await, None));
     }
@@ -38,9 +41,12 @@ async fn cut_server(
     let cut_at = Instant::now();
     // The fault's duration, spent sampling readiness.
     while cut_at.elapsed() < cut_length() {
-        for (agent, (_, unready)) in agents.iter().zip(seen.iter_mut()) {
-            if unready.is_none() && agent.readyz().await.0 != 200 {
+        for (i, (agent, (_, unready))) in agents.iter().zip(seen.iter_mut()).enumerate() {
+            let ready = agent.readyz().await.0 == 200;
+            if unready.is_none() && !ready {
                 *unready = Some(cut_at.elapsed());
+            } else if unready.is_some() && back[i].is_none() && ready {
+                back[i] = Some(cut_at.elapsed());
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -75,7 +81,8 @@ async fn cut_server(
     eprintln!(
         "partitions: {what}: {server} isolated {:?}: {during} publishes acknowledged meanwhile \
          (the publisher's connection went to {connected}, {moved}); 20 more within {again:?} of the heal; \
-         agents (connected to, first unready): {seen:?}, ready again {ready:?} after the heal",
+         agents (connected to, first unready): {seen:?}, ready again during the cut: {back:?}, \
+         ready again {ready:?} after the heal",
         cut_length()
     );
     (during, seen)
