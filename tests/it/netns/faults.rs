@@ -57,7 +57,9 @@ impl Net {
     }
 
     /// Sets the link between `a` and `b` down at both ends (local sends fail
-    /// at once, unlike a drop); [`heal`](Self::heal) brings it back.
+    /// at once, unlike a drop); [`heal`](Self::heal) brings it back, after
+    /// which the link may drop packets for a moment while the kernel
+    /// activates it (TCP retransmits; a test of datagrams must resend).
     pub fn link_down(&self, a: &str, b: &str) {
         let (a, b) = (self.index(a), self.index(b));
         let key = (a.min(b), a.max(b));
