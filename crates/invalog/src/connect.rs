@@ -107,6 +107,7 @@ impl fmt::Debug for NatsSettings {
 
 /// Why a connection could not be set up. Never contains a secret.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// A credentials file could not be read.
     #[error("NATS creds file {path} (nats.creds_file): {source}")]

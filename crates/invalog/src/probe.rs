@@ -75,6 +75,7 @@ pub struct ProbeSettings {
 
 /// Why a probe could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProbeError {
     /// A setting is out of range.
     #[error("invalid probe setting: {0}")]

@@ -275,6 +275,7 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Why a registry refused a refresher.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// Two refreshers share a name.
     #[error("refresher name `{0}` is registered twice")]

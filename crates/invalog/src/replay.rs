@@ -175,6 +175,7 @@ impl ReplaySummary {
 /// Why a replay could not run (failures of single messages are outcomes,
 /// not errors).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplayError {
     /// `from` is after `to`, or 0.
     #[error(

@@ -34,6 +34,7 @@ pub struct Checkpoint {
 
 /// Why a checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckpointError {
     /// File IO failed.
     #[error("checkpoint file {path}: {source}")]

@@ -150,6 +150,7 @@ impl NodeAnswer {
 
 /// Why there is no answer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExplainError {
     /// The log could not be read.
     #[error(transparent)]

@@ -177,6 +177,7 @@ impl NodeStatus {
 
 /// Why the fleet could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FleetError {
     /// The stream could not be read.
     #[error("stream `{stream}`: {message}")]

@@ -53,6 +53,7 @@ impl Entry {
 
 /// Why the log could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HistoryError {
     /// The stream does not exist.
     #[error("stream `{stream}` does not exist")]

@@ -130,6 +130,7 @@ impl NodeSettings {
 
 /// Why a node could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The stream could not be read.
     #[error("stream `{stream}`: {message}")]

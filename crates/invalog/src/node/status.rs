@@ -12,6 +12,7 @@ use crate::model::RefresherName;
 
 /// Why a node did (or does) a cold boot: a refresh-all of every refresher.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ColdBootReason {
     /// No stored sequence, and the `new_node` policy is `cold_boot`.
     NewNode,
@@ -77,6 +78,7 @@ impl fmt::Display for ColdBootReason {
 
 /// Where a node is in its life. Only `Ready` serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NodeState {
     /// Reading its stored sequence and the stream.
     Starting,

@@ -142,6 +142,7 @@ pub struct Reports {
 
 /// Why presence could not be reported or read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PresenceError {
     /// The bucket does not exist (no node has reported yet).
     #[error("presence bucket `{bucket}` does not exist: no node has reported yet, or the bucket is configured differently")]

@@ -29,6 +29,7 @@ mod send;
 
 /// What can go wrong when publishing.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishErrorKind {
     /// The refresher is not in the publisher's catalog.
     UnknownRefresher,

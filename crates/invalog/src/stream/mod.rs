@@ -140,6 +140,7 @@ fn limit(value: Option<u64>) -> i64 {
 
 /// Why provisioning failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProvisionError {
     /// The JetStream API call failed.
     #[error("stream `{stream}`: {action} failed: {message}")]

@@ -33,6 +33,7 @@ pub const MAX_DECODE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The body is larger than [`MAX_DECODE_BYTES`].
     #[error("message of {size} bytes is over the {limit}-byte limit")]
