@@ -7,7 +7,7 @@
 //! `CHECK_INTERVAL`; the stall check uses only local state.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::position::PositionExt;
 use super::run::{Flow, Runner};
@@ -34,8 +34,8 @@ impl Runner {
     /// Whether the consumer stopped delivering although the server said
     /// more messages were pending (see [`STALL_LIMIT`]).
     pub(super) fn stalled(&self) -> bool {
-        let quiet = self.last_delivery.elapsed();
-        match self.pending_after_last {
+        let (pending, quiet) = self.liveness.pending_and_quiet();
+        match pending {
             Some(pending) if pending > 0 && quiet > STALL_LIMIT => {
                 tracing::warn!(
                     node = %self.settings.node_id, next = self.cursor.next(), pending,
@@ -101,7 +101,7 @@ impl Runner {
     }
 
     pub(super) async fn on_tick(&mut self) -> Flow {
-        self.last_check = Instant::now();
+        self.liveness.checked();
         if self.cursor.flush_due(self.settings.flush_interval) {
             self.flush();
         }
@@ -131,23 +131,17 @@ impl Runner {
             // since it began: if direct reads did the work, the consumer
             // is still suspect, and the next message that waits finds it
             // quiet for long enough to be recreated.
-            if self
-                .waiting_since
-                .is_some_and(|since| self.last_delivery >= since)
-            {
-                self.waiting_since = None;
-            }
+            self.liveness.nothing_waits();
             return Flow::Continue;
         }
-        let since = *self.waiting_since.get_or_insert_with(Instant::now);
-        let quiet = self.last_delivery.elapsed().min(since.elapsed());
+        let quiet = self.liveness.quiet_while_waiting();
         if quiet > QUIET_CONSUMER_LIMIT {
             tracing::warn!(
                 node = %self.settings.node_id, next = self.cursor.next(), last = position.last,
                 quiet_ms = quiet.as_millis() as u64,
                 "consumer delivers nothing although messages wait; recreating it"
             );
-            self.read_directly = true;
+            self.liveness.ask_direct_read();
             return Flow::Restart;
         }
         if quiet >= DIRECT_READ_AFTER {
@@ -181,7 +175,7 @@ impl Runner {
         if !self.cursor.enter(incarnation) {
             return;
         }
-        self.verified_consumer = None;
+        self.liveness.forget_consumer();
         self.shared.position.send_modify(|p| {
             p.incarnation = incarnation;
             p.applied = 0;

@@ -23,6 +23,102 @@ const CREATE_PATIENCE: Duration = Duration::from_secs(1);
 /// without asking the server).
 const STALL_CHECK: Duration = Duration::from_millis(250);
 
+/// What the runner knows of its consumer's health: changed only through
+/// these methods (`run` and `direct` report deliveries, `check` reads the
+/// quiet time and asks for direct reads).
+#[derive(Debug)]
+pub(super) struct Liveness {
+    /// The consumer whose deliveries are known to come from the incarnation
+    /// followed (checked on the first delivery of every consumer, including
+    /// those async-nats recreates by itself).
+    verified_consumer: Option<String>,
+    /// When the consumer last delivered a message (or was created); direct
+    /// reads leave it alone.
+    last_delivery: Instant,
+    /// Messages the server said were still pending after the last one
+    /// delivered, if the current consumer delivered any.
+    pending_after_last: Option<u64>,
+    /// When the stream was last checked (`check::on_tick`).
+    last_check: Instant,
+    /// Since when the stream checks have seen messages waiting.
+    waiting_since: Option<Instant>,
+    /// Set when the consumer failed or stayed quiet while messages wait:
+    /// read what waits directly before creating the next one (`direct`).
+    read_directly: bool,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            verified_consumer: None,
+            last_delivery: Instant::now(),
+            pending_after_last: None,
+            last_check: Instant::now(),
+            waiting_since: None,
+            read_directly: false,
+        }
+    }
+}
+
+impl Liveness {
+    /// A message was delivered (or applied) now.
+    pub(super) fn delivered(&mut self) {
+        self.last_delivery = Instant::now();
+    }
+
+    /// When the consumer last delivered.
+    pub(super) fn last_delivery(&self) -> Instant {
+        self.last_delivery
+    }
+
+    /// Puts back the delivery time a direct read found (a direct read is
+    /// no delivery).
+    pub(super) fn restore_delivery(&mut self, at: Instant) {
+        self.last_delivery = at;
+    }
+
+    /// Pending messages the last delivery reported, and the quiet since.
+    pub(super) fn pending_and_quiet(&self) -> (Option<u64>, Duration) {
+        (self.pending_after_last, self.last_delivery.elapsed())
+    }
+
+    /// The consumer (or one recreated by async-nats) must prove its
+    /// incarnation again.
+    pub(super) fn forget_consumer(&mut self) {
+        self.verified_consumer = None;
+    }
+
+    /// A stream check runs now.
+    pub(super) fn checked(&mut self) {
+        self.last_check = Instant::now();
+    }
+
+    /// Read what waits directly before the next consumer.
+    pub(super) fn ask_direct_read(&mut self) {
+        self.read_directly = true;
+    }
+
+    /// The stream is caught up with: forget the wait only if the consumer
+    /// delivered since it began (if direct reads did the work, the consumer
+    /// is still suspect, and the next message that waits finds it quiet
+    /// for long enough to be recreated).
+    pub(super) fn nothing_waits(&mut self) {
+        if self
+            .waiting_since
+            .is_some_and(|since| self.last_delivery >= since)
+        {
+            self.waiting_since = None;
+        }
+    }
+
+    /// Messages wait: how long the consumer has been quiet, counted from
+    /// the later of its last delivery and the first check that saw them.
+    pub(super) fn quiet_while_waiting(&mut self) -> Duration {
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        self.last_delivery.elapsed().min(since.elapsed())
+    }
+}
+
 /// What opening a consumer gave.
 pub(super) enum Opened {
     /// A consumer's message stream.
@@ -37,7 +133,7 @@ impl Runner {
         let mut failures = 0;
         let cancel = self.cancel.clone();
         loop {
-            if std::mem::take(&mut self.read_directly) {
+            if std::mem::take(&mut self.liveness.read_directly) {
                 if let Flow::Stop = self.read_direct().await {
                     return;
                 }
@@ -59,7 +155,7 @@ impl Runner {
                 Ok(_) => failures = 0,
                 Err(message) => {
                     failures += 1;
-                    self.read_directly = true;
+                    self.liveness.read_directly = true;
                     tracing::warn!(node = %self.settings.node_id, error = %message, "consumer failed; retrying");
                 }
             }
@@ -76,8 +172,8 @@ impl Runner {
         // After a reconnect the ordered consumer only notices it was lost
         // when heartbeats go missing (seconds); recreate it at once instead.
         let connects = self.connects();
-        self.last_delivery = Instant::now();
-        self.pending_after_last = None;
+        self.liveness.last_delivery = Instant::now();
+        self.liveness.pending_after_last = None;
         let check_every = self.settings.flush_interval.min(CHECK_INTERVAL);
         let mut tick = tokio::time::interval(check_every.min(STALL_CHECK));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -97,7 +193,7 @@ impl Runner {
                 },
                 _ = tick.tick() => if self.connects() != connects || self.stalled() {
                     Flow::Restart
-                } else if self.last_check.elapsed() >= check_every {
+                } else if self.liveness.last_check.elapsed() >= check_every {
                     self.on_tick().await
                 } else {
                     Flow::Continue
@@ -115,19 +211,19 @@ impl Runner {
 
     async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
         let Ok(info) = message.info() else {
-            self.last_delivery = Instant::now();
+            self.liveness.delivered();
             tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");
             return Flow::Continue;
         };
-        self.pending_after_last = Some(info.pending);
-        if self.verified_consumer.as_deref() != Some(info.consumer) {
+        self.liveness.pending_after_last = Some(info.pending);
+        if self.liveness.verified_consumer.as_deref() != Some(info.consumer) {
             // A consumer (ours, or one async-nats recreated after losing the
             // last) may sit on a stream created again since the last check:
             // nothing it delivers is applied before the stream's identity is.
             if let Some(flow) = self.verify_incarnation().await {
                 return flow;
             }
-            self.verified_consumer = Some(info.consumer.to_owned());
+            self.liveness.verified_consumer = Some(info.consumer.to_owned());
         }
         let stored = Stored {
             sequence: info.stream_sequence,

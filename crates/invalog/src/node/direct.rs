@@ -63,7 +63,7 @@ impl Runner {
         };
         let subjects = self.log.all_subjects();
         // The consumer's quiet time goes on: a direct read is no delivery.
-        let last_delivery = self.last_delivery;
+        let last_delivery = self.liveness.last_delivery();
         let started = Instant::now();
         let mut read = 0u64;
         let mut more = true;
@@ -127,7 +127,7 @@ impl Runner {
                     published: message.time.into(),
                 };
                 let flow = self.on_stored(stored, 0).await;
-                self.last_delivery = last_delivery;
+                self.liveness.restore_delivery(last_delivery);
                 if !matches!(flow, Flow::Continue) {
                     return flow;
                 }

@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime};
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 
+use super::consume::Liveness;
 use super::cursor::Cursor;
 use super::direct::DirectReads;
 use super::position::PositionExt;
@@ -52,25 +53,10 @@ pub(super) struct Runner {
     writer: CheckpointWriter,
     pub(super) shared: Arc<Shared>,
     pub(super) cancel: CancellationToken,
-    /// The consumer whose deliveries are known to come from `incarnation`
-    /// (checked on the first delivery of every consumer, including those
-    /// async-nats recreates by itself).
-    pub(super) verified_consumer: Option<String>,
     /// Where the runner is in the log (`cursor`).
     pub(super) cursor: Cursor,
-    /// When the consumer last delivered a message (or was created); direct
-    /// reads leave it alone.
-    pub(super) last_delivery: Instant,
-    /// Since when the stream checks have seen messages waiting (`check`).
-    pub(super) waiting_since: Option<Instant>,
-    /// Messages the server said were still pending after the last one
-    /// delivered, if the current consumer delivered any.
-    pub(super) pending_after_last: Option<u64>,
-    /// When the stream was last checked (`on_tick`).
-    pub(super) last_check: Instant,
-    /// Set when the consumer failed or stayed quiet while messages wait:
-    /// read what waits directly before creating the next one (`direct`).
-    pub(super) read_directly: bool,
+    /// The consumer's health (`consume`).
+    pub(super) liveness: Liveness,
     /// What direct reads remember (`direct`).
     pub(super) direct: DirectReads,
     /// What the last escalation of each refresher covers (`apply`).
@@ -130,12 +116,7 @@ impl Runner {
             shared,
             cancel,
             cursor: Cursor::new(Incarnation::new(position.created), stored, position.last),
-            verified_consumer: None,
-            last_delivery: Instant::now(),
-            waiting_since: None,
-            pending_after_last: None,
-            last_check: Instant::now(),
-            read_directly: false,
+            liveness: Liveness::default(),
             direct: DirectReads::default(),
             escalation_covers: Default::default(),
         }
@@ -184,7 +165,7 @@ impl Runner {
     /// directly), if it is the next one; `pending` is how many follow it.
     pub(super) async fn on_stored(&mut self, message: Stored<'_>, pending: u64) -> Flow {
         let started = Instant::now();
-        self.last_delivery = started;
+        self.liveness.delivered();
         self.stats().last_contact_ms.store(now_ms(), Relaxed);
         let sequence = message.sequence;
         let next = self.cursor.next();
@@ -208,7 +189,7 @@ impl Runner {
         // Quiet time starts when the loop waits again, not when a slow
         // apply began.
         let done = Instant::now();
-        self.last_delivery = done;
+        self.liveness.delivered();
         let stats = self.stats();
         stats.apply_latency.observe(done - started);
         let millis = message
