@@ -180,6 +180,7 @@ pub(super) struct RawApplier {
     pub bearer_token_file: Option<PathBuf>,
     pub hmac_secret: Option<String>,
     pub hmac_secret_file: Option<PathBuf>,
+    pub max_batches_per_request: Option<u64>,
     pub keys: Option<Vec<String>>,
     pub refresh_all: Option<RawRefreshAll>,
     pub program: Option<PathBuf>,
@@ -197,6 +198,10 @@ impl RawApplier {
             ("bearer_token_file", self.bearer_token_file.is_some()),
             ("hmac_secret", self.hmac_secret.is_some()),
             ("hmac_secret_file", self.hmac_secret_file.is_some()),
+            (
+                "max_batches_per_request",
+                self.max_batches_per_request.is_some(),
+            ),
             ("keys", self.keys.is_some()),
             ("refresh_all", self.refresh_all.is_some()),
             ("program", self.program.is_some()),

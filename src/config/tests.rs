@@ -83,6 +83,7 @@ fn the_agent_gets_defaults_derived_from_its_node_id() {
             program: "/bin/true".into(),
             args: vec![],
             timeout: Duration::from_secs(10),
+            max_batches_per_request: 1,
         })
     );
     assert_eq!(config.client().unwrap().publisher.origin, "web-1");

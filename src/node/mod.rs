@@ -14,6 +14,7 @@ mod canary;
 mod check;
 mod direct;
 mod fill;
+mod group;
 mod open;
 mod plan;
 mod position;

@@ -233,7 +233,7 @@ impl Runner {
                 biased;
                 _ = &mut cancelled => Flow::Stop,
                 item = messages.next() => match item {
-                    Some(Ok(message)) => self.on_message(&message).await,
+                    Some(Ok(message)) => self.on_delivered(message, &mut messages).await?,
                     Some(Err(e)) => return Err(format!("consumer: {e}")),
                     None => return Err("consumer ended".into()),
                 },
@@ -255,7 +255,7 @@ impl Runner {
         }
     }
 
-    async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
+    pub(super) async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
         let Ok(info) = message.info() else {
             self.last_delivery = Instant::now();
             tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");
@@ -362,7 +362,7 @@ impl Runner {
 
     /// Records `sequence` as applied, the stream holding at least up to
     /// `stream_last`, and updates readiness.
-    fn advance_to(&mut self, sequence: u64, stream_last: u64) {
+    pub(super) fn advance_to(&mut self, sequence: u64, stream_last: u64) {
         self.next = sequence + 1;
         self.shared.position.applied(sequence, stream_last);
         self.publish_progress();

@@ -7,6 +7,7 @@
 //! is documented in `docs/wire-format.md`, which non-Rust publishers follow.
 
 mod applier;
+mod applier_group;
 mod checkpoint;
 mod fleet;
 mod history;
@@ -16,6 +17,7 @@ mod request;
 mod v1;
 
 pub use applier::{encode_applier_body, encode_refresh_all_body, ApplierTrigger};
+pub use applier_group::{encode_applier_group_body, APPLIER_GROUP_FORMAT_VERSION};
 pub use checkpoint::{decode_checkpoint, encode_checkpoint, CheckpointDecodeError};
 pub use fleet::encode_fleet_status;
 pub use history::{encode_explanation, encode_history_line};
