@@ -159,7 +159,7 @@ pub async fn figure_2_and_5(o: &Opts, url: &str, dir: &Path, rows: &mut Vec<Row>
             met: Some(h_big <= 1.25 * h_small),
         });
     }
-    if o.runs(6) {
+    if crate::raw_readers::wanted(o) {
         crate::raw_readers::figure_6(o, url, &log, o.backlog, rows).await?;
     }
     if o.runs(5) {

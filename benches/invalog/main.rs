@@ -55,7 +55,7 @@ async fn run(o: Opts) -> Result<()> {
     if o.runs(1) {
         publish::figure_1(&o, &url, &mut rows).await?;
     }
-    if o.runs(2) || o.runs(5) || o.runs(6) {
+    if o.runs(2) || o.runs(5) || raw_readers::wanted(&o) {
         catch_up::figure_2_and_5(&o, &url, dir.path(), &mut rows).await?;
     }
     if o.runs(3) {

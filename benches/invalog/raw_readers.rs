@@ -218,15 +218,27 @@ pub async fn read(
                     break;
                 }
             }
+            // Timed to the last message, not the cleanup.
+            let elapsed = started.elapsed();
             let name = consumer.cached_info().name.clone();
             let _ = stream.delete_consumer(&name).await;
+            return done(reader, elapsed, count, last);
         }
     }
-    let elapsed = started.elapsed();
+    done(reader, started.elapsed(), count, last)
+}
+
+fn done(reader: Reader, elapsed: Duration, count: u64, last: u64) -> Result<(Duration, u64)> {
     if count == 0 && last > 0 {
         bail!("{} read nothing", reader.label());
     }
     Ok((elapsed, count))
+}
+
+/// Figure 6 runs when asked (`--only 6`), and in smoke runs (so it cannot
+/// rot); a full run without `--only` leaves it out (it takes minutes).
+pub fn wanted(o: &Opts) -> bool {
+    o.only.contains(&6) || (o.smoke && o.runs(6))
 }
 
 /// Figure 6: every reader on the figure-2 stream of `size` messages.

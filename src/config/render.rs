@@ -198,6 +198,8 @@ fn applier_table(out: &mut Toml, applier: &ApplierSettings) {
             if webhook.hmac_secret.is_some() {
                 out.string("hmac_secret", REDACTED);
             }
+            let batches = webhook.max_batches_per_request as u64;
+            out.int("max_batches_per_request", batches);
         }
         ApplierSettings::Redis(redis) => {
             out.string("kind", "redis");
@@ -217,6 +219,8 @@ fn applier_table(out: &mut Toml, applier: &ApplierSettings) {
             // either); their number stays visible.
             out.strings("args", &vec![REDACTED.to_owned(); command.args.len()]);
             out.duration("timeout", command.timeout);
+            let batches = command.max_batches_per_request as u64;
+            out.int("max_batches_per_request", batches);
         }
     }
 }
