@@ -145,7 +145,7 @@ async fn a_catching_up_node_sends_groups_in_log_order_signed_as_a_whole() {
     )
     .await;
     assert_eq!(node.applied(), last);
-    let requests = hook.requests.lock().unwrap();
+    let requests = std::mem::take(&mut *hook.requests.lock().unwrap());
     let seen: Vec<u64> = requests.iter().flat_map(|r| sequences(&r.body)).collect();
     assert_eq!(
         seen,
@@ -181,7 +181,6 @@ async fn a_catching_up_node_sends_groups_in_log_order_signed_as_a_whole() {
         }
     }
     assert_eq!(node.stats().applied_messages, 60);
-    drop(requests);
     node.shutdown().await.unwrap();
 }
 
@@ -198,13 +197,12 @@ async fn receivers_that_did_not_opt_in_get_one_single_batch_body_per_batch() {
     )
     .await;
     assert_eq!(node.applied(), last);
-    let requests = hook.requests.lock().unwrap();
+    let requests = std::mem::take(&mut *hook.requests.lock().unwrap());
     assert_eq!(requests.len(), 30);
     for (k, r) in requests.iter().enumerate() {
         assert_eq!(r.body["format"], 1);
         assert_eq!(r.body["sequence"], last - 29 + k as u64);
     }
-    drop(requests);
     node.shutdown().await.unwrap();
 }
 
@@ -259,7 +257,7 @@ async fn a_refused_group_is_not_stored_as_applied_until_acknowledged() {
     .await
     .unwrap();
     let refused: Vec<Vec<u64>> = {
-        let requests = hook.requests.lock().unwrap();
+        let requests = std::mem::take(&mut *hook.requests.lock().unwrap());
         requests
             .iter()
             .map(|r| sequences(&r.body))
