@@ -246,7 +246,10 @@ fn appliers_accept_only_their_own_keys() {
         &toml("{ kind = \"webhook\", url = \"http://x/h\", max_batches_per_request = 0 }"),
         &[],
     );
-    assert!(zero.contains("`refreshers[0].applier.max_batches_per_request`"), "{zero}");
+    assert!(
+        zero.contains("`refreshers[0].applier.max_batches_per_request`"),
+        "{zero}"
+    );
     assert!(zero.contains("out of range; use 1 to 10000"), "{zero}");
     let grouped = check(
         &toml("{ kind = \"webhook\", url = \"http://x/h\", max_batches_per_request = 50 }"),
