@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
-use futures::StreamExt;
+use async_nats::jetstream;
 use invalog::node::NewNodePolicy;
 use invalog::{FileStore, LogSettings, Node, Provenance};
 
@@ -42,29 +41,10 @@ pub async fn fill(
     Ok(())
 }
 
+/// The raw side of figures 2 and 4: the fastest raw reader found
+/// (`raw_readers::FASTEST`), from connect to the stream's last message.
 pub async fn raw_catch_up(url: &str, log: &LogSettings, filter: String) -> Result<(Duration, u64)> {
-    let js = connect(url).await?;
-    let started = Instant::now();
-    let mut stream = js.get_stream(&log.stream).await?;
-    let last = stream.info().await?.state.last_sequence;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut count = 0u64;
-    while let Some(m) = messages.next().await {
-        let m = m?;
-        count += 1;
-        let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        if info.stream_sequence >= last {
-            break;
-        }
-    }
-    Ok((started.elapsed(), count))
+    crate::raw_readers::read(crate::raw_readers::FASTEST, url, log, filter).await
 }
 
 struct CatchUp {
@@ -178,6 +158,9 @@ pub async fn figure_2_and_5(o: &Opts, url: &str, dir: &Path, rows: &mut Vec<Row>
             target: "no growth (<= 1.25x)".into(),
             met: Some(h_big <= 1.25 * h_small),
         });
+    }
+    if crate::raw_readers::wanted(o) {
+        crate::raw_readers::figure_6(o, url, &log, o.backlog, rows).await?;
     }
     if o.runs(5) {
         figure_5(o, url, &log, rows).await?;

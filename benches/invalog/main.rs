@@ -17,7 +17,8 @@
 //! (`ready::child_main`). The modules: `opts` (options), `alloc` (the
 //! counting allocator), `table` (rows and the printed table), `common`
 //! (shared helpers), and one per figure: `publish` (1), `catch_up` (2),
-//! `latency` (3), `ready` (4), `history` (5).
+//! `latency` (3), `ready` (4), `history` (5), `raw_readers` (6: the raw
+//! readers tried for figure 2's baseline).
 
 mod alloc;
 mod catch_up;
@@ -26,6 +27,7 @@ mod history;
 mod latency;
 mod opts;
 mod publish;
+mod raw_readers;
 mod ready;
 mod table;
 
@@ -53,7 +55,7 @@ async fn run(o: Opts) -> Result<()> {
     if o.runs(1) {
         publish::figure_1(&o, &url, &mut rows).await?;
     }
-    if o.runs(2) || o.runs(5) {
+    if o.runs(2) || o.runs(5) || raw_readers::wanted(&o) {
         catch_up::figure_2_and_5(&o, &url, dir.path(), &mut rows).await?;
     }
     if o.runs(3) {

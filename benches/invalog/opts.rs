@@ -28,6 +28,8 @@ pub struct Opts {
     /// Figure 4: backlogs.
     pub ready_backlog: usize,
     pub agent_backlog: usize,
+    /// Figure 4b: the agent's `max_batches_per_request` in its grouped run.
+    pub agent_max_batches: usize,
     pub agent_bin: Option<PathBuf>,
     /// Figure 5: distinct ids in the figure-2 stream (each id appears
     /// backlog / history_ids times).
@@ -53,6 +55,7 @@ impl Opts {
                 lat_flush: 1.0,
                 ready_backlog: 1_000,
                 agent_backlog: 200,
+                agent_max_batches: 100,
                 agent_bin: None,
                 history_ids: 500,
             }
@@ -72,6 +75,7 @@ impl Opts {
                 lat_flush: 1.0,
                 ready_backlog: 100_000,
                 agent_backlog: 10_000,
+                agent_max_batches: 100,
                 agent_bin: None,
                 history_ids: 100_000,
             }
@@ -113,6 +117,7 @@ impl Opts {
                 "--lat-flush-interval" => o.lat_flush = value()?.parse()?,
                 "--ready-backlog" => o.ready_backlog = n(value()?)?,
                 "--agent-backlog" => o.agent_backlog = n(value()?)?,
+                "--agent-max-batches" => o.agent_max_batches = n(value()?)?.max(1),
                 "--agent-bin" => o.agent_bin = Some(value()?.into()),
                 "--history-ids" => o.history_ids = n(value()?)?.max(1),
                 other if other.starts_with("--") => bail!("unknown option {other}"),

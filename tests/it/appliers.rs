@@ -5,6 +5,7 @@
 //! hosting `content` through the applier under test.
 
 mod command;
+mod grouped;
 mod redis;
 mod webhook;
 

@@ -108,6 +108,25 @@ pub trait Refresher: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Most consecutive batches [`Refresher::apply_group`] takes at once;
+    /// 1 (the default) means the node never groups this refresher's batches.
+    fn max_group(&self) -> usize {
+        1
+    }
+
+    /// Applies 2 to [`Refresher::max_group`] consecutive batches of this
+    /// refresher at once, in log order. The node groups only while it
+    /// catches up (not ready), and treats the group as one unit: it
+    /// advances past the group only when this returns `Ok`, and on failure
+    /// retries the whole group, then escalates to `refresh_all`. The
+    /// default applies each batch with [`Refresher::apply`].
+    async fn apply_group(&self, group: &[BatchContext<'_>]) -> RefreshResult {
+        for context in group {
+            self.apply(*context).await?;
+        }
+        Ok(())
+    }
+
     /// Refreshes entries by integer id.
     async fn refresh_ids(&self, _ids: &[i64]) -> RefreshResult {
         self.refresh_all().await
@@ -245,6 +264,12 @@ impl Hosted {
         guarded(self.handler.apply(context)).await
     }
 
+    /// Applies a group of batches (see [`Refresher::apply_group`]); a panic
+    /// counts as a failure.
+    pub(crate) async fn apply_group_guarded(&self, group: &[BatchContext<'_>]) -> RefreshResult {
+        guarded(self.handler.apply_group(group)).await
+    }
+
     /// Refreshes everything; a panic in the handler counts as a failure.
     pub(crate) async fn refresh_all_guarded(&self) -> RefreshResult {
         guarded(self.handler.refresh_all()).await
@@ -337,6 +362,12 @@ impl Registry {
     /// The refresher hosted under `name`, if any.
     pub fn get(&self, name: &str) -> Option<&Hosted> {
         self.by_name.get(name)
+    }
+
+    /// True when some hosted refresher takes groups of batches
+    /// ([`Refresher::max_group`] above 1).
+    pub(crate) fn groups(&self) -> bool {
+        self.by_name.values().any(|h| h.handler.max_group() > 1)
     }
 
     /// Every hosted refresher, sorted by name (a stable order for cold boots).

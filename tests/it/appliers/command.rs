@@ -28,6 +28,7 @@ fn script(dir: &Path, script: &str, timeout: Duration) -> ApplierSettings {
             dir.join("out").display().to_string(),
         ],
         timeout,
+        max_batches_per_request: 1,
     })
 }
 
@@ -179,4 +180,54 @@ async fn stderr_escapes_do_not_reach_the_stalled_reason() {
         !reason.chars().any(|c| c.is_control()),
         "control characters in {reason:?}"
     );
+}
+
+#[tokio::test]
+async fn a_catching_up_node_runs_the_command_once_per_group_when_opted_in() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = script(
+        dir.path(),
+        r#"cat >> "$1"; echo >> "$1"
+echo "$INVALOG_TRIGGER $INVALOG_SEQUENCE" >> "$1.env"
+"#,
+        Duration::from_secs(10),
+    );
+    if let ApplierSettings::Command(c) = &mut settings {
+        c.max_batches_per_request = 25;
+    }
+    let receipt = f
+        .publisher()
+        .publish_many(
+            (1..=100).map(|i| ("content", vec![Instruction::RefreshIds(vec![i])])),
+            &invalog::Provenance::default(),
+        )
+        .await
+        .unwrap();
+    let last = receipt.sequence().unwrap();
+    let node = start_node(&f, "cmd", &settings, NewNodePolicy::ReplayAll).await;
+    assert_eq!(node.applied(), last);
+    let bodies = bodies(dir.path());
+    let env = std::fs::read_to_string(dir.path().join("out.env")).unwrap();
+    let env: Vec<&str> = env.lines().collect();
+    assert_eq!(env.len(), bodies.len());
+    let mut seen = vec![];
+    for (body, env) in bodies.iter().zip(&env) {
+        if body["format"] == 2 {
+            let batches = body["batches"].as_array().unwrap();
+            assert!((2..=25).contains(&batches.len()), "{}", batches.len());
+            assert_eq!(*env, format!("batches {}", body["last_sequence"]));
+            seen.extend(batches.iter().map(|b| b["sequence"].as_u64().unwrap()));
+        } else {
+            assert_eq!(*env, format!("batch {}", body["sequence"]));
+            seen.push(body["sequence"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(
+        seen,
+        (last - 99..=last).collect::<Vec<_>>(),
+        "in log order, each once"
+    );
+    assert!(bodies.len() < 100, "{} runs for 100 batches", bodies.len());
+    node.shutdown().await.unwrap();
 }

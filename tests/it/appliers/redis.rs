@@ -314,3 +314,46 @@ async fn redis_failures_stall_the_node_without_showing_the_password() {
     assert!(!error.contains("hunter2"), "{error}");
     assert!(node.stats().escalations >= 1);
 }
+
+/// UNLINK commands the server has run since its stats were reset.
+async fn unlink_calls(connection: &mut MultiplexedConnection) -> u64 {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_unlink:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_catching_up_node_pipelines_the_keys_of_consecutive_batches() {
+    let f = Fixture::new().await;
+    let redis = RedisServer::start().await;
+    let mut connection = redis.connect(0).await;
+    let keys: Vec<String> = (1..=300).map(|i| format!("content:{i}")).collect();
+    set(&mut connection, &keys).await;
+    f.publisher()
+        .publish_many(
+            (1..=300).map(|i| ("content", vec![Instruction::RefreshIds(vec![i])])),
+            &invalog::Provenance::default(),
+        )
+        .await
+        .unwrap();
+    let () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let applier = settings(redis.url(0), &["content:{id}"], RedisRefreshAll::FlushDb);
+    // Waits until ready: the backlog of 300 batches is applied.
+    let node = start_node(&f, "piped", &applier, NewNodePolicy::ReplayAll).await;
+    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+    assert!(existing(&mut connection, &names).await.is_empty());
+    let calls = unlink_calls(&mut connection).await;
+    // One UNLINK per group of up to 100 batches, not one per batch.
+    assert!((3..150).contains(&calls), "{calls} UNLINKs for 300 batches");
+    assert_eq!(node.stats().applied_messages, 300);
+    node.shutdown().await.unwrap();
+}

@@ -114,6 +114,7 @@ fn settings(receiver: &Receiver) -> ApplierSettings {
         timeout: Duration::from_secs(5),
         bearer_token: None,
         hmac_secret: None,
+        max_batches_per_request: 1,
     })
 }
 

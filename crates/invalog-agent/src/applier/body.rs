@@ -23,6 +23,8 @@ pub enum ApplierTrigger {
     /// A full refresh the node decided on (cold boot, escalation of a
     /// failing batch, an undecodable message).
     RefreshAll,
+    /// Consecutive batches of the log at once (the multi-batch body).
+    Batches,
 }
 
 impl ApplierTrigger {
@@ -31,13 +33,14 @@ impl ApplierTrigger {
         match self {
             ApplierTrigger::Batch => "batch",
             ApplierTrigger::RefreshAll => "refresh_all",
+            ApplierTrigger::Batches => "batches",
         }
     }
 }
 
 /// Every field is always present; absent values are `null`.
 #[derive(Serialize)]
-struct Body<'a> {
+pub(super) struct Body<'a> {
     format: u32,
     trigger: &'static str,
     sequence: Option<u64>,
@@ -59,8 +62,14 @@ struct Refresher<'a> {
 
 /// The body for one batch of the log.
 pub fn encode_applier_body(context: BatchContext<'_>) -> Vec<u8> {
+    serde_json::to_vec(&batch_body(context)).expect("an applier body always serializes")
+}
+
+/// The body of one batch, before serialization (also each element of the
+/// multi-batch body, `super::body_group`).
+pub(super) fn batch_body(context: BatchContext<'_>) -> Body<'_> {
     let batch = context.batch;
-    let body = Body {
+    Body {
         format: APPLIER_FORMAT_VERSION,
         trigger: ApplierTrigger::Batch.as_str(),
         sequence: Some(context.sequence),
@@ -75,8 +84,7 @@ pub fn encode_applier_body(context: BatchContext<'_>) -> Vec<u8> {
         reason: batch.provenance.reason.as_deref(),
         trace_id: batch.provenance.trace_id.as_deref(),
         instructions: batch.instructions.iter().map(WireInstruction).collect(),
-    };
-    serde_json::to_vec(&body).expect("an applier body always serializes")
+    }
 }
 
 /// The body for a refresh-all the node decided on: one `refresh_all`

@@ -1,5 +1,8 @@
 //! The `command` applier: runs a program once per batch with the JSON body
-//! of `body::encode_applier_body` on its standard input. Exit status 0
+//! of `body::encode_applier_body` on its standard input — or, with
+//! `max_batches_per_request` above 1 while the node catches up, once per
+//! group of consecutive batches with the body of
+//! `body_group::encode_applier_group_body`. Exit status 0
 //! means applied; any other status, a signal, or running longer than the
 //! timeout (the program is then killed) is a failure the node retries and
 //! escalates. The program's output is captured: its stderr's end goes into
@@ -16,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 
 use super::body::{encode_applier_body, encode_refresh_all_body, ApplierTrigger};
+use super::body_group::encode_applier_group_body;
 use super::{check_timeout, ApplierError, CommandSettings};
 use invalog::model::RefresherDef;
 use invalog::refresher::{BatchContext, RefreshError, RefreshResult, Refresher};
@@ -37,6 +41,7 @@ pub struct CommandApplier {
     program: PathBuf,
     args: Vec<String>,
     timeout: Duration,
+    max_batches: usize,
 }
 
 impl CommandApplier {
@@ -46,11 +51,19 @@ impl CommandApplier {
             return Err(ApplierError::invalid(def, "program", "must not be empty"));
         }
         check_timeout(def, settings.timeout)?;
+        if settings.max_batches_per_request == 0 {
+            return Err(ApplierError::invalid(
+                def,
+                "max_batches_per_request",
+                "must be at least 1 (1 runs the program once per batch)",
+            ));
+        }
         Ok(Self {
             def: def.clone(),
             program: settings.program.clone(),
             args: settings.args.clone(),
             timeout: settings.timeout,
+            max_batches: settings.max_batches_per_request,
         })
     }
 
@@ -173,6 +186,23 @@ impl Refresher for CommandApplier {
         let body = encode_applier_body(context);
         self.run(body, ApplierTrigger::Batch, Some(context.sequence))
             .await
+    }
+
+    fn max_group(&self) -> usize {
+        self.max_batches
+    }
+
+    /// One run for the group; `INVALOG_SEQUENCE` is its last batch's.
+    async fn apply_group(&self, group: &[BatchContext<'_>]) -> RefreshResult {
+        match group {
+            [] => Ok(()),
+            [one] => self.apply(*one).await,
+            [.., last] => {
+                let body = encode_applier_group_body(group);
+                self.run(body, ApplierTrigger::Batches, Some(last.sequence))
+                    .await
+            }
+        }
     }
 }
 

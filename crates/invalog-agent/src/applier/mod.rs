@@ -21,6 +21,11 @@ pub struct WebhookSettings {
     pub bearer_token: Option<Secret>,
     /// Key of the HMAC-SHA256 signature header.
     pub hmac_secret: Option<Secret>,
+    /// Most batches in one request while the node catches up: 1 (the
+    /// default) sends every batch alone in the single-batch body; above 1,
+    /// consecutive batches go together in the multi-batch body
+    /// (`"format": 2`), which the receiver must understand.
+    pub max_batches_per_request: usize,
 }
 
 /// What a `redis` applier does on refresh-all.
@@ -52,6 +57,10 @@ pub struct CommandSettings {
     pub args: Vec<String>,
     /// Longest run; the program is killed after it.
     pub timeout: Duration,
+    /// Most batches in one run while the node catches up: 1 (the default)
+    /// runs the program once per batch with the single-batch body; above 1,
+    /// consecutive batches go together in the multi-batch body.
+    pub max_batches_per_request: usize,
 }
 
 /// One refresher's applier.
@@ -66,6 +75,7 @@ pub enum ApplierSettings {
 }
 
 mod body;
+mod body_group;
 mod command;
 mod redis;
 mod template;
@@ -78,6 +88,7 @@ use invalog::refresher::Refresher;
 
 pub use self::redis::RedisApplier;
 pub use body::{encode_applier_body, encode_refresh_all_body, ApplierTrigger};
+pub use body_group::{encode_applier_group_body, APPLIER_GROUP_FORMAT_VERSION};
 pub use command::CommandApplier;
 pub use template::{check_key_template, key_template_pattern};
 pub use webhook::{WebhookApplier, HEADER_SIGNATURE, HEADER_TIMESTAMP};

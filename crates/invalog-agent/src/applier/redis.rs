@@ -1,7 +1,8 @@
 //! The `redis` applier: deletes keys of a node-local Redis. Each id, uuid or
 //! string key of a batch is rendered through the refresher's key templates
 //! (`content:{id}`, `product:{uuid}`, `page:{key}`) and the keys are deleted
-//! with UNLINK, one pipeline per batch. Refresh-all deletes every key that
+//! with UNLINK, one pipeline per batch — or, while the node catches up, one
+//! pipeline per group of up to 100 consecutive batches. Refresh-all deletes every key that
 //! matches configured patterns (SCAN + UNLINK, never KEYS) or flushes the
 //! URL's database. Instructions no template can render (JSON, payloads, or
 //! ids of a kind without a template) fall back to the refresh-all, the safe
@@ -25,6 +26,10 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keys per UNLINK command, and the COUNT hint of each SCAN.
 const KEYS_PER_COMMAND: usize = 1000;
+
+/// Most batches whose keys go in one pipeline while the node catches up
+/// ([`Refresher::max_group`]).
+const BATCHES_PER_PIPELINE: usize = 100;
 
 /// A `redis` applier. See the module docs.
 pub struct RedisApplier {
@@ -214,9 +219,43 @@ impl Refresher for RedisApplier {
     }
 
     async fn apply(&self, context: BatchContext<'_>) -> RefreshResult {
+        self.apply_group(&[context]).await
+    }
+
+    fn max_group(&self) -> usize {
+        BATCHES_PER_PIPELINE
+    }
+
+    /// The keys of every batch go in one pipeline (one round trip); a
+    /// refresh-all, if any batch needs one, runs once after it. Deleting is
+    /// idempotent and commutes, so this leaves Redis as applying the
+    /// batches one by one would.
+    async fn apply_group(&self, group: &[BatchContext<'_>]) -> RefreshResult {
         let mut keys = Vec::new();
-        let mut needs_refresh_all = false;
-        for instruction in &context.batch.instructions {
+        let mut needs_refresh_all = None;
+        for context in group {
+            if !self.keys_of(context.batch, &mut keys) && needs_refresh_all.is_none() {
+                needs_refresh_all = Some(context.sequence);
+            }
+        }
+        self.unlink(&keys).await?;
+        if let Some(sequence) = needs_refresh_all {
+            tracing::debug!(
+                refresher = %self.def.name, sequence,
+                "batch has instructions no key template renders; running refresh_all"
+            );
+            self.refresh_all().await?;
+        }
+        Ok(())
+    }
+}
+
+impl RedisApplier {
+    /// Adds the keys of `batch` to `keys`; false when some instruction has
+    /// no key template (then only a refresh-all applies it).
+    fn keys_of(&self, batch: &invalog::model::Batch, keys: &mut Vec<String>) -> bool {
+        let mut renders = true;
+        for instruction in &batch.instructions {
             let rendered = match instruction {
                 Instruction::RefreshAll
                 | Instruction::RefreshJson(_)
@@ -233,18 +272,10 @@ impl Refresher for RedisApplier {
             };
             match rendered {
                 Some(rendered) => keys.extend(rendered),
-                None => needs_refresh_all = true,
+                None => renders = false,
             }
         }
-        self.unlink(&keys).await?;
-        if needs_refresh_all {
-            tracing::debug!(
-                refresher = %self.def.name, sequence = context.sequence,
-                "batch has instructions no key template renders; running refresh_all"
-            );
-            self.refresh_all().await?;
-        }
-        Ok(())
+        renders
     }
 }
 

@@ -1,6 +1,8 @@
 //! The `webhook` applier: POSTs each batch, as the JSON body of
 //! `body::encode_applier_body`, to a URL of the node's app, one request
-//! per batch. A 2xx answer means applied; 408, 429, 5xx, timeouts and
+//! per batch; with `max_batches_per_request` above 1, consecutive batches of
+//! a catching-up node go together in the body of
+//! `body_group::encode_applier_group_body`. A 2xx answer means applied; 408, 429, 5xx, timeouts and
 //! connection errors are retried by the node; any other answer is permanent
 //! and escalated at once. Requests carry an optional bearer token and an
 //! optional HMAC-SHA256 signature of `"<timestamp>.<body>"` (see
@@ -15,6 +17,7 @@ use reqwest::{StatusCode, Url};
 use sha2::Sha256;
 
 use super::body::{encode_applier_body, encode_refresh_all_body};
+use super::body_group::encode_applier_group_body;
 use super::{check_timeout, error_chain, ApplierError, WebhookSettings};
 use invalog::model::RefresherDef;
 use invalog::refresher::{BatchContext, RefreshError, RefreshResult, Refresher};
@@ -40,6 +43,7 @@ pub struct WebhookApplier {
     timeout: Duration,
     bearer_token: Option<Secret>,
     hmac_secret: Option<Secret>,
+    max_batches: usize,
 }
 
 impl WebhookApplier {
@@ -62,6 +66,13 @@ impl WebhookApplier {
             ));
         }
         check_timeout(def, settings.timeout)?;
+        if settings.max_batches_per_request == 0 {
+            return Err(ApplierError::invalid(
+                def,
+                "max_batches_per_request",
+                "must be at least 1 (1 sends each batch alone)",
+            ));
+        }
         if let Some(token) = &settings.bearer_token {
             // Printable ASCII only: an HTTP header would also take tabs and
             // bytes above 127, sent as raw UTF-8 that servers read apart.
@@ -107,6 +118,7 @@ impl WebhookApplier {
             timeout: settings.timeout,
             bearer_token: settings.bearer_token.clone(),
             hmac_secret: settings.hmac_secret.clone(),
+            max_batches: settings.max_batches_per_request,
         })
     }
 
@@ -170,6 +182,17 @@ impl Refresher for WebhookApplier {
 
     async fn apply(&self, context: BatchContext<'_>) -> RefreshResult {
         self.post(encode_applier_body(context)).await
+    }
+
+    fn max_group(&self) -> usize {
+        self.max_batches
+    }
+
+    async fn apply_group(&self, group: &[BatchContext<'_>]) -> RefreshResult {
+        match group {
+            [one] => self.post(encode_applier_body(*one)).await,
+            _ => self.post(encode_applier_group_body(group)).await,
+        }
     }
 }
 
@@ -238,6 +261,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             bearer_token: None,
             hmac_secret: None,
+            max_batches_per_request: 1,
         }
     }
 

@@ -250,6 +250,8 @@ pub(super) struct RawApplier {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hmac_secret_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batches_per_request: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_all: Option<RawRefreshAll>,

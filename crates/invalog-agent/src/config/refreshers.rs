@@ -33,16 +33,30 @@ const KINDS: &[(&str, &[&str])] = &[
             "bearer_token_file",
             "hmac_secret",
             "hmac_secret_file",
+            "max_batches_per_request",
         ],
     ),
     ("redis", &["url", "url_file", "keys", "refresh_all"]),
-    ("command", &["program", "args", "timeout"]),
+    (
+        "command",
+        &["program", "args", "timeout", "max_batches_per_request"],
+    ),
 ];
 
 /// Default timeout of one webhook request.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest `max_batches_per_request` of a webhook.
+const MAX_BATCHES_PER_REQUEST: u64 = 10_000;
 /// Default longest run of a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `max_batches_per_request` of a webhook or command: 1 unless set.
+fn max_batches(cx: &Cx, path: &str, raw: &RawApplier) -> Result<usize> {
+    match raw.max_batches_per_request {
+        None => Ok(1),
+        Some(n) => Ok(cx.within(path, n, 1, MAX_BATCHES_PER_REQUEST)? as usize),
+    }
+}
 
 pub(super) fn refreshers(
     cx: &Cx,
@@ -186,6 +200,7 @@ fn settings_of(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
                     raw.hmac_secret.as_ref(),
                     raw.hmac_secret_file.as_ref(),
                 )?,
+                max_batches_per_request: max_batches(cx, &key("max_batches_per_request"), raw)?,
             }))
         }
         "redis" => redis(cx, at, raw),
@@ -201,6 +216,7 @@ fn settings_of(cx: &Cx, at: &str, raw: &RawApplier) -> Result<ApplierSettings> {
                 program,
                 args: raw.args.clone().unwrap_or_default(),
                 timeout: cx.duration_or(&key("timeout"), raw.timeout.as_ref(), COMMAND_TIMEOUT)?,
+                max_batches_per_request: max_batches(cx, &key("max_batches_per_request"), raw)?,
             }))
         }
     }

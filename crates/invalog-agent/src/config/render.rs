@@ -188,6 +188,7 @@ fn applier_table(applier: &ApplierSettings) -> RawApplier {
             timeout: duration(webhook.timeout),
             bearer_token: webhook.bearer_token.as_ref().map(|_| REDACTED.into()),
             hmac_secret: webhook.hmac_secret.as_ref().map(|_| REDACTED.into()),
+            max_batches_per_request: Some(webhook.max_batches_per_request as u64),
             ..Default::default()
         },
         ApplierSettings::Redis(redis) => RawApplier {
@@ -207,6 +208,7 @@ fn applier_table(applier: &ApplierSettings) -> RawApplier {
             // either); their number stays visible.
             args: Some(vec![REDACTED.to_owned(); command.args.len()]),
             timeout: duration(command.timeout),
+            max_batches_per_request: Some(command.max_batches_per_request as u64),
             ..Default::default()
         },
     }

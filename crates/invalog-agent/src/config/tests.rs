@@ -83,6 +83,7 @@ fn the_agent_gets_defaults_derived_from_its_node_id() {
             program: "/bin/true".into(),
             args: vec![],
             timeout: Duration::from_secs(10),
+            max_batches_per_request: 1,
         })
     );
     assert_eq!(config.client().unwrap().publisher.origin, "web-1");
@@ -239,8 +240,26 @@ fn appliers_accept_only_their_own_keys() {
     };
     assert_eq!(
         error(&toml("{ kind = \"command\", program = \"/bin/true\", url = \"http://x\" }"), &[]),
-        "c.toml: `refreshers[0].applier.url` does not apply to applier kind `command`, whose keys are: `program`, `args`, `timeout`"
+        "c.toml: `refreshers[0].applier.url` does not apply to applier kind `command`, whose keys are: `program`, `args`, `timeout`, `max_batches_per_request`"
     );
+    let zero = error(
+        &toml("{ kind = \"webhook\", url = \"http://x/h\", max_batches_per_request = 0 }"),
+        &[],
+    );
+    assert!(
+        zero.contains("`refreshers[0].applier.max_batches_per_request`"),
+        "{zero}"
+    );
+    assert!(zero.contains("out of range; use 1 to 10000"), "{zero}");
+    let grouped = check(
+        &toml("{ kind = \"webhook\", url = \"http://x/h\", max_batches_per_request = 50 }"),
+        &[],
+    );
+    let applier = grouped.unwrap().settings.refreshers[0].1.clone();
+    let Some(ApplierSettings::Webhook(webhook)) = applier else {
+        panic!("a webhook applier")
+    };
+    assert_eq!(webhook.max_batches_per_request, 50);
     let bad_template = error(
         &toml("{ kind = \"redis\", url = \"redis://h/0\", keys = [\"c:{id}\", \"c:{name}\"] }"),
         &[],

@@ -37,7 +37,7 @@ impl EscalationCovers {
             .is_some_and(|&(of, through)| of == incarnation && sequence <= through)
     }
 
-    fn set(&mut self, refresher: &RefresherName, cover: Option<(Incarnation, u64)>) {
+    pub(super) fn set(&mut self, refresher: &RefresherName, cover: Option<(Incarnation, u64)>) {
         match cover {
             Some(cover) => self.0.insert(refresher.clone(), cover),
             None => self.0.remove(refresher),
@@ -167,7 +167,7 @@ impl Runner {
         }
     }
 
-    fn count_applied(&self, hosted: &Hosted, batch: &Batch) {
+    pub(super) fn count_applied(&self, hosted: &Hosted, batch: &Batch) {
         let units = batch.units() as u64;
         let stats = self.stats();
         Stats::bump(&stats.applied_messages);

@@ -66,6 +66,17 @@ impl Liveness {
         self.last_delivery = Instant::now();
     }
 
+    /// Messages were delivered now; the server said `pending` follow.
+    pub(super) fn delivered_with(&mut self, pending: u64) {
+        self.last_delivery = Instant::now();
+        self.pending_after_last = Some(pending);
+    }
+
+    /// True when `consumer` is the one whose deliveries were verified.
+    pub(super) fn verified(&self, consumer: &str) -> bool {
+        self.verified_consumer.as_deref() == Some(consumer)
+    }
+
     /// When the consumer last delivered.
     pub(super) fn last_delivery(&self) -> Instant {
         self.last_delivery
@@ -187,7 +198,7 @@ impl Runner {
                 biased;
                 _ = &mut cancelled => Flow::Stop,
                 item = messages.next() => match item {
-                    Some(Ok(message)) => self.on_message(&message).await,
+                    Some(Ok(message)) => self.on_delivered(message, &mut messages).await?,
                     Some(Err(e)) => return Err(format!("consumer: {e}")),
                     None => return Err("consumer ended".into()),
                 },
@@ -209,7 +220,7 @@ impl Runner {
         }
     }
 
-    async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
+    pub(super) async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
         let Ok(info) = message.info() else {
             self.liveness.delivered();
             tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");

@@ -16,6 +16,7 @@ mod consume;
 mod cursor;
 mod direct;
 mod fill;
+mod group;
 mod plan;
 mod position;
 mod run;

@@ -253,7 +253,7 @@ impl Runner {
 
     /// Records `sequence` as applied, the stream holding at least up to
     /// `stream_last`, and updates readiness.
-    fn advance_to(&mut self, sequence: u64, stream_last: u64) {
+    pub(super) fn advance_to(&mut self, sequence: u64, stream_last: u64) {
         self.cursor.applied_through(sequence);
         self.shared.position.applied(sequence, stream_last);
         self.publish_progress();
