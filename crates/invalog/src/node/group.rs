@@ -178,15 +178,7 @@ impl Runner {
         if matches!(flow, Flow::Stop) {
             return flow;
         }
-        let done = Instant::now();
-        self.liveness.delivered();
-        let stats = self.stats();
-        stats.apply_latency.observe(done - started);
-        let millis = published
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        stats.last_applied_published_ms.store(millis, Relaxed);
-        self.advance_to(last_sequence, last_sequence.saturating_add(last_pending));
+        self.finish_applied(started, published, last_sequence, last_pending);
         flow
     }
 

@@ -186,19 +186,30 @@ impl Runner {
         if matches!(flow, Flow::Stop) {
             return flow;
         }
-        // Quiet time starts when the loop waits again, not when a slow
-        // apply began.
+        self.finish_applied(started, message.published, sequence, pending);
+        Flow::Continue
+    }
+
+    /// After applying up to `sequence` (begun at `started`, the last
+    /// message published at `published`, `pending` more in the stream):
+    /// latency and freshness stats, then the new position. Quiet time
+    /// starts when the loop waits again, not when a slow apply began.
+    pub(super) fn finish_applied(
+        &mut self,
+        started: Instant,
+        published: SystemTime,
+        sequence: u64,
+        pending: u64,
+    ) {
         let done = Instant::now();
         self.liveness.delivered();
         let stats = self.stats();
         stats.apply_latency.observe(done - started);
-        let millis = message
-            .published
+        let millis = published
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         stats.last_applied_published_ms.store(millis, Relaxed);
         self.advance_to(sequence, sequence.saturating_add(pending));
-        Flow::Continue
     }
 
     /// Decodes and applies one message; never skips one silently.
@@ -253,7 +264,7 @@ impl Runner {
 
     /// Records `sequence` as applied, the stream holding at least up to
     /// `stream_last`, and updates readiness.
-    pub(super) fn advance_to(&mut self, sequence: u64, stream_last: u64) {
+    fn advance_to(&mut self, sequence: u64, stream_last: u64) {
         self.cursor.applied_through(sequence);
         self.shared.position.applied(sequence, stream_last);
         self.publish_progress();
