@@ -1,0 +1,220 @@
+//! The chaos driver: a schedule of faults drawn from a seeded PRNG (the
+//! same seed gives the same schedule), carried out one after the other
+//! against a [`Fleet`] — a 3-server cluster and `invalog agent` processes —
+//! each fault recorded as a [`FaultWindow`] from its start to the moment it
+//! is healed (the process is back and ready, the stream has a leader with
+//! every replica current).
+//!
+//! Fault kinds are a [`FaultKind`] enum; a partition is one more kind. The
+//! loopback fleet cannot cut links (that needs the network-namespace hosts
+//! of the partition tests), so [`Fleet::supports`] leaves it out of
+//! schedules until such a fleet exists.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use invalog::embedded::NatsCluster;
+use invalog::LogSettings;
+
+use crate::agent_support::Agent;
+use crate::reliability::Rng;
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `kill -9` of agent `n`, restarted after the hold.
+    KillAgent(usize),
+    /// `kill -9` of server `n`, restarted in place after the hold.
+    KillServer(usize),
+    /// `$JS.API.STREAM.LEADER.STEPDOWN.<stream>`: a forced leader election.
+    LeaderStepdown,
+    /// Server `n` cut off from the other servers and every client, healed
+    /// after the hold (needs network-namespace hosts).
+    Partition(usize),
+}
+
+impl FaultKind {
+    /// A short label for the report.
+    pub fn label(&self) -> String {
+        match self {
+            FaultKind::KillAgent(n) => format!("kill -9 agent web-{n}"),
+            FaultKind::KillServer(n) => format!("kill -9 server node{n}"),
+            FaultKind::LeaderStepdown => "stream leader stepdown".into(),
+            FaultKind::Partition(n) => format!("partition server node{n}"),
+        }
+    }
+}
+
+/// One planned fault: quiet time before it, the fault, how long it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Planned {
+    pub gap: Duration,
+    pub kind: FaultKind,
+    pub hold: Duration,
+}
+
+/// A fault as it happened: from the fault's start to its heal.
+#[derive(Debug, Clone)]
+pub struct FaultWindow {
+    pub kind: FaultKind,
+    pub start: Instant,
+    pub healed: Instant,
+}
+
+fn between(rng: &mut Rng, low_ms: u64, high_ms: u64) -> Duration {
+    Duration::from_millis(low_ms + rng.below(high_ms - low_ms + 1))
+}
+
+/// A schedule filling about `total`: quiet gaps of 4–10 s, each followed by
+/// a fault of a kind `supports` accepts (agents killed 0.5–3 s, servers
+/// 1–5 s, partitions 2–6 s; a stepdown holds nothing).
+pub fn plan(
+    rng: &mut Rng,
+    total: Duration,
+    agents: usize,
+    servers: usize,
+    supports: impl Fn(FaultKind) -> bool,
+) -> Vec<Planned> {
+    let mut planned = Vec::new();
+    let mut used = Duration::ZERO;
+    loop {
+        let gap = between(rng, 4_000, 10_000);
+        let (kind, hold) = match rng.below(4) {
+            0 => (
+                FaultKind::KillAgent(rng.below(agents as u64) as usize),
+                between(rng, 500, 3_000),
+            ),
+            1 => (
+                FaultKind::KillServer(rng.below(servers as u64) as usize),
+                between(rng, 1_000, 5_000),
+            ),
+            2 => (FaultKind::LeaderStepdown, Duration::ZERO),
+            _ => (
+                FaultKind::Partition(rng.below(servers as u64) as usize),
+                between(rng, 2_000, 6_000),
+            ),
+        };
+        if !supports(kind) {
+            continue;
+        }
+        // A server fault takes some seconds more to heal than its hold.
+        used += gap + hold + Duration::from_secs(3);
+        if used > total {
+            return planned;
+        }
+        planned.push(Planned { gap, kind, hold });
+    }
+}
+
+/// What the chaos acts on.
+pub struct Fleet {
+    pub cluster: NatsCluster,
+    pub js: jetstream::Context,
+    pub log: LogSettings,
+    pub agents: Vec<Agent>,
+    /// Each agent's configuration file and HTTP port, to restart it.
+    pub configs: Vec<(PathBuf, u16)>,
+}
+
+impl Fleet {
+    /// Whether this fleet can inject `kind`: not partitions, on loopback.
+    pub fn supports(kind: FaultKind) -> bool {
+        !matches!(kind, FaultKind::Partition(_))
+    }
+
+    /// Carries out the schedule; returns the windows in order.
+    pub async fn run(&mut self, schedule: &[Planned]) -> Vec<FaultWindow> {
+        let mut windows = Vec::with_capacity(schedule.len());
+        for planned in schedule {
+            tokio::time::sleep(planned.gap).await;
+            let window = self.inject(planned).await;
+            eprintln!(
+                "soak: {} held {:?}, healed after {:?}",
+                planned.kind.label(),
+                planned.hold,
+                window.healed - window.start
+            );
+            windows.push(window);
+        }
+        windows
+    }
+
+    async fn inject(&mut self, planned: &Planned) -> FaultWindow {
+        let start = Instant::now();
+        match planned.kind {
+            FaultKind::KillAgent(n) => {
+                self.agents[n].kill().await;
+                tokio::time::sleep(planned.hold).await;
+                let (config, port) = &self.configs[n];
+                self.agents[n] = Agent::spawn(config, *port);
+                wait_ready(&self.agents[n]).await;
+            }
+            FaultKind::KillServer(n) => {
+                self.cluster.node(n).kill().unwrap();
+                tokio::time::sleep(planned.hold).await;
+                self.cluster.node(n).restart().await.unwrap();
+                self.healthy_stream().await;
+            }
+            FaultKind::LeaderStepdown => {
+                let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{}", self.log.stream);
+                let answer = self
+                    .js
+                    .client()
+                    .request(subject, "".into())
+                    .await
+                    .expect("the stepdown request is answered");
+                let text = String::from_utf8_lossy(&answer.payload);
+                assert!(text.contains("\"success\":true"), "stepdown: {text}");
+                self.healthy_stream().await;
+            }
+            FaultKind::Partition(_) => unreachable!("not in a loopback fleet's schedule"),
+        }
+        FaultWindow {
+            kind: planned.kind,
+            start,
+            healed: Instant::now(),
+        }
+    }
+
+    /// Waits (60 s at most) until the stream has a leader and every replica
+    /// is current.
+    pub async fn healthy_stream(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.stream_healthy().await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the stream did not heal in 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stream_healthy(&self) -> bool {
+        let Ok(mut stream) = self.js.get_stream(&self.log.stream).await else {
+            return false;
+        };
+        let Ok(info) = stream.info().await else {
+            return false;
+        };
+        let Some(cluster) = info.cluster.clone() else {
+            return false;
+        };
+        cluster.leader.is_some()
+            && cluster.replicas.len() == self.cluster.size() - 1
+            && cluster.replicas.iter().all(|r| r.current && !r.offline)
+    }
+}
+
+/// Waits (60 s at most) until the agent's `/readyz` answers 200.
+pub async fn wait_ready(agent: &Agent) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent.get("/readyz").await.map(|(code, _)| code) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "agent at {} not ready in 60 s",
+            agent.base
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
