@@ -66,9 +66,11 @@ fn between(rng: &mut Rng, low_ms: u64, high_ms: u64) -> Duration {
     Duration::from_millis(low_ms + rng.below(high_ms - low_ms + 1))
 }
 
-/// A schedule filling about `total`: quiet gaps of 4–10 s, each followed by
-/// a fault of a kind `supports` accepts (agents killed 0.5–3 s, servers
-/// 1–5 s, partitions 2–6 s; a stepdown holds nothing).
+/// A schedule filling about `total`: quiet gaps of 8–20 s, each followed by
+/// a fault (agents killed for 0.5–3 s, servers for 1–5 s, partitions for
+/// 2–6 s; a stepdown holds nothing). Kinds come in rounds, each round every
+/// kind `supports` accepts once in a random order, so even a short run sees
+/// each kind.
 pub fn plan(
     rng: &mut Rng,
     total: Duration,
@@ -78,9 +80,16 @@ pub fn plan(
 ) -> Vec<Planned> {
     let mut planned = Vec::new();
     let mut used = Duration::ZERO;
+    let mut round: Vec<u64> = Vec::new();
     loop {
-        let gap = between(rng, 4_000, 10_000);
-        let (kind, hold) = match rng.below(4) {
+        if round.is_empty() {
+            round = vec![0, 1, 2, 3];
+            for i in (1..round.len()).rev() {
+                round.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+        let gap = between(rng, 8_000, 20_000);
+        let (kind, hold) = match round.pop().expect("refilled above") {
             0 => (
                 FaultKind::KillAgent(rng.below(agents as u64) as usize),
                 between(rng, 500, 3_000),
@@ -147,7 +156,7 @@ impl Fleet {
                 self.agents[n].kill().await;
                 tokio::time::sleep(planned.hold).await;
                 let (config, port) = &self.configs[n];
-                self.agents[n] = Agent::spawn(config, *port);
+                self.agents[n] = spawn_agent(config, *port);
                 wait_ready(&self.agents[n]).await;
             }
             FaultKind::KillServer(n) => {
@@ -204,6 +213,18 @@ impl Fleet {
             && cluster.replicas.len() == self.cluster.size() - 1
             && cluster.replicas.iter().all(|r| r.current && !r.offline)
     }
+}
+
+/// Starts `invalog agent` with `config`, its log appended to `<node>.log`
+/// beside the configuration (kept across restarts).
+pub fn spawn_agent(config: &std::path::Path, port: u16) -> Agent {
+    let log = config.with_extension("log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Agent::spawn_with_stderr(config, port, file.into())
 }
 
 /// Waits (60 s at most) until the agent's `/readyz` answers 200.

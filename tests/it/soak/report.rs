@@ -6,6 +6,11 @@
 //! and the number never applied, inside and outside; publish failures are
 //! counted apart (nobody is expected to apply a canary whose publish
 //! failed; those applied nevertheless are counted too).
+//!
+//! Answers are core NATS messages and can be lost with a connection. An
+//! unanswered canary at or below a node's final applied sequence, on a node
+//! that never cold booted nor saw a gap (so it applied every sequence up to
+//! there, in order), counts as *answer lost*, not as never applied.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -24,14 +29,17 @@ pub struct Row {
     pub within_100ms: u64,
     pub within_1s: u64,
     pub never: u64,
+    /// Applied (the node's position passed it) but no answer arrived.
+    pub answer_lost: u64,
     /// Latencies of the answered canaries, for percentiles.
     pub latencies: Vec<Duration>,
 }
 
 impl Row {
-    fn add(&mut self, latency: Option<Duration>) {
+    fn add(&mut self, latency: Option<Duration>, applied: bool) {
         self.canaries += 1;
         match latency {
+            None if applied => self.answer_lost += 1,
             None => self.never += 1,
             Some(l) => {
                 self.within_100ms += u64::from(l <= Duration::from_millis(100));
@@ -75,9 +83,10 @@ pub struct Report {
     pub acknowledged: u64,
     pub publish_failed: u64,
     pub failed_but_applied: u64,
-    /// Outside fault windows: the slowest answers (node, latency, seconds
-    /// after the first canary).
-    pub slowest_outside: Vec<(String, Duration, f64)>,
+    /// Outside fault windows, each second (after the first canary) in
+    /// which some node took more than 100 ms: (second, answers over 100 ms,
+    /// slowest answer, slowest node).
+    pub slow_seconds: Vec<(u64, u64, Duration, String)>,
 }
 
 impl Report {
@@ -93,6 +102,14 @@ impl Report {
             .map(|r| r[0].never + r[1].never)
             .sum()
     }
+
+    /// Answers lost, anywhere.
+    pub fn answers_lost(&self) -> u64 {
+        self.rows[..self.nodes.len()]
+            .iter()
+            .map(|r| r[0].answer_lost + r[1].answer_lost)
+            .sum()
+    }
 }
 
 fn inside(sent: &Sent, windows: &[FaultWindow], settle: Duration) -> bool {
@@ -101,32 +118,46 @@ fn inside(sent: &Sent, windows: &[FaultWindow], settle: Duration) -> bool {
         .any(|w| sent.at + BEFORE >= w.start && sent.at <= w.healed + settle)
 }
 
-/// Builds the report of `record` for `nodes`.
+/// Builds the report of `record` for `nodes`; `applied_through[n]` is the
+/// sequence node `n` is known to have applied every sequence up to
+/// (`None`: not known).
 pub fn build(
     record: &Record,
     nodes: &[String],
+    applied_through: &[Option<u64>],
     windows: &[FaultWindow],
     settle: Duration,
 ) -> Report {
     let mut rows = vec![<[Row; 2]>::default(); nodes.len() + 1];
     let (mut acknowledged, mut publish_failed, mut failed_but_applied) = (0, 0, 0);
-    let mut slowest = Vec::new();
+    let mut slow: std::collections::BTreeMap<u64, (u64, Duration, String)> = Default::default();
     let first = record.canaries.first().map(|c| c.at);
     for sent in &record.canaries {
-        match &sent.outcome {
-            Some(Ok(_)) => acknowledged += 1,
+        let sequence = match &sent.outcome {
+            Some(Ok(sequence)) => {
+                acknowledged += 1;
+                *sequence
+            }
             _ => {
                 publish_failed += 1;
                 failed_but_applied += u64::from(sent.answers.iter().any(Option::is_some));
                 continue;
             }
-        }
+        };
         let side = if inside(sent, windows, settle) { 0 } else { 1 };
         for (node, latency) in sent.answers.iter().enumerate() {
-            rows[node][side].add(*latency);
-            if let (1, Some(l)) = (side, latency) {
-                let offset = sent.at.duration_since(first.unwrap_or(sent.at));
-                slowest.push((nodes[node].clone(), *l, offset.as_secs_f64()));
+            let applied = applied_through[node].is_some_and(|a| a >= sequence);
+            rows[node][side].add(*latency, applied);
+            match (side, latency) {
+                (1, Some(l)) if *l > Duration::from_millis(100) => {
+                    let second = sent.at.duration_since(first.unwrap_or(sent.at)).as_secs();
+                    let entry = slow.entry(second).or_insert((0, *l, nodes[node].clone()));
+                    entry.0 += 1;
+                    if *l > entry.1 {
+                        (entry.1, entry.2) = (*l, nodes[node].clone());
+                    }
+                }
+                _ => {}
             }
         }
         let fleet = if sent.answers.iter().all(Option::is_some) {
@@ -134,10 +165,11 @@ pub fn build(
         } else {
             None
         };
-        rows[nodes.len()][side].add(fleet);
+        let applied = applied_through
+            .iter()
+            .all(|a| a.is_some_and(|a| a >= sequence));
+        rows[nodes.len()][side].add(fleet, applied);
     }
-    slowest.sort_by(|a, b| b.1.cmp(&a.1));
-    slowest.truncate(8);
     Report {
         nodes: nodes.to_vec(),
         rows,
@@ -145,7 +177,10 @@ pub fn build(
         acknowledged,
         publish_failed,
         failed_but_applied,
-        slowest_outside: slowest,
+        slow_seconds: slow
+            .into_iter()
+            .map(|(s, (n, l, node))| (s, n, l, node))
+            .collect(),
     }
 }
 
@@ -154,21 +189,22 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<7} {:>8} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9}",
-        "node", "window", "canaries", "<=100ms %", "<=1s %", "never", "p99", "p99.9", "max"
+        "{:<8} {:<7} {:>8} {:>10} {:>10} {:>6} {:>5} {:>9} {:>9} {:>9}",
+        "node", "window", "canaries", "<=100ms %", "<=1s %", "never", "lost", "p99", "p99.9", "max"
     );
     let names = report.nodes.iter().map(String::as_str).chain(["fleet"]);
     for (name, rows) in names.zip(&report.rows) {
         for (side, row) in ["inside", "outside"].iter().zip(rows) {
             let _ = writeln!(
                 out,
-                "{:<8} {:<7} {:>8} {:>10.4} {:>10.4} {:>6} {:>9.1?} {:>9.1?} {:>9.1?}",
+                "{:<8} {:<7} {:>8} {:>10.4} {:>10.4} {:>6} {:>5} {:>9.1?} {:>9.1?} {:>9.1?}",
                 name,
                 side,
                 row.canaries,
                 row.share_100ms(),
                 share(row.within_1s, row.canaries),
                 row.never,
+                row.answer_lost,
                 row.percentile(99.0),
                 row.percentile(99.9),
                 row.percentile(100.0),
@@ -182,10 +218,10 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "slowest answers outside fault windows (node, latency, sent at s):"
+        "outside fault windows, seconds with answers over 100 ms (second: answers, slowest):"
     );
-    for (node, latency, at) in &report.slowest_outside {
-        let _ = writeln!(out, "  {node} {latency:?} {at:.1}");
+    for (second, count, latency, node) in report.slow_seconds.iter().take(40) {
+        let _ = writeln!(out, "  {second:>5} s: {count:>4}, {latency:.1?} ({node})");
     }
     out
 }
