@@ -96,6 +96,26 @@ id = "00000000-0000-0000-0000-000000000001"
     path
 }
 
+/// The 1-minute load average sampled every 10 s until aborted.
+fn sample_load() -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+) {
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = samples.clone();
+    let task = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            ticker.tick().await;
+            let one: Option<f64> = std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next()?.parse().ok());
+            into.lock().unwrap().extend(one);
+        }
+    });
+    (task, samples)
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -155,9 +175,15 @@ async fn soak_every_canary_reaches_every_agent_through_chaos() {
     };
     fleet.healthy_stream().await;
 
+    let version = std::process::Command::new(fleet.cluster.nodes()[0].binary())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    eprintln!("soak: {version}, {AGENTS} agents, a canary every {EVERY:?}");
     let schedule = driver::plan(&mut rng, chaos, AGENTS, 3, Fleet::supports);
     eprintln!(
-        "soak: {} faults planned over {chaos:?}; partitions {}; load average at start {}",
+        "soak: {} faults planned for {chaos:?} of chaos; partitions {}; load average at start {}",
         schedule.len(),
         if Fleet::supports(FaultKind::Partition(0)) {
             "included"
@@ -168,11 +194,20 @@ async fn soak_every_canary_reaches_every_agent_through_chaos() {
     );
     let mut canaries = Canaries::start(&urls, &log, EVERY, &names).await;
     let started = Instant::now();
-    let windows = fleet.run(&schedule).await;
+    let (sampler, load) = sample_load();
+    let windows = fleet.run(&schedule, started + chaos).await;
     // A quiet tail after the last heal, then the final tally.
     tokio::time::sleep(SETTLE + Duration::from_secs(5)).await;
     canaries.stop_publishing().await;
-    let load_end = load_average();
+    sampler.abort();
+    let load = load.lock().unwrap().clone();
+    let load_end = format!(
+        "{}; 1-min load sampled every 10 s: min {:.2}, mean {:.2}, max {:.2}",
+        load_average(),
+        load.iter().copied().fold(f64::INFINITY, f64::min),
+        load.iter().sum::<f64>() / load.len().max(1) as f64,
+        load.iter().copied().fold(0.0, f64::max)
+    );
     let (sent, acked) = canaries.progress();
     eprintln!(
         "soak: {sent} canaries sent in {:?}, {acked} acknowledged; highest sequence {}",

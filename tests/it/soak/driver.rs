@@ -66,7 +66,7 @@ fn between(rng: &mut Rng, low_ms: u64, high_ms: u64) -> Duration {
     Duration::from_millis(low_ms + rng.below(high_ms - low_ms + 1))
 }
 
-/// A schedule filling about `total`: quiet gaps of 8–20 s, each followed by
+/// A schedule of at most `total` (gaps and holds; healing takes longer): quiet gaps of 8–20 s, each followed by
 /// a fault (agents killed for 0.5–3 s, servers for 1–5 s, partitions for
 /// 2–6 s; a stepdown holds nothing). Kinds come in rounds, each round every
 /// kind `supports` accepts once in a random order, so even a short run sees
@@ -107,8 +107,7 @@ pub fn plan(
         if !supports(kind) {
             continue;
         }
-        // A server fault takes some seconds more to heal than its hold.
-        used += gap + hold + Duration::from_secs(3);
+        used += gap + hold;
         if used > total {
             return planned;
         }
@@ -132,10 +131,15 @@ impl Fleet {
         !matches!(kind, FaultKind::Partition(_))
     }
 
-    /// Carries out the schedule; returns the windows in order.
-    pub async fn run(&mut self, schedule: &[Planned]) -> Vec<FaultWindow> {
+    /// Carries out the schedule until `until` (a fault that would not
+    /// have ended its hold by then is left out), then waits for `until`;
+    /// returns the windows in order.
+    pub async fn run(&mut self, schedule: &[Planned], until: Instant) -> Vec<FaultWindow> {
         let mut windows = Vec::with_capacity(schedule.len());
         for planned in schedule {
+            if Instant::now() + planned.gap + planned.hold > until {
+                break;
+            }
             tokio::time::sleep(planned.gap).await;
             let window = self.inject(planned).await;
             eprintln!(
@@ -146,6 +150,7 @@ impl Fleet {
             );
             windows.push(window);
         }
+        tokio::time::sleep_until(until.into()).await;
         windows
     }
 
@@ -186,32 +191,41 @@ impl Fleet {
         }
     }
 
-    /// Waits (60 s at most) until the stream has a leader and every replica
-    /// is current.
+    /// Waits (120 s at most) until the stream has a leader and every
+    /// replica is current; fails showing the last stream state seen.
     pub async fn healthy_stream(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if self.stream_healthy().await {
+            let state = self.stream_state().await;
+            if state.as_ref().is_ok_and(|healthy| *healthy) {
                 return;
             }
-            assert!(Instant::now() < deadline, "the stream did not heal in 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "the stream did not heal in 120 s; last seen: {state:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    async fn stream_healthy(&self) -> bool {
-        let Ok(mut stream) = self.js.get_stream(&self.log.stream).await else {
-            return false;
-        };
-        let Ok(info) = stream.info().await else {
-            return false;
-        };
-        let Some(cluster) = info.cluster.clone() else {
-            return false;
-        };
-        cluster.leader.is_some()
+    /// Whether the stream has a leader and every replica is current; the
+    /// error or the cluster state when not.
+    async fn stream_state(&self) -> Result<bool, String> {
+        let mut stream = self
+            .js
+            .get_stream(&self.log.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        let cluster = info.cluster.clone().ok_or("no cluster information")?;
+        let healthy = cluster.leader.is_some()
             && cluster.replicas.len() == self.cluster.size() - 1
-            && cluster.replicas.iter().all(|r| r.current && !r.offline)
+            && cluster.replicas.iter().all(|r| r.current && !r.offline);
+        if healthy {
+            Ok(true)
+        } else {
+            Err(format!("{cluster:?}"))
+        }
     }
 }
 
