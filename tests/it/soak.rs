@@ -195,7 +195,7 @@ async fn soak_every_canary_reaches_every_agent_through_chaos() {
     let mut canaries = Canaries::start(&urls, &log, EVERY, &names).await;
     let started = Instant::now();
     let (sampler, load) = sample_load();
-    let windows = fleet.run(&schedule, started + chaos).await;
+    let windows = driver::run(&mut fleet, &schedule, started + chaos).await;
     // A quiet tail after the last heal, then the final tally.
     tokio::time::sleep(SETTLE + Duration::from_secs(5)).await;
     canaries.stop_publishing().await;

@@ -115,7 +115,40 @@ pub fn plan(
     }
 }
 
-/// What the chaos acts on.
+/// What the driver can fault: it injects a planned fault, holds it,
+/// heals it, and returns its window.
+pub trait Target {
+    fn inject(&mut self, planned: &Planned) -> impl std::future::Future<Output = FaultWindow>;
+}
+
+/// Carries out `schedule` against `target` until `until` (a fault that
+/// would not have ended its hold by then is left out), then waits for
+/// `until`; returns the windows in order.
+pub async fn run(
+    target: &mut impl Target,
+    schedule: &[Planned],
+    until: Instant,
+) -> Vec<FaultWindow> {
+    let mut windows = Vec::with_capacity(schedule.len());
+    for planned in schedule {
+        if Instant::now() + planned.gap + planned.hold > until {
+            break;
+        }
+        tokio::time::sleep(planned.gap).await;
+        let window = target.inject(planned).await;
+        eprintln!(
+            "soak: {} held {:?}, healed after {:?}",
+            planned.kind.label(),
+            planned.hold,
+            window.healed - window.start
+        );
+        windows.push(window);
+    }
+    tokio::time::sleep_until(until.into()).await;
+    windows
+}
+
+/// The loopback fleet: a [`NatsCluster`] and agent processes.
 pub struct Fleet {
     pub cluster: NatsCluster,
     pub js: jetstream::Context,
@@ -125,36 +158,19 @@ pub struct Fleet {
     pub configs: Vec<(PathBuf, u16)>,
 }
 
+impl Target for Fleet {
+    fn inject(&mut self, planned: &Planned) -> impl std::future::Future<Output = FaultWindow> {
+        self.inject_here(planned)
+    }
+}
+
 impl Fleet {
     /// Whether this fleet can inject `kind`: not partitions, on loopback.
     pub fn supports(kind: FaultKind) -> bool {
         !matches!(kind, FaultKind::Partition(_))
     }
 
-    /// Carries out the schedule until `until` (a fault that would not
-    /// have ended its hold by then is left out), then waits for `until`;
-    /// returns the windows in order.
-    pub async fn run(&mut self, schedule: &[Planned], until: Instant) -> Vec<FaultWindow> {
-        let mut windows = Vec::with_capacity(schedule.len());
-        for planned in schedule {
-            if Instant::now() + planned.gap + planned.hold > until {
-                break;
-            }
-            tokio::time::sleep(planned.gap).await;
-            let window = self.inject(planned).await;
-            eprintln!(
-                "soak: {} held {:?}, healed after {:?}",
-                planned.kind.label(),
-                planned.hold,
-                window.healed - window.start
-            );
-            windows.push(window);
-        }
-        tokio::time::sleep_until(until.into()).await;
-        windows
-    }
-
-    async fn inject(&mut self, planned: &Planned) -> FaultWindow {
+    async fn inject_here(&mut self, planned: &Planned) -> FaultWindow {
         let start = Instant::now();
         match planned.kind {
             FaultKind::KillAgent(n) => {
