@@ -21,6 +21,8 @@ mod harness;
 mod history_cmd;
 mod logging;
 mod model;
+mod netns;
+mod partitions;
 mod probe_replay;
 mod probe_service;
 mod properties;
