@@ -14,6 +14,7 @@
 
 mod canaries;
 mod driver;
+mod partitioned;
 mod report;
 
 use std::path::{Path, PathBuf};
