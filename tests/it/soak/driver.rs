@@ -39,9 +39,9 @@ impl FaultKind {
     pub fn label(&self) -> String {
         match self {
             FaultKind::KillAgent(n) => format!("kill -9 agent web-{n}"),
-            FaultKind::KillServer(n) => format!("kill -9 server node{n}"),
+            FaultKind::KillServer(n) => format!("kill -9 server {n}"),
             FaultKind::LeaderStepdown => "stream leader stepdown".into(),
-            FaultKind::Partition(n) => format!("partition server node{n}"),
+            FaultKind::Partition(n) => format!("partition server {n}"),
         }
     }
 }

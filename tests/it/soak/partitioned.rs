@@ -56,7 +56,11 @@ impl NsAgent {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.host.http_get(HTTP_PORT, "/readyz").await.map(|r| r.0) != Some(200) {
-            assert!(Instant::now() < deadline, "{} not ready in 60 s", self.host.name());
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready in 60 s",
+                self.host.name()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -165,7 +169,9 @@ impl Target for NetFleet {
 async fn soak_with_partitions_on_namespace_hosts() {
     let chaos = super::chaos_time();
     let mut rng = Rng::from_time("soak (namespaces)");
-    let names = ["s0", "s1", "s2", "web-0", "web-1", "web-2", "web-3", "probe"];
+    let names = [
+        "s0", "s1", "s2", "web-0", "web-1", "web-2", "web-3", "probe",
+    ];
     let net = match Net::new(&names) {
         Ok(net) => net,
         Err(why) => {
@@ -194,8 +200,13 @@ async fn soak_with_partitions_on_namespace_hosts() {
         agent.wait_ready().await;
     }
     let schedule = driver::plan(&mut rng, chaos, nodes.len(), servers.len(), |_| true);
+    let version = std::process::Command::new(invalog::embedded::find_binary().unwrap())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     eprintln!(
-        "soak (namespaces): {} faults planned for {chaos:?} of chaos, partitions included",
+        "soak (namespaces): {version}; {} faults planned for {chaos:?} of chaos, partitions included",
         schedule.len()
     );
     let mut fleet = NetFleet {
@@ -221,14 +232,26 @@ async fn soak_with_partitions_on_namespace_hosts() {
         canaries.finish()
     });
     let started = Instant::now();
+    let (sampler, load) = super::sample_load();
     let windows = driver::run(&mut fleet, &schedule, started + chaos).await;
     tokio::time::sleep(SETTLE + Duration::from_secs(5)).await;
     let _ = stop.send(());
     let (record, copies): (Record, u64) = recorded.await;
+    sampler.abort();
+    let load = load.lock().unwrap().clone();
+    eprintln!(
+        "soak (namespaces): 1-min load sampled every 10 s: min {:.2}, mean {:.2}, max {:.2}",
+        load.iter().copied().fold(f64::INFINITY, f64::min),
+        load.iter().sum::<f64>() / load.len().max(1) as f64,
+        load.iter().copied().fold(0.0, f64::max)
+    );
     let mut applied_through = Vec::new();
     for agent in &fleet.agents {
         let applied = agent.metric("invalog_applied_sequence").await;
-        let skips = agent.metric("invalog_cold_boots_total").await.unwrap_or(1.0)
+        let skips = agent
+            .metric("invalog_cold_boots_total")
+            .await
+            .unwrap_or(1.0)
             + agent.metric("invalog_gaps_total").await.unwrap_or(1.0);
         applied_through.push(applied.filter(|_| skips == 0.0).map(|a| a as u64));
     }
@@ -249,7 +272,10 @@ async fn soak_with_partitions_on_namespace_hosts() {
     // Every round of the schedule has each kind once: four faults or more
     // include a partition.
     assert!(
-        windows.len() < 4 || windows.iter().any(|w| matches!(w.kind, FaultKind::Partition(_))),
+        windows.len() < 4
+            || windows
+                .iter()
+                .any(|w| matches!(w.kind, FaultKind::Partition(_))),
         "a partition was injected"
     );
     assert_eq!(record.strangers, 0, "answers only from the fleet's nodes");
