@@ -5,8 +5,9 @@
 //! elections. At the end (every fault healed) it prints, per node and for
 //! the fleet, inside and outside fault windows, the share of canaries
 //! applied within 100 ms and 1 s and the count never applied, and asserts
-//! that none was never applied. docs/reliability.md ("Consistency soak")
-//! has the long run's figures.
+//! that none was never applied. `partitioned` runs the same on
+//! network-namespace hosts, with partitions among the faults.
+//! docs/reliability.md ("Consistency soak") has the long run's figures.
 //!
 //! `cargo test --test it soak -- --nocapture`: about 2 minutes of chaos;
 //! `INVALOG_SLOW_TESTS=1`: 15 minutes; `INVALOG_SOAK_SECS=<n>` sets the
