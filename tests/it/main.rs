@@ -31,6 +31,7 @@ mod python_publisher;
 mod recovery;
 mod reliability;
 mod replay;
+mod soak;
 mod stale_fill;
 mod stream_cmd;
 mod support;
