@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use invalog::connect::{connect, NatsSettings};
-use invalog::embedded::NatsCluster;
 use invalog::LogSettings;
+use invalog_nats_server::NatsCluster;
 
 use crate::agent_support::{free_port, webhook, Hook};
 use crate::reliability::{slow, Rng};

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use invalog::connect::{connect, NatsSettings};
-use invalog::probe::{probe_refresher, reply_subject, PROBE_REFRESHER};
-use invalog::wire::{self, Canary};
+use invalog::probe::{
+    canary_json, decode_probe_reply, probe_refresher, reply_subject, Canary, PROBE_REFRESHER,
+};
 use invalog::{Instruction, LogSettings, Provenance, Publisher, PublisherSettings};
 use tokio::task::JoinSet;
 
@@ -91,7 +92,7 @@ impl Canaries {
                 let _client = client;
                 while let Some(message) = replies.next().await {
                     let at = Instant::now();
-                    let Ok(reply) = wire::decode_probe_reply(&message.payload) else {
+                    let Ok(reply) = decode_probe_reply(&message.payload) else {
                         continue;
                     };
                     if reply.probe != run {
@@ -211,7 +212,7 @@ async fn publish(
                     continue;
                 }
                 let canary = Canary { probe: run.clone(), canary: n as u64, reply: inbox.clone() };
-                let instructions = vec![Instruction::RefreshJson(wire::canary_json(&canary))];
+                let instructions = vec![Instruction::RefreshJson(canary_json(&canary))];
                 let publisher = publisher.clone();
                 acks.spawn(async move {
                     let outcome = publisher.publish(PROBE_REFRESHER, instructions, &Provenance::default()).await;

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use invalog::embedded::NatsCluster;
 use invalog::LogSettings;
+use invalog_nats_server::NatsCluster;
 
 use crate::agent_support::Agent;
 use crate::reliability::Rng;

@@ -200,7 +200,7 @@ async fn soak_with_partitions_on_namespace_hosts() {
         agent.wait_ready().await;
     }
     let schedule = driver::plan(&mut rng, chaos, nodes.len(), servers.len(), |_| true);
-    let version = std::process::Command::new(invalog::embedded::find_binary().unwrap())
+    let version = std::process::Command::new(invalog_nats_server::find_binary().unwrap())
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
