@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use invalog_nats_server::NatsServer;
 use invalog::{FileStore, LogSettings, Node, NodeId, NodeSettings, Publisher, PublisherSettings};
+use invalog_nats_server::NatsServer;
 use serde_json::{json, Value};
 use shop::cache::{Product, ProductCache};
 use shop::db::Database;
