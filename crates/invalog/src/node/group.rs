@@ -48,7 +48,7 @@ impl Runner {
         S: Stream<Item = Result<jetstream::Message, E>> + Unpin,
         E: std::fmt::Display,
     {
-        if self.cursor.caught_up() || !self.registry.groups() {
+        if self.cursor.caught_up() || !self.groups {
             return Ok(self.on_message(&first).await);
         }
         let mut taken = vec![first];

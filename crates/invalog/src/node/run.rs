@@ -50,6 +50,8 @@ pub(super) struct Runner {
     pub(super) registry: Registry,
     /// invalog's own refreshers (`canary`), looked up after the app's.
     builtins: Registry,
+    /// Some hosted refresher takes groups of batches (`group`); fixed at start.
+    pub(super) groups: bool,
     writer: CheckpointWriter,
     pub(super) shared: Arc<Shared>,
     pub(super) cancel: CancellationToken,
@@ -107,6 +109,7 @@ impl Runner {
             shared.clone(),
         );
         Self {
+            groups: registry.groups(),
             builtins,
             js,
             log,
