@@ -59,6 +59,7 @@ pub mod replay;
 pub mod secret;
 pub mod stream;
 pub mod suggest;
+mod supersede;
 pub mod token;
 pub mod units;
 pub mod wire;

@@ -111,7 +111,17 @@ pub struct NodeSettings {
     /// (refresher, unit) entries (24 bytes each), for
     /// [`Node::fill_if_fresh`]; `None` (the default) keeps none.
     pub fill_guard_window: Option<usize>,
+    /// While catching up, how many delivered messages the node looks
+    /// ahead of the one it applies: a message followed within this window
+    /// by a refresh-all of its refresher is superseded (counted in
+    /// [`StatsSnapshot::superseded`], not applied). 0 turns superseding
+    /// off. A decoded message is held for each slot (about 300 bytes for
+    /// one instruction).
+    pub catch_up_lookahead: usize,
 }
+
+/// [`NodeSettings::catch_up_lookahead`]'s default.
+pub const DEFAULT_CATCH_UP_LOOKAHEAD: usize = 1000;
 
 impl NodeSettings {
     /// Defaults for a node id.
@@ -125,6 +135,7 @@ impl NodeSettings {
             fence: FenceSettings::default(),
             cold_boot: ColdBootLimit::default(),
             fill_guard_window: None,
+            catch_up_lookahead: DEFAULT_CATCH_UP_LOOKAHEAD,
         }
     }
 }

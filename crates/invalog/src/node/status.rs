@@ -213,6 +213,8 @@ pub struct RefresherCounters {
     pub units: AtomicU64,
     /// Escalations to refresh-all.
     pub escalations: AtomicU64,
+    /// Messages superseded while catching up.
+    pub superseded: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the apply-latency histogram's buckets.
@@ -292,6 +294,7 @@ pub struct Stats {
     pub(crate) per_refresher: BTreeMap<RefresherName, RefresherCounters>,
     pub(crate) probe_canaries_refused: AtomicU64,
     pub(crate) escalations_coalesced: AtomicU64,
+    pub(crate) superseded: AtomicU64,
 }
 
 impl Stats {
@@ -339,12 +342,14 @@ impl Stats {
                             messages: c.messages.load(Relaxed),
                             units: c.units.load(Relaxed),
                             escalations: c.escalations.load(Relaxed),
+                            superseded: c.superseded.load(Relaxed),
                         },
                     )
                 })
                 .collect(),
             probe_canaries_refused: self.probe_canaries_refused.load(Relaxed),
             escalations_coalesced: self.escalations_coalesced.load(Relaxed),
+            superseded: self.superseded.load(Relaxed),
         }
     }
 }
@@ -358,6 +363,9 @@ pub struct RefresherSnapshot {
     pub units: u64,
     /// Escalations to refresh-all.
     pub escalations: u64,
+    /// Messages superseded while catching up (not applied: a later
+    /// refresh-all of this refresher covered them).
+    pub superseded: u64,
 }
 
 /// Copy of a node's counters at one moment.
@@ -403,4 +411,9 @@ pub struct StatsSnapshot {
     /// escalation's refresh-all of the same refresher, with no message of
     /// it applied since, began after the message was stored.
     pub escalations_coalesced: u64,
+    /// Messages not applied while catching up because a refresh-all of
+    /// the same refresher followed them within the lookahead window
+    /// ([`crate::node::NodeSettings::catch_up_lookahead`]); each is covered
+    /// by that refresh-all, which is applied.
+    pub superseded: u64,
 }
