@@ -359,6 +359,7 @@ mod tests {
                 messages: 3,
                 units: 7,
                 escalations: 1,
+                ..RefresherSnapshot::default()
             },
         );
         let position = Position {
