@@ -10,8 +10,6 @@
 //! (`replay`). This module holds only the rule; the windows are the
 //! callers'.
 
-#![allow(dead_code)] // used by node and replay in the following commits
-
 use std::collections::HashMap;
 
 use crate::model::{Batch, Instruction, RefresherName};
@@ -35,8 +33,7 @@ impl Lookahead {
             match self.last_all.get_mut(&batch.refresher.name) {
                 Some(last) => *last = (*last).max(sequence),
                 None => {
-                    self.last_all
-                        .insert(batch.refresher.name.clone(), sequence);
+                    self.last_all.insert(batch.refresher.name.clone(), sequence);
                 }
             }
         }

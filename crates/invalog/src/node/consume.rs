@@ -1,7 +1,8 @@
-//! The consumer side of the runner: [`Runner::follow`] opens an ordered
-//! consumer (no server-side state to clean up) from the next sequence to
-//! apply, hands what it delivers to `run` in order, and opens it again
-//! after errors, stalls and reconnects. While the server takes longer than
+//! The consumer side of the runner: [`Runner::follow`] opens a consumer
+//! (`push`: ephemeral, removed by the server once nobody listens) from the
+//! next sequence to apply, hands what it delivers to `window` in order,
+//! and opens it again after errors, lost deliveries, stalls and
+//! reconnects. While the server takes longer than
 //! [`CREATE_PATIENCE`] to answer a creation, the node applies what waits
 //! by reading directly (`direct`), so a creation that will never be
 //! answered (a consumer placed on a cluster peer that died) does not hold
@@ -9,11 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
-use futures::StreamExt;
-
+use super::push::{Delivery, Next, PushConsumer};
 use super::run::{Flow, Runner, Stored, CHECK_INTERVAL};
 use super::status::Stats;
+use super::window::WINDOW_WAIT;
 
 /// How long a consumer creation may be pending before the node reads what
 /// waits directly (and again after every such interval).
@@ -132,8 +132,8 @@ impl Liveness {
 
 /// What opening a consumer gave.
 pub(super) enum Opened {
-    /// A consumer's message stream.
-    Consumer(Box<pull::Ordered>),
+    /// A consumer.
+    Consumer(Box<PushConsumer>),
     /// No consumer: do this instead.
     Flow(Flow),
 }
@@ -157,10 +157,12 @@ impl Runner {
                 opened = self.open_consumer() => opened,
             };
             let outcome = match opened {
-                Ok(Opened::Consumer(messages)) => self.drain(messages).await,
+                Ok(Opened::Consumer(consumer)) => self.drain(consumer).await,
                 Ok(Opened::Flow(flow)) => Ok(flow),
                 Err(message) => Err(message),
             };
+            // What the window holds, the next consumer delivers again.
+            self.window.clear();
             match outcome {
                 Ok(Flow::Stop) => return,
                 Ok(_) => failures = 0,
@@ -179,14 +181,14 @@ impl Runner {
 
     /// One consumer's life: apply what it delivers until it fails, the
     /// stream check asks for a restart, or shutdown.
-    async fn drain(&mut self, mut messages: Box<pull::Ordered>) -> Result<Flow, String> {
-        // After a reconnect the ordered consumer only notices it was lost
-        // when heartbeats go missing (seconds); recreate it at once instead.
+    async fn drain(&mut self, mut consumer: Box<PushConsumer>) -> Result<Flow, String> {
+        // After a reconnect the consumer may be gone with its server (or
+        // have lost deliveries): recreate it at once.
         let connects = self.connects();
         self.liveness.last_delivery = Instant::now();
         self.liveness.pending_after_last = None;
         let check_every = self.settings.flush_interval.min(CHECK_INTERVAL);
-        let mut tick = tokio::time::interval(check_every.min(STALL_CHECK));
+        let mut tick = tokio::time::interval(check_every.min(STALL_CHECK).min(WINDOW_WAIT));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         // One cancellation future for the consumer's life: creating one per
@@ -197,13 +199,18 @@ impl Runner {
             let flow = tokio::select! {
                 biased;
                 _ = &mut cancelled => Flow::Stop,
-                item = messages.next() => match item {
-                    Some(Ok(message)) => self.on_delivered(message, &mut messages).await?,
-                    Some(Err(e)) => return Err(format!("consumer: {e}")),
-                    None => return Err("consumer ended".into()),
+                next = consumer.next() => match next? {
+                    Next::Message(delivery) => self.on_delivered(delivery).await,
+                    Next::Restart(why) => {
+                        tracing::warn!(node = %self.settings.node_id, next = self.cursor.next(), reason = %why, "recreating the consumer");
+                        Flow::Restart
+                    }
                 },
                 _ = tick.tick() => if self.connects() != connects || self.stalled() {
                     Flow::Restart
+                } else if !self.window.is_empty() && self.liveness.last_delivery.elapsed() >= WINDOW_WAIT {
+                    // The consumer went quiet with messages in the window.
+                    self.apply_window(true).await
                 } else if self.liveness.last_check.elapsed() >= check_every {
                     self.on_tick().await
                 } else {
@@ -220,32 +227,36 @@ impl Runner {
         }
     }
 
-    pub(super) async fn on_message(&mut self, message: &jetstream::Message) -> Flow {
-        let Ok(info) = message.info() else {
-            self.liveness.delivered();
-            tracing::warn!(node = %self.settings.node_id, subject = %message.subject, "message without JetStream metadata; ignored");
-            return Flow::Continue;
-        };
-        self.liveness.pending_after_last = Some(info.pending);
-        if self.liveness.verified_consumer.as_deref() != Some(info.consumer) {
-            // A consumer (ours, or one async-nats recreated after losing the
-            // last) may sit on a stream created again since the last check:
-            // nothing it delivers is applied before the stream's identity is.
-            if let Some(flow) = self.verify_incarnation().await {
-                return flow;
-            }
-            self.liveness.verified_consumer = Some(info.consumer.to_owned());
+    /// Applies a delivered message at once (the one-message path).
+    pub(super) async fn on_message(&mut self, delivery: &Delivery) -> Flow {
+        self.liveness.pending_after_last = Some(delivery.pending);
+        if let Some(flow) = self.verify_consumer(delivery.consumer()).await {
+            return flow;
         }
         let stored = Stored {
-            sequence: info.stream_sequence,
-            subject: &message.subject,
-            payload: &message.payload,
-            published: info.published.into(),
+            sequence: delivery.stream_sequence,
+            subject: &delivery.message.subject,
+            payload: &delivery.message.payload,
+            published: delivery.published,
         };
-        self.on_stored(stored, info.pending).await
+        self.on_stored(stored, delivery.pending).await
     }
 
-    /// Creates an ordered consumer at `next`, unless the stream check asks
+    /// Nothing a consumer delivers is applied before the stream it reads is
+    /// known to be the incarnation followed (it may have been created again
+    /// since the last check): checked once per consumer.
+    pub(super) async fn verify_consumer(&mut self, consumer: &str) -> Option<Flow> {
+        if self.liveness.verified(consumer) {
+            return None;
+        }
+        if let Some(flow) = self.verify_incarnation().await {
+            return Some(flow);
+        }
+        self.liveness.verified_consumer = Some(consumer.to_owned());
+        None
+    }
+
+    /// Creates a consumer at `next`, unless the stream check asks
     /// for something else first (a cold boot). A consumer that starts
     /// before `next` (messages were read directly meanwhile) is fine: what
     /// it delivers below `next` is skipped.
@@ -254,7 +265,7 @@ impl Runner {
         if let Some(flow) = self.check_stream(position).await {
             return Ok(Opened::Flow(flow));
         }
-        let creating = create_ordered(
+        let creating = PushConsumer::create(
             self.js.clone(),
             self.log.stream.clone(),
             self.log.all_subjects(),
@@ -267,7 +278,7 @@ impl Runner {
         loop {
             tokio::select! {
                 biased;
-                created = &mut creating => return created.map(Opened::Consumer),
+                created = &mut creating => return created.map(|c| Opened::Consumer(Box::new(c))),
                 _ = patience.tick() => match self.read_direct().await {
                     Flow::Continue => {}
                     flow => return Ok(Opened::Flow(flow)),
@@ -275,34 +286,4 @@ impl Runner {
             }
         }
     }
-}
-
-/// Creates an ordered consumer from `start` and its message stream; owns
-/// what it needs, so the node can go on while it waits.
-async fn create_ordered(
-    js: jetstream::Context,
-    stream: String,
-    filter: String,
-    start: u64,
-) -> Result<Box<pull::Ordered>, String> {
-    // No stream-info request: the caller has just read the stream.
-    let stream = js
-        .get_stream_no_info(&stream)
-        .await
-        .map_err(|e| format!("opening stream: {e}"))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("creating consumer: {e}"))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("starting consumer: {e}"))?;
-    Ok(Box::new(messages))
 }

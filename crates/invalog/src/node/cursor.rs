@@ -2,7 +2,10 @@
 //! next sequence to apply, the target it must pass to be ready, and the
 //! sequence it last handed to the checkpoint writer. Only these methods
 //! change it; the runner's files (`run`, `consume`, `check`, `direct`)
-//! read it and ask for changes.
+//! read it and ask for changes. A message superseded while catching up
+//! (`window`) holds the stored sequence below it until the refresh-all
+//! that covers it is applied: after a crash the node reads the message
+//! again, and the refresh-all after it.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,10 @@ pub(super) struct Cursor {
     stored: Option<u64>,
     /// When the applied sequence was last handed over (or found unmoved).
     last_flush: Instant,
+    /// Superseded messages whose cover is not applied yet: `(superseded,
+    /// cover)`; nothing at or past `superseded` is stored before `cover` is
+    /// applied.
+    holds: Vec<(u64, u64)>,
 }
 
 impl Cursor {
@@ -31,6 +38,7 @@ impl Cursor {
             target,
             stored: (stored > 0).then_some(stored),
             last_flush: Instant::now(),
+            holds: Vec::new(),
         }
     }
 
@@ -89,6 +97,7 @@ impl Cursor {
         }
         self.incarnation = incarnation;
         self.stored = None;
+        self.holds.clear();
         self.next = 1;
         true
     }
@@ -98,15 +107,55 @@ impl Cursor {
         self.last_flush.elapsed() >= interval
     }
 
-    /// The applied sequence to hand to the checkpoint writer, if it moved
-    /// since the last hand-over; restarts the flush clock either way.
+    /// The message at `superseded` is not applied: `cover`'s refresh-all
+    /// will cover it. Until `cover` is applied, nothing from `superseded`
+    /// on is stored.
+    pub(super) fn hold(&mut self, superseded: u64, cover: u64) {
+        self.holds.push((superseded, cover));
+    }
+
+    /// The sequence that may be stored: the applied one, or less while a
+    /// superseded message waits for its cover.
+    fn storable(&mut self) -> u64 {
+        let applied = self.applied();
+        self.holds.retain(|&(_, cover)| cover > applied);
+        self.holds
+            .iter()
+            .map(|&(superseded, _)| superseded - 1)
+            .fold(applied, u64::min)
+    }
+
+    /// The sequence to hand to the checkpoint writer, if it moved since the
+    /// last hand-over; restarts the flush clock either way.
     pub(super) fn take_flush(&mut self) -> Option<u64> {
         self.last_flush = Instant::now();
-        let applied = self.applied();
-        if self.stored == Some(applied) {
+        let storable = self.storable();
+        if self.stored == Some(storable) {
             return None;
         }
-        self.stored = Some(applied);
-        Some(applied)
+        self.stored = Some(storable);
+        Some(storable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_superseded_message_holds_the_stored_sequence_until_its_cover_is_applied() {
+        let mut cursor = Cursor::new(Incarnation::new(std::time::SystemTime::UNIX_EPOCH), 4, 20);
+        cursor.applied_through(5);
+        cursor.hold(6, 9);
+        cursor.applied_through(6);
+        cursor.hold(7, 12);
+        cursor.applied_through(8);
+        assert_eq!(cursor.take_flush(), Some(5));
+        cursor.applied_through(9);
+        // 6's cover is applied; 7's is not.
+        assert_eq!(cursor.take_flush(), Some(6));
+        assert_eq!(cursor.take_flush(), None);
+        cursor.applied_through(12);
+        assert_eq!(cursor.take_flush(), Some(12));
     }
 }

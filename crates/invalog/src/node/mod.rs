@@ -19,9 +19,11 @@ mod fill;
 mod group;
 mod plan;
 mod position;
+mod push;
 mod run;
 mod slots;
 mod status;
+mod window;
 mod writer;
 
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use super::status::{now_ms, ColdBootReason, NodeState, Stats};
 use super::writer::CheckpointWriter;
 use super::{NodeSettings, Shared, StartPlan};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::model::Batch;
 use crate::refresher::{BatchContext, Registry};
 use crate::stream::{LogSettings, StreamPosition};
 use crate::token::Incarnation;
@@ -50,8 +51,6 @@ pub(super) struct Runner {
     pub(super) registry: Registry,
     /// invalog's own refreshers (`canary`), looked up after the app's.
     builtins: Registry,
-    /// Some hosted refresher takes groups of batches (`group`); fixed at start.
-    pub(super) groups: bool,
     writer: CheckpointWriter,
     pub(super) shared: Arc<Shared>,
     pub(super) cancel: CancellationToken,
@@ -63,6 +62,8 @@ pub(super) struct Runner {
     pub(super) direct: DirectReads,
     /// What the last escalation of each refresher covers (`apply`).
     pub(super) escalation_covers: super::apply::EscalationCovers,
+    /// Delivered messages held while catching up (`window`).
+    pub(super) window: super::window::Window,
 }
 
 /// How often a running node checks the stream (recreation, gaps, contact).
@@ -108,8 +109,9 @@ impl Runner {
             log.subject_prefix.clone(),
             shared.clone(),
         );
+        // Whether some refresher takes groups is fixed at start.
+        let window = super::window::Window::new(settings.catch_up_lookahead, registry.groups());
         Self {
-            groups: registry.groups(),
             builtins,
             js,
             log,
@@ -122,6 +124,7 @@ impl Runner {
             liveness: Liveness::default(),
             direct: DirectReads::default(),
             escalation_covers: Default::default(),
+            window,
         }
     }
 
@@ -167,6 +170,17 @@ impl Runner {
     /// Applies one message read from the stream (by the consumer or
     /// directly), if it is the next one; `pending` is how many follow it.
     pub(super) async fn on_stored(&mut self, message: Stored<'_>, pending: u64) -> Flow {
+        self.on_stored_decoded(message, pending, None).await
+    }
+
+    /// [`Runner::on_stored`] for a message already decoded (`decoded`), or
+    /// to be decoded (`None`).
+    pub(super) async fn on_stored_decoded(
+        &mut self,
+        message: Stored<'_>,
+        pending: u64,
+        decoded: Option<Result<Batch, wire::DecodeError>>,
+    ) -> Flow {
         let started = Instant::now();
         self.liveness.delivered();
         self.stats().last_contact_ms.store(now_ms(), Relaxed);
@@ -183,9 +197,9 @@ impl Runner {
             };
             return self.cold_boot(reason).await;
         }
-        let flow = self
-            .apply_message(sequence, message.subject, message.payload)
-            .await;
+        let decoded =
+            decoded.unwrap_or_else(|| wire::decode_on_subject(message.subject, message.payload));
+        let flow = self.apply_decoded(sequence, message.subject, decoded).await;
         if matches!(flow, Flow::Stop) {
             return flow;
         }
@@ -215,9 +229,14 @@ impl Runner {
         self.advance_to(sequence, sequence.saturating_add(pending));
     }
 
-    /// Decodes and applies one message; never skips one silently.
-    async fn apply_message(&mut self, sequence: u64, subject: &str, payload: &[u8]) -> Flow {
-        let batch = match wire::decode_on_subject(subject, payload) {
+    /// Applies one decoded message; never skips one silently.
+    async fn apply_decoded(
+        &mut self,
+        sequence: u64,
+        subject: &str,
+        decoded: Result<Batch, wire::DecodeError>,
+    ) -> Flow {
+        let batch = match decoded {
             Ok(batch) => batch,
             Err(error) => {
                 Stats::bump(&self.stats().decode_errors);
@@ -267,7 +286,7 @@ impl Runner {
 
     /// Records `sequence` as applied, the stream holding at least up to
     /// `stream_last`, and updates readiness.
-    fn advance_to(&mut self, sequence: u64, stream_last: u64) {
+    pub(super) fn advance_to(&mut self, sequence: u64, stream_last: u64) {
         self.cursor.applied_through(sequence);
         self.shared.position.applied(sequence, stream_last);
         self.publish_progress();
