@@ -8,6 +8,7 @@
 
 mod request;
 mod v1;
+mod v1_instruction;
 
 pub use request::{decode_publish_request, PublishRequest, RequestError};
 pub(crate) use v1::to_offset;

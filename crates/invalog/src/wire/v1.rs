@@ -39,10 +39,12 @@ struct Refresher {
     name: String,
 }
 
-#[derive(Serialize, Deserialize)]
+/// An instruction in format 1. Written through [`WireRef`]; read by the
+/// hand-written `Deserialize` in `v1_instruction` (tag `kind`, no unknown
+/// fields, in one pass).
+#[derive(Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum Wire {
-    // A struct variant, so `deny_unknown_fields` applies to it too.
     RefreshAll {},
     RefreshIds { ids: Vec<i64> },
     RefreshUuids { uuids: Vec<Uuid> },
