@@ -28,10 +28,9 @@ const STALL_CHECK: Duration = Duration::from_millis(250);
 /// quiet time and asks for direct reads).
 #[derive(Debug)]
 pub(super) struct Liveness {
-    /// The consumer whose deliveries are known to come from the incarnation
-    /// followed (checked on the first delivery of every consumer, including
-    /// those async-nats recreates by itself).
-    verified_consumer: Option<String>,
+    /// Whether the current consumer's deliveries are known to come from
+    /// the incarnation followed (checked on its first delivery).
+    consumer_verified: bool,
     /// When the consumer last delivered a message (or was created); direct
     /// reads leave it alone.
     last_delivery: Instant,
@@ -50,7 +49,7 @@ pub(super) struct Liveness {
 impl Default for Liveness {
     fn default() -> Self {
         Self {
-            verified_consumer: None,
+            consumer_verified: false,
             last_delivery: Instant::now(),
             pending_after_last: None,
             last_check: Instant::now(),
@@ -72,11 +71,6 @@ impl Liveness {
         self.pending_after_last = Some(pending);
     }
 
-    /// True when `consumer` is the one whose deliveries were verified.
-    pub(super) fn verified(&self, consumer: &str) -> bool {
-        self.verified_consumer.as_deref() == Some(consumer)
-    }
-
     /// When the consumer last delivered.
     pub(super) fn last_delivery(&self) -> Instant {
         self.last_delivery
@@ -93,10 +87,9 @@ impl Liveness {
         (self.pending_after_last, self.last_delivery.elapsed())
     }
 
-    /// The consumer (or one recreated by async-nats) must prove its
-    /// incarnation again.
+    /// The consumer must prove its incarnation again.
     pub(super) fn forget_consumer(&mut self) {
-        self.verified_consumer = None;
+        self.consumer_verified = false;
     }
 
     /// A stream check runs now.
@@ -185,6 +178,7 @@ impl Runner {
         // After a reconnect the consumer may be gone with its server (or
         // have lost deliveries): recreate it at once.
         let connects = self.connects();
+        self.liveness.forget_consumer();
         self.liveness.last_delivery = Instant::now();
         self.liveness.pending_after_last = None;
         let check_every = self.settings.flush_interval.min(CHECK_INTERVAL);
@@ -206,16 +200,7 @@ impl Runner {
                         Flow::Restart
                     }
                 },
-                _ = tick.tick() => if self.connects() != connects || self.stalled() {
-                    Flow::Restart
-                } else if !self.window.is_empty() && self.liveness.last_delivery.elapsed() >= WINDOW_WAIT {
-                    // The consumer went quiet with messages in the window.
-                    self.apply_window(true).await
-                } else if self.liveness.last_check.elapsed() >= check_every {
-                    self.on_tick().await
-                } else {
-                    Flow::Continue
-                },
+                _ = tick.tick() => self.on_loop_tick(&mut consumer, connects, check_every).await,
             };
             // `biased` polls messages first: during a catch-up the tick may never run.
             if self.cursor.flush_due(self.settings.flush_interval) {
@@ -227,10 +212,32 @@ impl Runner {
         }
     }
 
+    /// The consumer loop's tick: acknowledgements, waiters, then a restart
+    /// (reconnect, stall), the window (a quiet consumer), or the checks.
+    async fn on_loop_tick(
+        &mut self,
+        consumer: &mut PushConsumer,
+        connects: u64,
+        check_every: Duration,
+    ) -> Flow {
+        consumer.ack_read();
+        self.wake_waiters();
+        if self.connects() != connects || self.stalled() {
+            Flow::Restart
+        } else if !self.window.is_empty() && self.liveness.last_delivery.elapsed() >= WINDOW_WAIT {
+            // The consumer went quiet with messages in the window.
+            self.apply_window(true).await
+        } else if self.liveness.last_check.elapsed() >= check_every {
+            self.on_tick().await
+        } else {
+            Flow::Continue
+        }
+    }
+
     /// Applies a delivered message at once (the one-message path).
     pub(super) async fn on_message(&mut self, delivery: &Delivery) -> Flow {
         self.liveness.pending_after_last = Some(delivery.pending);
-        if let Some(flow) = self.verify_consumer(delivery.consumer()).await {
+        if let Some(flow) = self.verify_consumer().await {
             return flow;
         }
         let stored = Stored {
@@ -245,14 +252,14 @@ impl Runner {
     /// Nothing a consumer delivers is applied before the stream it reads is
     /// known to be the incarnation followed (it may have been created again
     /// since the last check): checked once per consumer.
-    pub(super) async fn verify_consumer(&mut self, consumer: &str) -> Option<Flow> {
-        if self.liveness.verified(consumer) {
+    pub(super) async fn verify_consumer(&mut self) -> Option<Flow> {
+        if self.liveness.consumer_verified {
             return None;
         }
         if let Some(flow) = self.verify_incarnation().await {
             return Some(flow);
         }
-        self.liveness.verified_consumer = Some(consumer.to_owned());
+        self.liveness.consumer_verified = true;
         None
     }
 

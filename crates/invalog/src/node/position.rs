@@ -82,8 +82,11 @@ impl Position {
 /// Changes to the shared position, made only by the node's own tasks.
 pub(crate) trait PositionExt {
     /// Records `sequence` as applied (raising `stream_last` with it); wakes
-    /// waiters only when somebody waits.
-    fn applied(&self, sequence: u64, stream_last: u64);
+    /// waiters only when somebody waits and `wake` is set (a catch-up wakes
+    /// them every so many messages, not on each: see `Runner::advance_to`).
+    fn applied(&self, sequence: u64, stream_last: u64, wake: bool);
+    /// Wakes waiters to read what changed without waking them.
+    fn wake(&self);
     /// Raises the stream's last sequence.
     fn saw_stream_last(&self, last: u64);
     /// Records `sequence` as stored, if it belongs to `incarnation`.
@@ -93,14 +96,18 @@ pub(crate) trait PositionExt {
 }
 
 impl PositionExt for watch::Sender<Position> {
-    fn applied(&self, sequence: u64, stream_last: u64) {
+    fn applied(&self, sequence: u64, stream_last: u64, wake: bool) {
         // Waking receivers costs a lock per notifier shard even when nobody
         // waits; a receiver that subscribes later sees the value anyway.
         self.send_if_modified(|p| {
             p.applied = sequence;
             p.stream_last = p.stream_last.max(stream_last).max(sequence);
-            self.receiver_count() > 0
+            wake && self.receiver_count() > 0
         });
+    }
+
+    fn wake(&self) {
+        self.send_if_modified(|_| self.receiver_count() > 0);
     }
 
     fn saw_stream_last(&self, last: u64) {

@@ -1,6 +1,13 @@
-//! The node's consumer: an ephemeral push consumer (no acks, flow control,
-//! idle heartbeats, one replica in memory, removed by the server once
-//! nobody listens) whose deliveries are read as a plain core subscription.
+//! The node's consumer: an ephemeral push consumer (flow control, idle
+//! heartbeats, one replica in memory, removed by the server once nobody
+//! listens) whose deliveries are read as a plain core subscription. Acks
+//! only bound what is in flight: the server sends at most
+//! [`MAX_IN_FLIGHT`] messages past the last one acknowledged, and the
+//! reader acknowledges all it has read (`AckPolicy::All`) every
+//! [`ACK_EVERY`] messages and when the runner asks (`ack_read`, on its
+//! ticks). Without that bound a catch-up buffers what the server sends as
+//! fast as it can (tens of MiB) and the client drops deliveries once its
+//! subscription's buffer is full.
 //! It is the fastest way found to read a stream with async-nats 0.51
 //! (BENCHMARKS.md, figure 6): the ordered pull consumer asks for at most 500
 //! messages at a time and wraps each delivery in a `jetstream::Message`
@@ -28,6 +35,17 @@ const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long the server keeps the consumer after the subscription is gone.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(10);
 
+/// Most messages the server sends past the last acknowledged one.
+const MAX_IN_FLIGHT: u64 = 8192;
+
+/// Messages read between two acknowledgements while they stream in.
+const ACK_EVERY: u64 = MAX_IN_FLIGHT / 4;
+
+/// When the server sends unacknowledged messages again: long, because
+/// a redelivery is only wasted work (the runner skips what it has), and
+/// the runner acknowledges on every tick of its loop.
+const ACK_WAIT: Duration = Duration::from_secs(600);
+
 /// Header of a heartbeat: the last consumer sequence the server delivered.
 const LAST_CONSUMER: &str = "Nats-Last-Consumer";
 
@@ -41,6 +59,10 @@ pub(super) struct PushConsumer {
     subscriber: Subscriber,
     /// The last consumer sequence delivered (0: none yet).
     delivered: u64,
+    /// Deliveries read since the last acknowledgement, and the reply
+    /// subject of the last one read (acknowledging it acknowledges all).
+    unacked: u64,
+    last_reply: Option<async_nats::Subject>,
 }
 
 /// A delivered message and what its reply subject says of it.
@@ -49,19 +71,6 @@ pub(super) struct Delivery {
     pub(super) stream_sequence: u64,
     pub(super) pending: u64,
     pub(super) published: SystemTime,
-    /// Where the consumer's name is in the reply subject.
-    consumer: std::ops::Range<usize>,
-}
-
-impl Delivery {
-    /// The name of the consumer that delivered it.
-    pub(super) fn consumer(&self) -> &str {
-        self.message
-            .reply
-            .as_deref()
-            .and_then(|reply| reply.get(self.consumer.clone()))
-            .unwrap_or_default()
-    }
 }
 
 /// What reading the consumer gave.
@@ -101,7 +110,9 @@ impl PushConsumer {
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: start,
                 },
-                ack_policy: AckPolicy::None,
+                ack_policy: AckPolicy::All,
+                max_ack_pending: MAX_IN_FLIGHT as i64,
+                ack_wait: ACK_WAIT,
                 flow_control: true,
                 idle_heartbeat: IDLE_HEARTBEAT,
                 inactive_threshold: INACTIVE_THRESHOLD,
@@ -115,6 +126,8 @@ impl PushConsumer {
             client,
             subscriber,
             delivered: 0,
+            unacked: 0,
+            last_reply: None,
         })
     }
 
@@ -144,7 +157,7 @@ impl PushConsumer {
         }
     }
 
-    fn on_delivery(&mut self, message: Message) -> Next {
+    fn on_delivery(&mut self, mut message: Message) -> Next {
         let parsed = message.reply.as_deref().and_then(parse_reply);
         let Some(reply) = parsed else {
             let subject = message.subject.to_string();
@@ -159,11 +172,17 @@ impl PushConsumer {
             ));
         }
         self.delivered = reply.consumer_sequence;
+        self.unacked += 1;
+        // Kept to acknowledge with (moved, not copied: nothing after this
+        // reads it).
+        self.last_reply = message.reply.take();
+        if self.unacked >= ACK_EVERY {
+            self.ack_read();
+        }
         Next::Message(Delivery {
             stream_sequence: reply.stream_sequence,
             pending: reply.pending,
             published: reply.published,
-            consumer: reply.consumer,
             message,
         })
     }
@@ -191,14 +210,28 @@ impl PushConsumer {
         })
     }
 
-    /// Answers a flow-control request on its own task (so that reading
-    /// stays cancel-safe); a lost answer is asked again by the server's
-    /// next heartbeat (`Nats-Consumer-Stalled`).
+    /// Acknowledges every message read so far (the server may send
+    /// [`MAX_IN_FLIGHT`] more), if some are not yet.
+    pub(super) fn ack_read(&mut self) {
+        if self.unacked == 0 {
+            return;
+        }
+        if let Some(reply) = self.last_reply.take() {
+            self.unacked = 0;
+            self.answer(reply.to_string());
+        }
+    }
+
+    /// Sends an empty message to `subject` on its own task (so that
+    /// reading stays cancel-safe): a flow-control answer or an
+    /// acknowledgement. A lost flow-control answer is asked again by the
+    /// server's next heartbeat (`Nats-Consumer-Stalled`); a lost
+    /// acknowledgement is made good by the next one.
     fn answer(&self, subject: String) {
         let client = self.client.clone();
         tokio::spawn(async move {
             if let Err(error) = client.publish(subject, Bytes::new()).await {
-                tracing::debug!(%error, "answering flow control failed");
+                tracing::debug!(%error, "answering the consumer failed");
             }
         });
     }
@@ -207,7 +240,6 @@ impl PushConsumer {
 /// What a JetStream reply subject says.
 #[derive(Debug, PartialEq, Eq)]
 struct Reply {
-    consumer: std::ops::Range<usize>,
     stream_sequence: u64,
     consumer_sequence: u64,
     published: SystemTime,
@@ -218,28 +250,24 @@ struct Reply {
 /// seq>.<nanos>.<pending>` and the form with a domain and an account hash
 /// after `ACK` (and a trailing token), without allocating.
 fn parse_reply(reply: &str) -> Option<Reply> {
-    let mut tokens = [(0usize, ""); 12];
+    let mut tokens = [""; 12];
     let mut count = 0;
-    let mut at = 0;
     for token in reply.split('.') {
         if count == tokens.len() {
             return None;
         }
-        tokens[count] = (at, token);
+        tokens[count] = token;
         count += 1;
-        at += token.len() + 1;
     }
-    if count < 9 || tokens[0].1 != "$JS" || tokens[1].1 != "ACK" {
+    if count < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
         return None;
     }
     let base = if count == 9 { 2 } else { 4 };
     if count < base + 7 {
         return None;
     }
-    let number = |i: usize| tokens[base + i].1.parse::<u64>().ok();
-    let (start, name) = tokens[base + 1];
+    let number = |i: usize| tokens[base + i].parse::<u64>().ok();
     Some(Reply {
-        consumer: start..start + name.len(),
         stream_sequence: number(3)?,
         consumer_sequence: number(4)?,
         published: SystemTime::UNIX_EPOCH + Duration::from_nanos(number(5)?),
@@ -255,7 +283,6 @@ mod tests {
     fn reply_subjects_of_both_forms_parse() {
         let v1 = "$JS.ACK.LOG.c1.1.42.7.1700000000000000000.3";
         let r = parse_reply(v1).unwrap();
-        assert_eq!(&v1[r.consumer.clone()], "c1");
         assert_eq!(
             (r.stream_sequence, r.consumer_sequence, r.pending),
             (42, 7, 3)
@@ -266,7 +293,6 @@ mod tests {
         );
         let v2 = "$JS.ACK.hub.ACCHASH.LOG.cons.2.43.8.1700000000000000001.0.rnd";
         let r = parse_reply(v2).unwrap();
-        assert_eq!(&v2[r.consumer.clone()], "cons");
         assert_eq!(
             (r.stream_sequence, r.consumer_sequence, r.pending),
             (43, 8, 0)

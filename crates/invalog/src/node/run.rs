@@ -48,7 +48,7 @@ pub(super) struct Runner {
     pub(super) js: jetstream::Context,
     pub(super) log: LogSettings,
     pub(super) settings: NodeSettings,
-    pub(super) registry: Registry,
+    pub(super) registry: Arc<Registry>,
     /// invalog's own refreshers (`canary`), looked up after the app's.
     builtins: Registry,
     writer: CheckpointWriter,
@@ -64,7 +64,12 @@ pub(super) struct Runner {
     pub(super) escalation_covers: super::apply::EscalationCovers,
     /// Delivered messages held while catching up (`window`).
     pub(super) window: super::window::Window,
+    /// Messages applied since waiters were last woken (`advance_to`).
+    unwoken: u32,
 }
+
+/// While catching up, waiters are woken once per this many messages.
+const WAKE_EVERY: u32 = 256;
 
 /// How often a running node checks the stream (recreation, gaps, contact).
 pub(super) const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -116,7 +121,7 @@ impl Runner {
             js,
             log,
             settings,
-            registry,
+            registry: Arc::new(registry),
             writer,
             shared,
             cancel,
@@ -125,6 +130,7 @@ impl Runner {
             direct: DirectReads::default(),
             escalation_covers: Default::default(),
             window,
+            unwoken: 0,
         }
     }
 
@@ -241,17 +247,20 @@ impl Runner {
             Err(error) => {
                 Stats::bump(&self.stats().decode_errors);
                 let token = subject.rsplit('.').next().unwrap_or_default();
-                let Some(hosted) = self.registry.get(token).cloned() else {
+                let registry = Arc::clone(&self.registry);
+                let Some(hosted) = registry.get(token) else {
                     tracing::warn!(node = %self.settings.node_id, sequence, subject, %error, "undecodable message for a refresher this node does not host; ignored");
                     Stats::bump(&self.stats().unhosted_messages);
                     return Flow::Continue;
                 };
                 tracing::error!(node = %self.settings.node_id, sequence, subject, %error, "undecodable message; escalating to refresh_all");
-                return self.escalate(&hosted, sequence).await;
+                return self.escalate(hosted, sequence).await;
             }
         };
         let name = batch.refresher.name.as_str();
-        let Some(hosted) = self.registry.get(name).cloned() else {
+        // Shared, not cloned: a `Hosted` clone allocates its name.
+        let registry = Arc::clone(&self.registry);
+        let Some(hosted) = registry.get(name) else {
             if let Some(builtin) = self.builtins.get(name) {
                 // invalog's own refreshers: applied in order, never
                 // counted as the app's messages, never failing.
@@ -276,7 +285,7 @@ impl Runner {
             Stats::bump(&self.stats().own_messages_skipped);
             return Flow::Continue;
         }
-        self.apply_batch(&hosted, &batch, sequence).await
+        self.apply_batch(hosted, &batch, sequence).await
     }
 
     /// Records `sequence` as applied and updates readiness.
@@ -286,10 +295,30 @@ impl Runner {
 
     /// Records `sequence` as applied, the stream holding at least up to
     /// `stream_last`, and updates readiness.
+    ///
+    /// While catching up through the window, waiters (`ready`,
+    /// `wait_applied`, …) are woken every [`WAKE_EVERY`] messages and when
+    /// the loop waits (`wake_waiters`), not on every message: waking a task
+    /// per message cost more than applying it. A state change always wakes
+    /// them.
     pub(super) fn advance_to(&mut self, sequence: u64, stream_last: u64) {
         self.cursor.applied_through(sequence);
-        self.shared.position.applied(sequence, stream_last);
+        let batched = !self.window.is_empty() && !self.cursor.caught_up();
+        self.unwoken = if batched { self.unwoken + 1 } else { 0 };
+        let wake = self.unwoken == 0 || self.unwoken >= WAKE_EVERY;
+        if wake {
+            self.unwoken = 0;
+        }
+        self.shared.position.applied(sequence, stream_last, wake);
         self.publish_progress();
+    }
+
+    /// Wakes the position's waiters if applied messages have not yet.
+    pub(super) fn wake_waiters(&mut self) {
+        if self.unwoken > 0 {
+            self.unwoken = 0;
+            self.shared.position.wake();
+        }
     }
 
     /// Sets `Ready` or `CatchingUp` from `next` and `target`.

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::group::Member;
@@ -87,7 +88,7 @@ impl Runner {
         if self.window.is_empty() && (self.cursor.caught_up() || self.window.capacity < 2) {
             return self.on_message(&delivery).await;
         }
-        if let Some(flow) = self.verify_consumer(delivery.consumer()).await {
+        if let Some(flow) = self.verify_consumer().await {
             self.window.clear();
             return flow;
         }
@@ -130,9 +131,10 @@ impl Runner {
     async fn apply_head(&mut self, head: Held) -> Flow {
         let sequence = head.delivery.stream_sequence;
         let on_path = sequence == self.cursor.next() && !self.cursor.caught_up();
+        let registry = Arc::clone(&self.registry);
         let hosted = match &head.decoded {
             Ok(batch) if on_path && !self.own_applied(batch) => {
-                self.registry.get(batch.refresher.name.as_str()).cloned()
+                registry.get(batch.refresher.name.as_str())
             }
             _ => None,
         };
@@ -141,7 +143,7 @@ impl Runner {
         };
         if self.window.supersedes {
             if let Some(cover) = self.window.lookahead.superseded(sequence, &hosted.def.name) {
-                self.supersede(&hosted, head, cover);
+                self.supersede(hosted, head, cover);
                 return Flow::Continue;
             }
         }
@@ -167,7 +169,7 @@ impl Runner {
             let next = self.window.held.pop_front().expect("a front");
             group.push(member(next));
         }
-        self.apply_members(&hosted, group).await
+        self.apply_members(hosted, group).await
     }
 
     /// The one-message path, with the batch already decoded.
