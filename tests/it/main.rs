@@ -34,6 +34,7 @@ mod replay;
 mod soak;
 mod stale_fill;
 mod stream_cmd;
+mod supersede_replay;
 mod support;
 mod terminal_escapes;
 mod truth;
