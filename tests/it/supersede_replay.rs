@@ -7,7 +7,7 @@
 //! with a refresher filter (filtered messages are never superseded but
 //! still take a slot of the window).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -45,7 +45,7 @@ async fn publish(f: &Fixture) {
 
 /// Runs `replay --from-seq 1 --dry-run --json` with `extra` arguments:
 /// per message (sequence, outcome, superseded_by), then the summary.
-async fn dry_run(config: &PathBuf, extra: &[&str]) -> (Vec<(u64, String, Option<u64>)>, Value) {
+async fn dry_run(config: &Path, extra: &[&str]) -> (Vec<(u64, String, Option<u64>)>, Value) {
     let mut args = vec!["replay", "--from-seq", "1", "--dry-run", "--json"];
     args.extend_from_slice(extra);
     let (code, stdout, stderr) = invalog(&args, config).await;

@@ -369,7 +369,6 @@ mod tests {
                 units: 7,
                 escalations: 1,
                 superseded: 6,
-                ..RefresherSnapshot::default()
             },
         );
         let position = Position {

@@ -13,13 +13,16 @@ use std::collections::VecDeque;
 use crate::history::Entry;
 use crate::supersede::Lookahead;
 
-/// A queued item.
+/// A queued item. (Missing ranges are rare; boxing messages to shrink
+/// them would cost an allocation per message.)
+#[allow(clippy::large_enum_variant)]
 enum Held {
     Message { entry: Entry, applies: bool },
     Missing { from: u64, to: u64 },
 }
 
 /// An item leaving the window, in log order.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Released {
     /// A message, with the sequence of the refresh-all that supersedes it.
     Message { entry: Entry, cover: Option<u64> },
