@@ -20,7 +20,7 @@ use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 /// Arguments of `invalog replay`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 every message of the range was applied (or would be), or is not hosted here; 1 a message failed, did not decode, or is no longer in the stream, or NATS failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --dry-run\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --refresher content\n  invalog replay -c config/agent.toml --from-seq 1200 --json"
+    after_help = "Exit codes: 0 every message of the range was applied (or would be, or would be superseded while catching up), or is not hosted here; 1 a message failed, did not decode, or is no longer in the stream, or NATS failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --dry-run\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --refresher content\n  invalog replay -c config/agent.toml --from-seq 1200 --json"
 )]
 pub struct Args {
     #[command(flatten)]
