@@ -280,11 +280,9 @@ pub async fn replay(
         });
     }
     let end = request.to.map_or(last, |to| to.min(last));
-    let (lookahead, node) = match mode {
-        Mode::DryRun {
-            lookahead, node, ..
-        } => (lookahead, node),
-        Mode::Apply(_) => (0, None),
+    let lookahead = match mode {
+        Mode::DryRun { lookahead, .. } => lookahead,
+        Mode::Apply(_) => 0,
     };
     let mut summary = ReplaySummary {
         from: request.from,
@@ -309,7 +307,7 @@ pub async fn replay(
                 window.missing(next, entry.sequence - 1);
             }
             next = entry.sequence + 1;
-            let applies = lookahead > 0 && applies(mode, node, &entry);
+            let applies = lookahead > 0 && applies(mode, &entry);
             window.push(entry, applies);
             while let Some(item) = window.pop() {
                 if handle(mode, request, item, &mut summary, &mut on_event).await {

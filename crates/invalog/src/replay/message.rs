@@ -51,18 +51,12 @@ pub(super) async fn handle(
 /// Dry run: whether a node would apply the message (hosted, decodable,
 /// not a canary, not its own message applied at origin), so that it can be
 /// superseded and its refresh-all covers earlier ones.
-pub(super) fn applies(mode: Mode<'_>, node: Option<&NodeId>, entry: &Entry) -> bool {
-    let Ok(batch) = &entry.batch else {
+pub(super) fn applies(mode: Mode<'_>, entry: &Entry) -> bool {
+    let (Mode::DryRun { hosted, node, .. }, Ok(batch)) = (mode, &entry.batch) else {
         return false;
     };
     let name = batch.refresher.name.as_str();
-    let hosted = match mode {
-        Mode::DryRun {
-            hosted: Some(names),
-            ..
-        } => names.iter().any(|n| n.as_str() == name),
-        _ => true,
-    };
+    let hosted = hosted.is_none_or(|names| names.iter().any(|n| n.as_str() == name));
     let own = batch.applied_at_origin && node.is_some_and(|id| batch.origin == id.as_str());
     hosted && name != PROBE_REFRESHER && !own
 }
@@ -124,4 +118,59 @@ fn count(summary: &mut ReplaySummary, outcome: &Outcome) {
         Outcome::Canary => &mut summary.canaries,
     };
     *counter += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::model::{Batch, Instruction, Provenance, RefresherDef, RefresherName};
+    use crate::wire::DecodeError;
+
+    fn entry(refresher: &str, origin: &str, at_origin: bool) -> Entry {
+        Entry {
+            sequence: 1,
+            subject: format!("invalog.{refresher}"),
+            stored_at: SystemTime::now(),
+            batch: Ok(Batch {
+                id: uuid::Uuid::new_v4(),
+                origin: origin.into(),
+                published_at: SystemTime::now(),
+                refresher: RefresherDef::new(uuid::Uuid::nil(), refresher).unwrap(),
+                provenance: Provenance::default(),
+                applied_at_origin: at_origin,
+                instructions: vec![Instruction::RefreshAll],
+            }),
+        }
+    }
+
+    #[test]
+    fn only_messages_the_node_would_apply_take_part_in_superseding() {
+        let hosted = [RefresherName::new("content").unwrap()];
+        let web_1 = NodeId::new("web-1").unwrap();
+        let dry = |hosted| Mode::DryRun {
+            hosted,
+            lookahead: 10,
+            node: Some(&web_1),
+        };
+        let known = dry(Some(&hosted[..]));
+        assert!(applies(known, &entry("content", "cms", false)));
+        // Another node's instance refresh is applied here; our own is not.
+        assert!(applies(known, &entry("content", "web-2", true)));
+        assert!(!applies(known, &entry("content", "web-1", true)));
+        assert!(!applies(known, &entry("media", "cms", false)));
+        // Without a hosted list every refresher counts, canaries never.
+        assert!(applies(dry(None), &entry("media", "cms", false)));
+        assert!(!applies(dry(None), &entry(PROBE_REFRESHER, "cms", false)));
+        let mut undecodable = entry("content", "cms", false);
+        undecodable.batch = Err(DecodeError::MissingVersion);
+        assert!(!applies(known, &undecodable));
+        // A replay applies everything; nothing is superseded.
+        let registry = crate::refresher::Registry::new();
+        assert!(!applies(
+            Mode::Apply(&registry),
+            &entry("content", "cms", false)
+        ));
+    }
 }
