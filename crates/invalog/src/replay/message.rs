@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::window::Released;
 use super::{Mode, Outcome, ReplayEvent, ReplayRequest, ReplaySummary};
 use crate::history::Entry;
-use crate::model::{NodeId, PROBE_REFRESHER};
+use crate::model::PROBE_REFRESHER;
 use crate::refresher::BatchContext;
 
 /// Reports one released item of the window (applying or classifying a
@@ -125,7 +125,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::model::{Batch, Instruction, Provenance, RefresherDef, RefresherName};
+    use crate::model::{Batch, Instruction, NodeId, Provenance, RefresherDef, RefresherName};
     use crate::wire::DecodeError;
 
     fn entry(refresher: &str, origin: &str, at_origin: bool) -> Entry {
