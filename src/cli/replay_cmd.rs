@@ -1,8 +1,9 @@
 //! `invalog replay`: re-applies a range of the log through the appliers of
 //! an agent configuration, or with `--dry-run` prints what would be applied
-//! (see `invalog::replay`). One line per message — a table, or JSON lines
-//! with `--json` — then a summary. Never moves a stored sequence: the
-//! agent's checkpoint is not read or written.
+//! (see `invalog::replay`), marking the messages a catching-up node would
+//! supersede (`[node] catch_up_lookahead`, or `--lookahead`). One line per
+//! message — a table, or JSON lines with `--json` — then a summary. Never
+//! moves a stored sequence: the agent's checkpoint is not read or written.
 
 use std::io::Write as _;
 
@@ -19,7 +20,7 @@ use super::{load_config, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 /// Arguments of `invalog replay`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 every message of the range was applied (or would be), or is not hosted here; 1 a message failed, did not decode, or is no longer in the stream, or NATS failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --dry-run\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --refresher content\n  invalog replay -c config/agent.toml --from-seq 1200 --json"
+    after_help = "Exit codes: 0 every message of the range was applied (or would be, or would be superseded while catching up), or is not hosted here; 1 a message failed, did not decode, or is no longer in the stream, or NATS failed; 2 invalid configuration or arguments; 3 NATS unreachable.\n\nExamples:\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --dry-run\n  invalog replay -c config/agent.toml --from-seq 1200 --to-seq 1250 --refresher content\n  invalog replay -c config/agent.toml --from-seq 1200 --json"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -35,9 +36,17 @@ pub struct Args {
     #[arg(long = "refresher", value_name = "NAME")]
     refreshers: Vec<String>,
     /// Apply nothing; print what would be applied (then any configuration
-    /// with [nats] and [stream] will do, not only an agent's).
+    /// with [nats] and [stream] will do, not only an agent's), and which
+    /// messages a node catching up over the range would supersede: those
+    /// followed within the lookahead window by a refresh-all of their
+    /// refresher.
     #[arg(long)]
     dry_run: bool,
+    /// The dry run's lookahead window in messages (default: the
+    /// configuration's `[node] catch_up_lookahead`, else 1000; 0: mark none
+    /// superseded).
+    #[arg(long, value_name = "N", requires = "dry_run")]
+    lookahead: Option<usize>,
     /// Stop at the first message that fails instead of going on.
     #[arg(long)]
     fail_fast: bool,
@@ -64,12 +73,15 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         }
     }
     // A dry run needs no appliers: any configuration that names the stream.
+    let (mut lookahead, mut node_id) = (0, None);
     let (nats, log, registry, hosted) = if args.dry_run {
         let client = match config.client() {
             Ok(client) => client,
             Err(error) => return Ok(config_error(error.into())),
         };
         let names: Vec<RefresherName> = client.refreshers.iter().map(|d| d.name.clone()).collect();
+        lookahead = args.lookahead.unwrap_or(client.catch_up_lookahead);
+        node_id = client.node_id;
         (
             client.nats,
             client.log,
@@ -106,6 +118,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     let mode = if args.dry_run {
         Mode::DryRun {
             hosted: hosted.as_deref(),
+            lookahead,
+            node: node_id.as_ref(),
         }
     } else {
         Mode::Apply(&registry)
@@ -167,6 +181,7 @@ fn result_text(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Applied { took } => format!("applied ({:.1} ms)", took.as_secs_f64() * 1000.0),
         Outcome::WouldApply => "would apply".to_owned(),
+        Outcome::Superseded { .. } => "superseded".to_owned(),
         Outcome::Failed { .. } => "FAILED".to_owned(),
         Outcome::Undecodable => "UNDECODABLE".to_owned(),
         Outcome::NotHosted => "not hosted (skipped)".to_owned(),
@@ -193,10 +208,15 @@ fn table_row(event: &ReplayEvent<'_>) -> Vec<String> {
         ReplayEvent::Message { entry, outcome } => (*entry, *outcome),
     };
     let mut row = history_cmd::row(entry);
-    if let Outcome::Failed { error } = outcome {
-        if let Some(what) = row.last_mut() {
-            what.push_str(&format!("  — error: {error}"));
+    let note = match outcome {
+        Outcome::Failed { error } => format!("  — error: {error}"),
+        Outcome::Superseded { by } => {
+            format!("  — would be superseded while catching up (refresh_all at {by})")
         }
+        _ => String::new(),
+    };
+    if let Some(what) = row.last_mut() {
+        what.push_str(&note);
     }
     row.insert(4, result_text(outcome));
     row
@@ -230,6 +250,10 @@ fn json_line(event: &ReplayEvent<'_>) -> String {
         "refresher": refresher_of(entry),
         "stored_at": invalog::wire::format_time(entry.stored_at),
         "outcome": outcome.name(),
+        "superseded_by": match outcome {
+            Outcome::Superseded { by } => Some(*by),
+            _ => None,
+        },
         "took_ms": took_ms,
         "error": error,
         "batch": batch,
@@ -247,6 +271,8 @@ fn json_summary(s: &ReplaySummary) -> String {
         "clean": s.is_clean(),
         "applied": s.applied,
         "would_apply": s.would_apply,
+        "superseded": s.superseded,
+        "lookahead": s.lookahead,
         "failed": s.failed,
         "undecodable": s.undecodable,
         "not_hosted": s.not_hosted,
@@ -265,6 +291,12 @@ fn text_summary(s: &ReplaySummary) -> String {
     } else {
         format!("{} applied", s.applied)
     }];
+    if s.superseded > 0 {
+        parts.push(format!(
+            "{} superseded while catching up (lookahead {})",
+            s.superseded, s.lookahead
+        ));
+    }
     for (count, what) in [
         (s.failed, "FAILED"),
         (s.undecodable, "UNDECODABLE"),

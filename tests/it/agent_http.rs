@@ -55,6 +55,7 @@ async fn endpoints_of_a_node_that_is_caught_up() {
             5.0,
         ),
         ("invalog_escalations_total{refresher=\"content\"}", 0.0),
+        ("invalog_superseded_total{refresher=\"content\"}", 0.0),
         ("invalog_unhosted_messages_total", 1.0),
         ("invalog_decode_errors_total", 0.0),
         ("invalog_retries_total", 0.0),
@@ -104,6 +105,7 @@ async fn endpoints_of_a_node_that_is_caught_up() {
     time::OffsetDateTime::parse(published, &time::format_description::well_known::Rfc3339).unwrap();
     assert_eq!(s["counters"]["messages_applied"], 3);
     assert_eq!(s["counters"]["unhosted_messages"], 1);
+    assert_eq!(s["counters"]["superseded"], 0);
     let refresher = &s["refreshers"][0];
     assert_eq!(refresher["name"], "content");
     assert_eq!(refresher["id"], Uuid::from_u128(1).to_string());
@@ -114,6 +116,7 @@ async fn endpoints_of_a_node_that_is_caught_up() {
         ),
         (&3.into(), &5.into())
     );
+    assert_eq!(refresher["superseded"], 0);
     assert_eq!(
         (&s["nats"]["state"], &s["nats"]["reconnects"]),
         (&"connected".into(), &0.into())

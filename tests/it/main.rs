@@ -35,6 +35,7 @@ mod soak;
 mod stale_fill;
 mod stream_cmd;
 mod supersede_node;
+mod supersede_replay;
 mod support;
 mod terminal_escapes;
 mod truth;

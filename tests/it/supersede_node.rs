@@ -215,7 +215,7 @@ async fn a_ready_node_or_lookahead_0_applies_everything_in_order() {
 }
 
 #[tokio::test]
-async fn a_refresh_all_beyond_the_window_supersedes_nothing() {
+async fn a_refresh_all_beyond_the_lookahead_supersedes_nothing() {
     let fx = Fixture::new().await;
     // content 1, then 3 media messages, then content refresh-all (seq 5).
     let log = [
@@ -226,12 +226,19 @@ async fn a_refresh_all_beyond_the_window_supersedes_nothing() {
         ("content", None),
     ];
     publish(&fx, &log).await;
-    // A window of 3: when seq 1 is at the head, it holds 1–3 only.
+    // A lookahead of 3: with seq 1 at the head, the node sees 2–4 only.
     let (node, journal) = start(&fx, "narrow", 3, None).await;
     within(Duration::from_secs(10), node.ready()).await.unwrap();
     let sequences: Vec<u64> = applied(&journal).iter().map(|e| e.1).collect();
     assert_eq!(sequences, vec![1, 2, 3, 4, 5]);
     assert_eq!(node.stats().superseded, 0);
+    node.shutdown().await.unwrap();
+    // A lookahead of 4 reaches it (the same edge as `replay --dry-run`).
+    let (node, journal) = start(&fx, "wide", 4, None).await;
+    within(Duration::from_secs(10), node.ready()).await.unwrap();
+    let sequences: Vec<u64> = applied(&journal).iter().map(|e| e.1).collect();
+    assert_eq!(sequences, vec![2, 3, 4, 5]);
+    assert_eq!(node.stats().superseded, 1);
     node.shutdown().await.unwrap();
 }
 

@@ -188,6 +188,7 @@ async fn status(State(app): State<App>) -> Json<Value> {
                 "messages_applied": c.messages,
                 "instructions_applied": c.units,
                 "escalations": c.escalations,
+                "superseded": c.superseded,
             })
         })
         .collect();
@@ -226,6 +227,7 @@ async fn status(State(app): State<App>) -> Json<Value> {
             "consumer_restarts": s.consumer_restarts,
             "direct_reads": s.direct_reads,
             "escalations_coalesced": s.escalations_coalesced,
+            "superseded": s.superseded,
             "probe_canaries_refused": s.probe_canaries_refused,
         },
         "apply_duration_seconds": {

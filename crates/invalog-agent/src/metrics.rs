@@ -7,7 +7,8 @@
 //! Names (documented with types and labels in `docs/http-api.md`):
 //! counters `invalog_messages_applied_total{refresher}`,
 //! `invalog_instructions_applied_total{refresher}`,
-//! `invalog_escalations_total{refresher}`, `invalog_decode_errors_total`,
+//! `invalog_escalations_total{refresher}`,
+//! `invalog_superseded_total{refresher}`, `invalog_decode_errors_total`,
 //! `invalog_unhosted_messages_total`, `invalog_own_messages_skipped_total`,
 //! `invalog_retries_total`, `invalog_cold_boots_total`, `invalog_gaps_total`,
 //! `invalog_checkpoint_errors_total`, `invalog_consumer_restarts_total`,
@@ -141,13 +142,17 @@ pub fn lag_seconds(node: &Snapshot, at: SystemTime) -> f64 {
 }
 
 /// Per-refresher counters (`{refresher}`): name without `_total`, help.
-const PER_REFRESHER: [(&str, &str); 3] = [
+const PER_REFRESHER: [(&str, &str); 4] = [
     ("invalog_messages_applied", "Messages (batches) applied."),
     (
         "invalog_instructions_applied",
         "Instruction units (ids, keys, payloads…) applied.",
     ),
     ("invalog_escalations", "Escalations to refresh-all."),
+    (
+        "invalog_superseded",
+        "Messages not applied while catching up: a later refresh-all of the refresher covered them.",
+    ),
 ];
 
 /// Node-wide and NATS counters: name without `_total`, help.
@@ -249,8 +254,12 @@ const GAUGES: [(&str, &str); 7] = [
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let (s, n) = (&self.node.stats, &self.nats);
-        let per: [fn(&RefresherSnapshot) -> u64; PER_REFRESHER.len()] =
-            [|c| c.messages, |c| c.units, |c| c.escalations];
+        let per: [fn(&RefresherSnapshot) -> u64; PER_REFRESHER.len()] = [
+            |c| c.messages,
+            |c| c.units,
+            |c| c.escalations,
+            |c| c.superseded,
+        ];
         for ((name, help), value) in PER_REFRESHER.into_iter().zip(per) {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (refresher, counters) in &s.per_refresher {
@@ -359,7 +368,7 @@ mod tests {
                 messages: 3,
                 units: 7,
                 escalations: 1,
-                ..RefresherSnapshot::default()
+                superseded: 6,
             },
         );
         let position = Position {
@@ -395,6 +404,8 @@ mod tests {
             "invalog_messages_applied_total{refresher=\"content\"} 3",
             "invalog_instructions_applied_total{refresher=\"content\"} 7",
             "invalog_escalations_total{refresher=\"content\"} 1",
+            "# TYPE invalog_superseded counter",
+            "invalog_superseded_total{refresher=\"content\"} 6",
             "invalog_decode_errors_total 1",
             "invalog_escalations_coalesced_total 4",
             "invalog_probe_canaries_refused_total 5",

@@ -14,15 +14,29 @@
 //! and the replay goes on with the next message, or stops at once with
 //! [`ReplayRequest::stop_on_failure`]. [`ReplaySummary::is_clean`] is false
 //! when anything in the range failed, did not decode, or was missing.
+//!
+//! A replay applies every message: it is exact. A dry run also shows what a
+//! node catching up over the same range would *supersede* (the rule of
+//! `supersede`): a message of a hosted refresher followed, within the
+//! lookahead window ([`Mode::DryRun`]'s `lookahead` delivered messages), by
+//! a refresh-all of that refresher is reported as [`Outcome::Superseded`].
+//! The window slides over the range (`window`): memory holds at most the
+//! window and one chunk of messages.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 
 use crate::history::{self, Entry, HistoryError};
-use crate::model::{RefresherName, PROBE_REFRESHER};
-use crate::refresher::{BatchContext, Registry};
+use crate::model::{NodeId, RefresherName};
+use crate::refresher::Registry;
 use crate::stream::LogSettings;
+
+use message::{applies, handle};
+use window::Window;
+
+mod message;
+mod window;
 
 /// Messages read from the stream at once.
 const CHUNK: usize = 512;
@@ -53,6 +67,15 @@ pub enum Mode<'a> {
     DryRun {
         /// The refreshers the node hosts, when known.
         hosted: Option<&'a [RefresherName]>,
+        /// The catch-up lookahead window, in messages
+        /// ([`crate::node::NodeSettings::catch_up_lookahead`]): a message
+        /// followed within it by a refresh-all of its refresher is reported
+        /// as [`Outcome::Superseded`]; 0 reports none.
+        lookahead: usize,
+        /// The node's id, when known: its own messages applied at their
+        /// origin are skipped by the node, so they are never superseded and
+        /// their refresh-alls cover nothing.
+        node: Option<&'a NodeId>,
     },
 }
 
@@ -66,6 +89,13 @@ pub enum Outcome {
     },
     /// Dry run: the batch would be applied.
     WouldApply,
+    /// Dry run: a node catching up over this range would not apply the
+    /// batch, a refresh-all of its refresher following it within the
+    /// lookahead window (that refresh-all is applied, and covers it).
+    Superseded {
+        /// The sequence of the covering refresh-all.
+        by: u64,
+    },
     /// The refresher returned an error (not retried).
     Failed {
         /// The refresher's error.
@@ -82,12 +112,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Short name: `applied`, `would_apply`, `failed`, `undecodable`,
-    /// `not_hosted`, `canary`.
+    /// Short name: `applied`, `would_apply`, `superseded`, `failed`,
+    /// `undecodable`, `not_hosted`, `canary`.
     pub fn name(&self) -> &'static str {
         match self {
             Outcome::Applied { .. } => "applied",
             Outcome::WouldApply => "would_apply",
+            Outcome::Superseded { .. } => "superseded",
             Outcome::Failed { .. } => "failed",
             Outcome::Undecodable => "undecodable",
             Outcome::NotHosted => "not_hosted",
@@ -134,10 +165,15 @@ pub struct ReplaySummary {
     pub stream_last: u64,
     /// True for a dry run.
     pub dry_run: bool,
+    /// The dry run's lookahead window, in messages (0 for a replay).
+    pub lookahead: usize,
     /// Messages applied.
     pub applied: u64,
     /// Messages that a dry run would apply.
     pub would_apply: u64,
+    /// Messages that a dry run marks as superseded while catching up (not
+    /// counted in `would_apply`).
+    pub superseded: u64,
     /// Messages whose refresher failed.
     pub failed: u64,
     /// Messages that do not decode.
@@ -161,8 +197,9 @@ impl ReplaySummary {
         self.missing.iter().map(|(a, b)| b - a + 1).sum()
     }
 
-    /// True when every message of the range was applied (or would be), was
-    /// not hosted, or was a canary: nothing failed, nothing was undecodable,
+    /// True when every message of the range was applied (or would be, or
+    /// would be superseded), was not hosted, or was a canary: nothing
+    /// failed, nothing was undecodable,
     /// nothing was missing, and the replay was not stopped early.
     pub fn is_clean(&self) -> bool {
         self.failed == 0
@@ -243,104 +280,52 @@ pub async fn replay(
         });
     }
     let end = request.to.map_or(last, |to| to.min(last));
+    let lookahead = match mode {
+        Mode::DryRun { lookahead, .. } => lookahead,
+        Mode::Apply(_) => 0,
+    };
     let mut summary = ReplaySummary {
         from: request.from,
         to: end,
         stream_first: first,
         stream_last: last,
         dry_run: matches!(mode, Mode::DryRun { .. }),
+        lookahead,
         ..ReplaySummary::default()
     };
+    let mut window = Window::new(lookahead);
     let mut next = request.from;
+    let mut stopped = false;
     'read: while next <= end {
         let chunk = history::read_range(js, log, next, Some(end), CHUNK).await?;
         let Some(last_read) = chunk.last().map(|e| e.sequence) else {
-            on_event(missing(&mut summary, next, end));
+            window.missing(next, end);
             break;
         };
-        for entry in &chunk {
+        for entry in chunk {
             if entry.sequence > next {
-                on_event(missing(&mut summary, next, entry.sequence - 1));
+                window.missing(next, entry.sequence - 1);
             }
             next = entry.sequence + 1;
-            let token = entry.subject.rsplit('.').next().unwrap_or_default();
-            if !request.refreshers.is_empty()
-                && !request.refreshers.iter().any(|n| n.as_str() == token)
-            {
-                summary.filtered_out += 1;
-                continue;
-            }
-            let outcome = apply_one(mode, token, entry).await;
-            count(&mut summary, &outcome);
-            on_event(ReplayEvent::Message {
-                entry,
-                outcome: &outcome,
-            });
-            if outcome.is_failure() && request.stop_on_failure {
-                summary.stopped_at = Some(entry.sequence);
-                break 'read;
+            let applies = lookahead > 0 && applies(mode, &entry);
+            window.push(entry, applies);
+            while let Some(item) = window.pop() {
+                if handle(mode, request, item, &mut summary, &mut on_event).await {
+                    stopped = true;
+                    break 'read;
+                }
             }
         }
         next = next.max(last_read + 1);
     }
-    Ok(summary)
-}
-
-/// Records missing sequences and returns the event that reports them.
-fn missing(summary: &mut ReplaySummary, from: u64, to: u64) -> ReplayEvent<'static> {
-    summary.missing.push((from, to));
-    ReplayEvent::Missing { from, to }
-}
-
-/// Applies (or, in a dry run, classifies) one message.
-async fn apply_one(mode: Mode<'_>, token: &str, entry: &Entry) -> Outcome {
-    if token == PROBE_REFRESHER {
-        return Outcome::Canary;
-    }
-    let hosted = match mode {
-        Mode::Apply(registry) => match registry.get(token) {
-            Some(hosted) => Some(hosted),
-            None => return Outcome::NotHosted,
-        },
-        Mode::DryRun {
-            hosted: Some(names),
-        } if !names.iter().any(|n| n.as_str() == token) => return Outcome::NotHosted,
-        Mode::DryRun { .. } => None,
-    };
-    let Ok(batch) = &entry.batch else {
-        return Outcome::Undecodable;
-    };
-    let Some(hosted) = hosted else {
-        return Outcome::WouldApply;
-    };
-    let started = Instant::now();
-    let context = BatchContext {
-        sequence: entry.sequence,
-        batch,
-    };
-    match hosted.handler.apply(context).await {
-        Ok(()) => Outcome::Applied {
-            took: started.elapsed(),
-        },
-        Err(error) => {
-            tracing::debug!(sequence = entry.sequence, refresher = token, %error, "replay: refresher failed");
-            Outcome::Failed {
-                error: error.to_string(),
+    if !stopped {
+        while let Some(item) = window.drain() {
+            if handle(mode, request, item, &mut summary, &mut on_event).await {
+                break;
             }
         }
     }
-}
-
-fn count(summary: &mut ReplaySummary, outcome: &Outcome) {
-    let counter = match outcome {
-        Outcome::Applied { .. } => &mut summary.applied,
-        Outcome::WouldApply => &mut summary.would_apply,
-        Outcome::Failed { .. } => &mut summary.failed,
-        Outcome::Undecodable => &mut summary.undecodable,
-        Outcome::NotHosted => &mut summary.not_hosted,
-        Outcome::Canary => &mut summary.canaries,
-    };
-    *counter += 1;
+    Ok(summary)
 }
 
 /// The stream's first and last sequences.

@@ -135,7 +135,11 @@ async fn a_replay_applies_exactly_the_range_in_order_once() {
 
     // Dry run: nothing applied. Out of range and unknown refreshers: errors.
     let before = content.calls().len();
-    let dry = Mode::DryRun { hosted: None };
+    let dry = Mode::DryRun {
+        hosted: None,
+        lookahead: 0,
+        node: None,
+    };
     let summary = invalog::replay::replay(&f.js, &f.log, dry, &request, |_| {})
         .await
         .unwrap();
@@ -168,7 +172,11 @@ async fn sequences_gone_from_the_stream_are_reported_missing() {
     .await;
     publish_five(&f).await;
     let mut events = Vec::new();
-    let dry = Mode::DryRun { hosted: None };
+    let dry = Mode::DryRun {
+        hosted: None,
+        lookahead: 0,
+        node: None,
+    };
     let summary = invalog::replay::replay(&f.js, &f.log, dry, &whole_log(), |e| {
         events.push(match e {
             ReplayEvent::Missing { from, to } => format!("missing {from}..={to}"),

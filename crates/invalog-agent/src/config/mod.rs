@@ -36,7 +36,7 @@ pub use invalog::suggest::did_you_mean;
 
 use crate::AgentSettings;
 use invalog::connect::NatsSettings;
-use invalog::model::RefresherDef;
+use invalog::model::{NodeId, RefresherDef};
 use invalog::presence::PresenceSettings;
 use invalog::publish::PublisherSettings;
 use invalog::stream::LogSettings;
@@ -64,6 +64,11 @@ pub struct ClientSettings {
     pub presence: PresenceSettings,
     /// `presence.stale_after`: a node whose last report is older is stale.
     pub stale_after: Duration,
+    /// `node.id`, when configured.
+    pub node_id: Option<NodeId>,
+    /// `node.catch_up_lookahead` (`invalog replay --dry-run`), also when
+    /// `node.id` is not configured.
+    pub catch_up_lookahead: usize,
 }
 
 /// A configuration file, merged with the environment and validated.
@@ -165,6 +170,8 @@ impl Config {
             refreshers: s.refreshers.iter().map(|(def, _)| def.clone()).collect(),
             presence: s.presence.clone(),
             stale_after: s.stale_after,
+            node_id: s.node.as_ref().map(|n| n.node_id.clone()),
+            catch_up_lookahead: s.catch_up_lookahead,
         })
     }
 

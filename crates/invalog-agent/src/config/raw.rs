@@ -42,6 +42,8 @@ pub(super) struct RawNode {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fill_guard_window: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up_lookahead: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_interval: Option<DurationText>,
     pub retry: RawRetry,
     pub fence: RawFence,

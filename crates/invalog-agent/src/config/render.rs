@@ -47,6 +47,7 @@ fn effective(settings: &Settings) -> RawConfig {
         ),
         cold_boot_threshold: node.cold_boot_threshold,
         fill_guard_window: Some(node.fill_guard_window.map_or(0, |n| n as u64)),
+        catch_up_lookahead: Some(node.catch_up_lookahead as u64),
         flush_interval: duration(node.flush_interval),
         retry: RawRetry {
             attempts: Some(node.retry.attempts),

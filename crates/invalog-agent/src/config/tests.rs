@@ -443,6 +443,36 @@ fn the_fill_guard_window_is_configurable_and_0_turns_it_off() {
 }
 
 #[test]
+fn the_catch_up_lookahead_is_configurable_and_0_turns_it_off() {
+    let lookahead = |node: &str| {
+        let toml = agent_toml(&format!("[node]\n{node}"));
+        check(&toml, &[]).map(|c| {
+            let client = c.client().unwrap().catch_up_lookahead;
+            let agent = c.agent().map(|a| a.node.catch_up_lookahead).ok();
+            (client, agent, c.effective_toml())
+        })
+    };
+    let (client, agent, toml) = lookahead("id = \"web-1\"").unwrap();
+    assert_eq!((client, agent), (1000, Some(1000)), "the core default");
+    assert!(toml.contains("catch_up_lookahead = 1000"), "{toml}");
+    let (client, agent, _) = lookahead("id = \"web-1\"\ncatch_up_lookahead = 50").unwrap();
+    assert_eq!((client, agent), (50, Some(50)));
+    let (client, agent, _) = lookahead("id = \"web-1\"\ncatch_up_lookahead = 0").unwrap();
+    assert_eq!((client, agent), (0, Some(0)));
+    // Without a node id (a client, `replay --dry-run`) it is still read.
+    let (client, agent, _) = lookahead("catch_up_lookahead = 7").unwrap();
+    assert_eq!((client, agent), (7, None));
+    let err = lookahead("id = \"web-1\"\ncatch_up_lookahead = 1000001").unwrap_err();
+    assert!(
+        err.contains("node.catch_up_lookahead") && err.contains("0 to 1000000"),
+        "{err}"
+    );
+    let env = [("INVALOG_NODE__CATCH_UP_LOOKAHEAD", "3")];
+    let config = check(&agent_toml("[node]\nid = \"web-1\""), &env).unwrap();
+    assert_eq!(config.agent().unwrap().node.catch_up_lookahead, 3);
+}
+
+#[test]
 fn a_password_with_an_unencoded_slash_is_refused_without_being_shown() {
     let misread = "nats://alice:4222/s3cret@127.0.0.1:4222";
     let message = error(&format!("[nats]\nurls = [\"{misread}\"]"), &[]);

@@ -17,7 +17,10 @@ use crate::applier::ApplierSettings;
 use crate::{CheckpointSettings, HttpSettings, LogFormat, LoggingSettings};
 use invalog::connect::NatsSettings;
 use invalog::model::{NodeId, RefresherDef};
-use invalog::node::{ColdBootLimit, FenceSettings, NewNodePolicy, NodeSettings, RetryPolicy};
+use invalog::node::{
+    ColdBootLimit, FenceSettings, NewNodePolicy, NodeSettings, RetryPolicy,
+    DEFAULT_CATCH_UP_LOOKAHEAD,
+};
 use invalog::presence::PresenceSettings;
 use invalog::publish::PublisherSettings;
 use invalog::stream::StreamPolicy;
@@ -29,6 +32,10 @@ const DEFAULT_FILL_GUARD_WINDOW: u64 = 4096;
 
 /// The largest window accepted (24 MiB).
 const MAX_FILL_GUARD_WINDOW: u64 = 1 << 20;
+
+/// The largest catch-up lookahead accepted (a decoded message held per
+/// slot: hundreds of MiB at this size).
+const MAX_CATCH_UP_LOOKAHEAD: u64 = 1_000_000;
 
 /// Everything the file configures, validated, with defaults filled in.
 #[derive(Debug, Clone)]
@@ -46,6 +53,8 @@ pub(super) struct Settings {
     pub presence: PresenceSettings,
     /// `presence.stale_after`: when `invalog status` calls a node stale.
     pub stale_after: Duration,
+    /// `node.catch_up_lookahead`, also without a node id (`replay --dry-run`).
+    pub catch_up_lookahead: usize,
     pub refreshers: Vec<(RefresherDef, Option<ApplierSettings>)>,
 }
 
@@ -61,6 +70,15 @@ pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
         .transpose()?
         .flatten();
     let node_id = node.as_ref().map(|n| &n.node_id);
+    let catch_up_lookahead = cx.within(
+        "node.catch_up_lookahead",
+        raw.node
+            .as_ref()
+            .and_then(|n| n.catch_up_lookahead)
+            .unwrap_or(DEFAULT_CATCH_UP_LOOKAHEAD as u64),
+        0,
+        MAX_CATCH_UP_LOOKAHEAD,
+    )? as usize;
     let nats = nats(cx, &raw.nats)?;
     let (log, provision) = stream(cx, &raw.stream)?;
     let (presence, stale_after) = presence(cx, &raw.presence)?;
@@ -82,10 +100,12 @@ pub(super) fn settings(cx: &Cx, raw: &RawConfig) -> Result<Settings> {
         publisher: publisher(cx, &raw.publisher, node_id)?,
         presence,
         stale_after,
+        catch_up_lookahead,
         refreshers: refreshers(cx, &raw.refreshers)?,
         // The lease bucket is replicated like the presence bucket.
         node: node.map(|mut node| {
             node.cold_boot.replicas = replicas;
+            node.catch_up_lookahead = catch_up_lookahead;
             node
         }),
         nats,

@@ -1,10 +1,11 @@
 //! Catching up through a window. While the node is not ready, what the
-//! consumer delivers waits in a sliding window of
-//! [`crate::node::NodeSettings::catch_up_lookahead`] messages (at least
-//! [`GROUP_WINDOW`] when a hosted refresher takes groups), decoded once on
-//! the way in; the message at the window's head is applied when the window
-//! is full, when the consumer says nothing more is pending, or when it has
-//! been quiet for [`WINDOW_WAIT`]. At the head:
+//! consumer delivers waits in a sliding window, decoded once on the way
+//! in: the message at its head is applied once
+//! [`crate::node::NodeSettings::catch_up_lookahead`] messages follow it
+//! there (at least [`GROUP_WINDOW`] when a hosted refresher takes groups),
+//! when the consumer says nothing more is pending, or when it has been
+//! quiet for [`WINDOW_WAIT`]. Every delivered message takes a slot. At the
+//! head:
 //!
 //! - a message of a hosted refresher that a refresh-all of the same
 //!   refresher follows in the window is *superseded* (`supersede`): not
@@ -49,8 +50,8 @@ struct Held {
 pub(super) struct Window {
     held: VecDeque<Held>,
     lookahead: Lookahead,
-    /// Messages held before the head is applied (1: no window).
-    capacity: usize,
+    /// Messages that follow the head before it is applied (0: no window).
+    ahead: usize,
     /// Whether superseding is on (`catch_up_lookahead` > 0).
     supersedes: bool,
 }
@@ -59,13 +60,18 @@ impl Window {
     /// A window for `lookahead` (0: no superseding), at least
     /// [`GROUP_WINDOW`] when `groups`.
     pub(super) fn new(lookahead: usize, groups: bool) -> Self {
-        let floor = if groups { GROUP_WINDOW } else { 1 };
+        let floor = if groups { GROUP_WINDOW } else { 0 };
         Self {
             held: VecDeque::new(),
             lookahead: Lookahead::default(),
-            capacity: lookahead.max(floor),
+            ahead: lookahead.max(floor),
             supersedes: lookahead > 0,
         }
+    }
+
+    /// True when the head has the messages it waits for behind it.
+    fn full(&self) -> bool {
+        self.held.len() > self.ahead
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -85,7 +91,7 @@ impl Runner {
     /// without a window), else held in the window, whose head is applied
     /// when it is full or nothing more is pending.
     pub(super) async fn on_delivered(&mut self, delivery: Delivery) -> Flow {
-        if self.window.is_empty() && (self.cursor.caught_up() || self.window.capacity < 2) {
+        if self.window.is_empty() && (self.cursor.caught_up() || self.window.ahead == 0) {
             return self.on_message(&delivery).await;
         }
         if let Some(flow) = self.verify_consumer().await {
@@ -105,7 +111,7 @@ impl Runner {
         self.window.held.push_back(Held { delivery, decoded });
         if pending == 0 {
             self.apply_window(true).await
-        } else if self.window.held.len() >= self.window.capacity {
+        } else if self.window.full() {
             self.apply_window(false).await
         } else {
             Flow::Continue
@@ -114,7 +120,7 @@ impl Runner {
 
     /// Applies the window's head while it is full, or everything (`all`).
     pub(super) async fn apply_window(&mut self, all: bool) -> Flow {
-        while all || self.window.held.len() >= self.window.capacity {
+        while all || self.window.full() {
             let Some(head) = self.window.held.pop_front() else {
                 break;
             };
