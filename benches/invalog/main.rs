@@ -18,7 +18,8 @@
 //! counting allocator), `table` (rows and the printed table), `common`
 //! (shared helpers), and one per figure: `publish` (1), `catch_up` (2),
 //! `latency` (3), `ready` (4), `history` (5), `raw_readers` (6: the raw
-//! readers tried for figure 2's baseline).
+//! readers tried for figure 2's baseline), `supersede` (7: catch-up with
+//! periodic refresh-alls).
 
 mod alloc;
 mod catch_up;
@@ -29,6 +30,7 @@ mod opts;
 mod publish;
 mod raw_readers;
 mod ready;
+mod supersede;
 mod table;
 
 use anyhow::Result;
@@ -63,6 +65,9 @@ async fn run(o: Opts) -> Result<()> {
     }
     if o.runs(4) {
         ready::figure_4(&o, &url, dir.path(), &mut rows).await?;
+    }
+    if o.runs(7) {
+        supersede::figure_7(&o, &url, dir.path(), &mut rows).await?;
     }
     println!();
     println!("load average at the end: {}", load_average());
