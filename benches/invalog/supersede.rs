@@ -22,7 +22,7 @@ use crate::opts::Opts;
 use crate::table::{median, Row};
 
 /// One message in this many is a refresh-all.
-const PERIOD: usize = 1000;
+const PERIOD: usize = 2000;
 /// What applying one batch of ids costs the refresher.
 const ID_COST: Duration = Duration::from_micros(20);
 /// What a refresh-all costs the refresher.

@@ -1,5 +1,5 @@
 //! The node's task: carries out the start plan, then consumes the stream
-//! with an ordered consumer (no server-side state) from the next sequence,
+//! with an ephemeral consumer (`push`) from the next sequence,
 //! applying each message in order and handing the applied sequence to the
 //! checkpoint writer (`writer`) every `flush_interval` and on shutdown. The
 //! checks of the stream and the consumer, and the cold boot, are in `check`;
