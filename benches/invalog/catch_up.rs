@@ -135,8 +135,8 @@ pub async fn figure_2_and_5(o: &Opts, url: &str, dir: &Path, rows: &mut Vec<Row>
             unit: "instr/s",
             ours,
             base: raw,
-            target: ">= 0.80 of raw".into(),
-            met: Some(ratio >= 0.8),
+            target: ">= 0.85 of raw".into(),
+            met: Some(ratio >= 0.85),
         });
         peaks.push((size, median(&heap), median(&hwm)));
         let _ = k;

@@ -88,7 +88,12 @@ async fn catch_up(url: &str, lookahead: usize, dir: &std::path::Path) -> Result<
     })
 }
 
-pub async fn figure_7(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec<Row>) -> Result<()> {
+pub async fn figure_7(
+    o: &Opts,
+    url: &str,
+    dir: &std::path::Path,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
     let js = connect(url).await?;
     let log = log_settings("BENCH_SUP", "bsup");
     fresh_stream(&js, &log).await?;
@@ -115,7 +120,11 @@ pub async fn figure_7(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec
     for rep in 0..o.repeats {
         let with = catch_up(url, DEFAULT_CATCH_UP_LOOKAHEAD, dir).await?;
         let without = catch_up(url, 0, dir).await?;
-        ensure!(without.superseded == 0, "lookahead 0 superseded {}", without.superseded);
+        ensure!(
+            without.superseded == 0,
+            "lookahead 0 superseded {}",
+            without.superseded
+        );
         ensure!(
             with.applied + with.superseded == size as u64,
             "applied {} + superseded {} != {size}",
@@ -136,7 +145,9 @@ pub async fn figure_7(o: &Opts, url: &str, dir: &std::path::Path, rows: &mut Vec
     }
     let ratio = median(&on) / median(&off);
     rows.push(Row {
-        figure: format!("7 catch-up, refresh-all every {PERIOD} (lookahead {DEFAULT_CATCH_UP_LOOKAHEAD} vs 0)"),
+        figure: format!(
+            "7 catch-up, refresh-all every {PERIOD} (lookahead {DEFAULT_CATCH_UP_LOOKAHEAD} vs 0)"
+        ),
         unit: "instr/s",
         ours: on,
         base: off,

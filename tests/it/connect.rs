@@ -513,8 +513,6 @@ fn least_privilege_config() -> String {
           "$JS.API.CONSUMER.MSG.NEXT.INVALOG.>",
           "$JS.API.CONSUMER.INFO.INVALOG.>",
           "$JS.API.CONSUMER.DELETE.INVALOG.>",
-          "$JS.ACK.INVALOG.>",
-          "$JS.FC.INVALOG.>",
           "$JS.API.DIRECT.GET.INVALOG",
           "$JS.API.STREAM.INFO.KV_{BUCKET}",
           "$JS.API.DIRECT.GET.KV_{BUCKET}.$KV.{BUCKET}.web-1",

@@ -24,8 +24,6 @@ const CONFIG: &str = r#"authorization {
           "$JS.API.CONSUMER.MSG.NEXT.INVALOG.>",
           "$JS.API.CONSUMER.INFO.INVALOG.>",
           "$JS.API.CONSUMER.DELETE.INVALOG.>",
-          "$JS.ACK.INVALOG.>",
-          "$JS.FC.INVALOG.>",
           "$JS.API.DIRECT.GET.INVALOG",
           "$JS.API.STREAM.INFO.KV_invalog_checkpoints",
           "$JS.API.DIRECT.GET.KV_invalog_checkpoints.$KV.invalog_checkpoints.web-1",

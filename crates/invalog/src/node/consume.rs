@@ -1,5 +1,5 @@
 //! The consumer side of the runner: [`Runner::follow`] opens a consumer
-//! (`push`: ephemeral, removed by the server once nobody listens) from the
+//! (`pull`: ephemeral, removed by the server once nobody asks it) from the
 //! next sequence to apply, hands what it delivers to `window` in order,
 //! and opens it again after errors, lost deliveries, stalls and
 //! reconnects. While the server takes longer than
@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::push::{Delivery, Next, PushConsumer};
+use super::pull::{Delivery, Next, PullReader};
 use super::run::{Flow, Runner, Stored, CHECK_INTERVAL};
 use super::status::Stats;
 use super::window::WINDOW_WAIT;
@@ -126,7 +126,7 @@ impl Liveness {
 /// What opening a consumer gave.
 pub(super) enum Opened {
     /// A consumer.
-    Consumer(Box<PushConsumer>),
+    Consumer(Box<PullReader>),
     /// No consumer: do this instead.
     Flow(Flow),
 }
@@ -174,7 +174,7 @@ impl Runner {
 
     /// One consumer's life: apply what it delivers until it fails, the
     /// stream check asks for a restart, or shutdown.
-    async fn drain(&mut self, mut consumer: Box<PushConsumer>) -> Result<Flow, String> {
+    async fn drain(&mut self, mut consumer: Box<PullReader>) -> Result<Flow, String> {
         // After a reconnect the consumer may be gone with its server (or
         // have lost deliveries): recreate it at once.
         let connects = self.connects();
@@ -200,7 +200,7 @@ impl Runner {
                         Flow::Restart
                     }
                 },
-                _ = tick.tick() => self.on_loop_tick(&mut consumer, connects, check_every).await,
+                _ = tick.tick() => self.on_loop_tick(connects, check_every).await,
             };
             // `biased` polls messages first: during a catch-up the tick may never run.
             if self.cursor.flush_due(self.settings.flush_interval) {
@@ -212,15 +212,9 @@ impl Runner {
         }
     }
 
-    /// The consumer loop's tick: acknowledgements, waiters, then a restart
+    /// The consumer loop's tick: waiters, then a restart
     /// (reconnect, stall), the window (a quiet consumer), or the checks.
-    async fn on_loop_tick(
-        &mut self,
-        consumer: &mut PushConsumer,
-        connects: u64,
-        check_every: Duration,
-    ) -> Flow {
-        consumer.ack_read();
+    async fn on_loop_tick(&mut self, connects: u64, check_every: Duration) -> Flow {
         self.wake_waiters();
         if self.connects() != connects || self.stalled() {
             Flow::Restart
@@ -272,7 +266,7 @@ impl Runner {
         if let Some(flow) = self.check_stream(position).await {
             return Ok(Opened::Flow(flow));
         }
-        let creating = PushConsumer::create(
+        let creating = PullReader::create(
             self.js.clone(),
             self.log.stream.clone(),
             self.log.all_subjects(),

@@ -19,7 +19,7 @@ mod fill;
 mod group;
 mod plan;
 mod position;
-mod push;
+mod pull;
 mod run;
 mod slots;
 mod status;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::group::Member;
-use super::push::Delivery;
+use super::pull::Delivery;
 use super::run::{Flow, Runner, Stored};
 use super::status::Stats;
 use crate::model::Batch;
