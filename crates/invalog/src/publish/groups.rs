@@ -44,8 +44,13 @@ impl Publisher {
         let mut encoded = Vec::with_capacity(groups.len());
         let mut in_flight = Vec::with_capacity(groups.len());
         let mut failed = None;
-        'groups: for (def, instructions) in groups {
-            for batch in self.batches(def, instructions, provenance, applied_at_origin) {
+        let planned: Vec<_> = groups
+            .into_iter()
+            .map(|(def, instructions)| (def, self.plan(instructions)))
+            .collect();
+        'groups: for (def, messages) in planned {
+            for instructions in messages {
+                let batch = self.batch(def, instructions, provenance, applied_at_origin);
                 let from = encoded.len();
                 // Cannot fail given the bound; should it, what was sent is
                 // still awaited and reported in the error.

@@ -422,14 +422,32 @@ impl Publisher {
         provenance: &'a Provenance,
         applied_at_origin: bool,
     ) -> impl Iterator<Item = Batch> + 'a {
+        self.plan(instructions)
+            .into_iter()
+            .map(move |instructions| self.batch(def, instructions, provenance, applied_at_origin))
+    }
+
+    /// The instructions of each message: de-duplicated and split at
+    /// `max_units_per_message`.
+    fn plan(&self, instructions: Vec<Instruction>) -> Vec<Vec<Instruction>> {
         // One instruction of one unit has nothing to de-duplicate or split:
         // `plan_messages` would return it unchanged (a bulk-publish fast path).
-        let planned = if instructions.len() == 1 && instructions[0].units() == 1 {
+        if instructions.len() == 1 && instructions[0].units() == 1 {
             vec![instructions]
         } else {
             plan_messages(instructions, self.inner.settings.max_units_per_message)
-        };
-        planned.into_iter().map(move |instructions| Batch {
+        }
+    }
+
+    /// A new batch (new id, published now) of `instructions`.
+    fn batch(
+        &self,
+        def: &RefresherDef,
+        instructions: Vec<Instruction>,
+        provenance: &Provenance,
+        applied_at_origin: bool,
+    ) -> Batch {
+        Batch {
             id: Uuid::now_v7(),
             origin: self.inner.settings.origin.clone(),
             published_at: SystemTime::now(),
@@ -437,7 +455,7 @@ impl Publisher {
             provenance: provenance.clone(),
             applied_at_origin,
             instructions,
-        })
+        }
     }
 
     /// Encodes a batch at the end of `buffer` and moves it out as the
