@@ -24,6 +24,14 @@ fn hundred(i: usize) -> Vec<Instruction> {
         .collect()
 }
 
+/// The same 100 ids as one instruction (what `hundred` is merged into):
+/// row 1b-one, what the library costs when the caller does not allocate a
+/// list per id.
+fn hundred_in_one(i: usize) -> Vec<Instruction> {
+    let first = (i * 100) as i64;
+    vec![Instruction::RefreshIds((first..first + 100).collect())]
+}
+
 /// Which headers a raw publish sets.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Headers {
@@ -132,7 +140,7 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     // invalog's rate counting only the `publish_many` calls, not the
     // building of their instructions (info rows 1a-pub and 1b-pub).
-    let (mut ours1_pub, mut ours100_pub) = (vec![], vec![]);
+    let (mut ours1_pub, mut ours100_pub, mut ours100_one) = (vec![], vec![], vec![]);
     let run = AtomicU64::new(0);
     let next_run = || run.fetch_add(1, Relaxed) + 1 + (std::process::id() as u64) * 1000;
     for rep in 0..o.repeats {
@@ -211,8 +219,17 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         ours100_m.push(o.batch_msgs as f64 / t.total.as_secs_f64());
         ours100_i.push(100.0 * o.batch_msgs as f64 / t.total.as_secs_f64());
         ours100_pub.push(o.batch_msgs as f64 / t.publish.as_secs_f64());
+        fresh_stream(&js, &log).await?;
+        let t = invalog_publish(&p, o.batch_msgs, o.chunk, hundred_in_one).await?;
+        ensure!(
+            t.last == o.batch_msgs as u64,
+            "stored {} of {}",
+            t.last,
+            o.batch_msgs
+        );
+        ours100_one.push(o.batch_msgs as f64 / t.total.as_secs_f64());
         println!(
-            "  run {}: raw+id {:.0} msg/s, raw no id {:.0} msg/s, raw+id+format {:.0} msg/s ({:.1} allocs/msg), invalog {:.0} msg/s, publish calls alone {:.0} msg/s ({:.1} allocs/msg, 2 of them building the instruction); 100-batches raw {:.0} msg/s, invalog {:.0} msg/s, publish calls alone {:.0} msg/s ({:.1} allocs/msg, 101 of them building the instructions)",
+            "  run {}: raw+id {:.0} msg/s, raw no id {:.0} msg/s, raw+id+format {:.0} msg/s ({:.1} allocs/msg), invalog {:.0} msg/s, publish calls alone {:.0} msg/s ({:.1} allocs/msg, 2 of them building the instruction); 100-batches raw {:.0} msg/s, invalog {:.0} msg/s, publish calls alone {:.0} msg/s ({:.1} allocs/msg, 101 of them building the instructions), as one 100-id instruction {:.0} msg/s",
             rep + 1,
             raw1[rep],
             raw1_noid[rep],
@@ -225,6 +242,7 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
             ours100_m[rep],
             ours100_pub[rep],
             allocs100 as f64 / o.batch_msgs as f64,
+            ours100_one[rep],
         );
     }
     if o.smoke {
@@ -241,8 +259,7 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         met: Some(r1 >= 0.9),
     });
     rows.push(Row {
-        figure: "1a-pub same, publish calls alone (info: without building the instructions)"
-            .into(),
+        figure: "1a-pub same, publish calls alone (info: without building the instructions)".into(),
         unit: "msg/s",
         ours: ours1_pub,
         base: raw1.clone(),
@@ -277,10 +294,17 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         met: Some(r1b >= 0.8),
     });
     rows.push(Row {
-        figure: "1b-pub same, publish calls alone (info: without building the instructions)"
-            .into(),
+        figure: "1b-pub same, publish calls alone (info: without building the instructions)".into(),
         unit: "msg/s",
         ours: ours100_pub,
+        base: raw100.clone(),
+        target: "-".into(),
+        met: None,
+    });
+    rows.push(Row {
+        figure: "1b-one same 100 ids given as one instruction (info)".into(),
+        unit: "msg/s",
+        ours: ours100_one,
         base: raw100,
         target: "-".into(),
         met: None,

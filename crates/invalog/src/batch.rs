@@ -195,8 +195,8 @@ impl Planner {
         values: Vec<T>,
         ahead: &[Instruction],
         kind: Discriminant<Instruction>,
-        wrap: fn(Vec<T>) -> Instruction,
-        list_of: fn(&mut Instruction) -> Option<&mut Vec<T>>,
+        wrap: impl Fn(Vec<T>) -> Instruction,
+        list_of: impl Fn(&mut Instruction) -> Option<&mut Vec<T>>,
     ) {
         if values.is_empty() {
             return;
@@ -210,7 +210,7 @@ impl Planner {
                 return;
             }
             let take = room.min(left);
-            if let Some(list) = self.current.last_mut().and_then(list_of) {
+            if let Some(list) = self.current.last_mut().and_then(&list_of) {
                 match values.take() {
                     Some(mut whole) if take == whole.len() => list.append(&mut whole),
                     Some(whole) => {

@@ -29,9 +29,10 @@ impl Publisher {
         let limit = (self.inner.log.max_message_size as usize).saturating_sub(512);
         let origin = &self.inner.settings.origin;
         let streamable = groups.iter().all(|(def, instructions)| {
-            instructions.iter().all(|instruction| {
-                one_unit_bound(origin, def, provenance, instruction).is_some_and(|b| b <= limit)
-            })
+            let envelope = envelope_bound(origin, def, provenance);
+            instructions
+                .iter()
+                .all(|i| unit_bound(i).is_some_and(|unit| envelope + unit <= limit))
         });
         if !streamable {
             let batches = groups.into_iter().flat_map(|(def, instructions)| {
@@ -71,12 +72,19 @@ impl Publisher {
 /// An upper bound of the encoded size of a message holding one unit of
 /// `instruction` (with this envelope), or `None` when it cannot be told
 /// without encoding (free-form JSON).
+#[cfg(test)]
 fn one_unit_bound(
     origin: &str,
     def: &RefresherDef,
     provenance: &Provenance,
     instruction: &Instruction,
 ) -> Option<usize> {
+    Some(envelope_bound(origin, def, provenance) + unit_bound(instruction)?)
+}
+
+/// An upper bound of the encoded size of a message without its one
+/// instruction.
+fn envelope_bound(origin: &str, def: &RefresherDef, provenance: &Provenance) -> usize {
     // The field names, punctuation, format, UUIDs, timestamp (at most 30
     // characters) and `applied_at_origin` of format 1 take under 300 bytes.
     let strings = [
@@ -86,11 +94,16 @@ fn one_unit_bound(
         provenance.reason.as_deref(),
         provenance.trace_id.as_deref(),
     ];
-    let envelope = 300 + strings.iter().flatten().map(|s| escaped(s)).sum::<usize>();
+    300 + strings.iter().flatten().map(|s| escaped(s)).sum::<usize>()
+}
+
+/// An upper bound of the encoded size of one unit of `instruction` as the
+/// only instruction of a message, `None` for free-form JSON.
+fn unit_bound(instruction: &Instruction) -> Option<usize> {
     // `{"kind":"refresh_uuids","uuids":[...]}` and the like: under 40 bytes
     // around the one value.
-    let unit = 40
-        + match instruction {
+    Some(
+        40 + match instruction {
             Instruction::RefreshAll => 0,
             Instruction::RefreshIds(_) | Instruction::RemoveIds(_) => 20,
             Instruction::RefreshUuids(_) | Instruction::RemoveUuids(_) => 38,
@@ -98,8 +111,8 @@ fn one_unit_bound(
                 keys.iter().map(|k| escaped(k)).max().unwrap_or(0)
             }
             Instruction::RefreshJson(_) | Instruction::RefreshPayloads(_) => return None,
-        };
-    Some(envelope + unit)
+        },
+    )
 }
 
 /// The most bytes `text` can take as a JSON string: each byte escaped as

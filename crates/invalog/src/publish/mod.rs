@@ -423,20 +423,22 @@ impl Publisher {
         applied_at_origin: bool,
     ) -> impl Iterator<Item = Batch> + 'a {
         self.plan(instructions)
-            .into_iter()
             .map(move |instructions| self.batch(def, instructions, provenance, applied_at_origin))
     }
 
     /// The instructions of each message: de-duplicated and split at
     /// `max_units_per_message`.
-    fn plan(&self, instructions: Vec<Instruction>) -> Vec<Vec<Instruction>> {
+    fn plan(&self, instructions: Vec<Instruction>) -> impl Iterator<Item = Vec<Instruction>> {
         // One instruction of one unit has nothing to de-duplicate or split:
-        // `plan_messages` would return it unchanged (a bulk-publish fast path).
-        if instructions.len() == 1 && instructions[0].units() == 1 {
-            vec![instructions]
+        // `plan_messages` would return it unchanged (a bulk-publish fast
+        // path, without even a list of messages to allocate).
+        let (one, many) = if instructions.len() == 1 && instructions[0].units() == 1 {
+            (Some(instructions), Vec::new())
         } else {
-            plan_messages(instructions, self.inner.settings.max_units_per_message)
-        }
+            let max = self.inner.settings.max_units_per_message;
+            (None, plan_messages(instructions, max))
+        };
+        one.into_iter().chain(many)
     }
 
     /// A new batch (new id, published now) of `instructions`.
