@@ -1,16 +1,19 @@
-//! Publishing groups of instructions (one refresher each) as a stream: each
-//! message is planned, encoded and sent before the next one is built, so
-//! the client builds message N+1 while nats-server stores message N, instead
-//! of building every message of a call before sending the first.
+//! Publishing groups of instructions (one refresher each) as a stream: the
+//! groups are planned (de-duplicated, split) first, then each message is
+//! encoded and sent before the next one is built, so the client builds
+//! message N+1 while nats-server stores message N, instead of encoding every
+//! message of a call before sending the first. (Sending in runs of 32 instead
+//! measured no better on this 2-core machine: 1b 0.59 and 0.46 of raw against
+//! 0.43–0.56 one at a time.)
 //!
 //! That order must not publish part of a call that is refused, so it is
 //! only taken when nothing can be refused after the first send: every
 //! refresher is known (checked by the callers before) and no instruction
 //! can be over the stream's size limit, which an upper bound of the
 //! encoded size of a one-unit message shows without encoding anything
-//! ([`one_unit_bound`]). Otherwise (free-form JSON, or strings long enough
-//! to come near the limit) every message is encoded first, as
-//! [`Publisher::send`] does.
+//! ([`envelope_bound`], [`unit_bound`]). Otherwise (free-form JSON, or
+//! strings long enough to come near the limit) every message is encoded
+//! first, as [`Publisher::send`] does.
 
 use bytes::BytesMut;
 
