@@ -24,6 +24,14 @@ fn hundred(i: usize) -> Vec<Instruction> {
         .collect()
 }
 
+/// The same 100 ids as one instruction (what `hundred` is merged into):
+/// row 1b-one, what the library costs when the caller does not allocate a
+/// list per id.
+fn hundred_in_one(i: usize) -> Vec<Instruction> {
+    let first = (i * 100) as i64;
+    vec![Instruction::RefreshIds((first..first + 100).collect())]
+}
+
 /// Which headers a raw publish sets.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Headers {
@@ -70,20 +78,34 @@ async fn raw_publish(
     Ok(started.elapsed())
 }
 
-/// invalog: `Publisher::publish_many`, `chunk` messages per call.
+/// What an invalog sample took: the whole (building each call's
+/// instructions, then `publish_many`), the publish calls alone, and the last
+/// sequence stored.
+struct Timed {
+    total: Duration,
+    publish: Duration,
+    last: u64,
+}
+
+/// invalog: `Publisher::publish_many`, `chunk` messages per call. Each
+/// call's groups are built (`make`) just before the call; `total` counts
+/// that as the caller's work, `publish` leaves it out.
 async fn invalog_publish(
     p: &Publisher,
     n: usize,
     chunk: usize,
     make: impl Fn(usize) -> Vec<Instruction>,
-) -> Result<(Duration, u64)> {
+) -> Result<Timed> {
     let started = Instant::now();
+    let mut publish = Duration::ZERO;
     let mut sent = 0;
     let mut last = 0;
     while sent < n {
         let end = (sent + chunk).min(n);
-        let groups = (sent..end).map(|i| ("content", make(i)));
+        let groups: Vec<_> = (sent..end).map(|i| ("content", make(i))).collect();
+        let call = Instant::now();
         let receipt = p.publish_many(groups, &Provenance::default()).await?;
+        publish += call.elapsed();
         ensure!(
             receipt.messages.len() == end - sent,
             "one message per group"
@@ -91,7 +113,11 @@ async fn invalog_publish(
         last = receipt.sequence().unwrap_or(last);
         sent = end;
     }
-    Ok((started.elapsed(), last))
+    Ok(Timed {
+        total: started.elapsed(),
+        publish,
+        last,
+    })
 }
 
 pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
@@ -112,6 +138,9 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
     let mut raw1_both = vec![];
     let (mut raw1, mut raw1_noid, mut ours1, mut raw100, mut ours100_i, mut ours100_m) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    // invalog's rate counting only the `publish_many` calls, not the
+    // building of their instructions (info rows 1a-pub and 1b-pub).
+    let (mut ours1_pub, mut ours100_pub, mut ours100_one) = (vec![], vec![], vec![]);
     let run = AtomicU64::new(0);
     let next_run = || run.fetch_add(1, Relaxed) + 1 + (std::process::id() as u64) * 1000;
     for rep in 0..o.repeats {
@@ -155,10 +184,16 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         raw1_both.push(o.pub_msgs as f64 / d.as_secs_f64());
         fresh_stream(&js, &log).await?;
         let allocs = ALLOCS.load(Relaxed);
-        let (d, last) = invalog_publish(&p, o.pub_msgs, o.chunk, |i| vec![single(i)]).await?;
+        let t = invalog_publish(&p, o.pub_msgs, o.chunk, |i| vec![single(i)]).await?;
         let allocs = ALLOCS.load(Relaxed) - allocs;
-        ensure!(last == o.pub_msgs as u64, "stored {last} of {}", o.pub_msgs);
-        ours1.push(o.pub_msgs as f64 / d.as_secs_f64());
+        ensure!(
+            t.last == o.pub_msgs as u64,
+            "stored {} of {}",
+            t.last,
+            o.pub_msgs
+        );
+        ours1.push(o.pub_msgs as f64 / t.total.as_secs_f64());
+        ours1_pub.push(o.pub_msgs as f64 / t.publish.as_secs_f64());
         fresh_stream(&js, &log).await?;
         let d = raw_publish(
             &js,
@@ -172,25 +207,42 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         .await?;
         raw100.push(o.batch_msgs as f64 / d.as_secs_f64());
         fresh_stream(&js, &log).await?;
-        let (d, last) = invalog_publish(&p, o.batch_msgs, o.chunk, hundred).await?;
+        let allocs100 = ALLOCS.load(Relaxed);
+        let t = invalog_publish(&p, o.batch_msgs, o.chunk, hundred).await?;
+        let allocs100 = ALLOCS.load(Relaxed) - allocs100;
         ensure!(
-            last == o.batch_msgs as u64,
-            "stored {last} of {}",
+            t.last == o.batch_msgs as u64,
+            "stored {} of {}",
+            t.last,
             o.batch_msgs
         );
-        ours100_m.push(o.batch_msgs as f64 / d.as_secs_f64());
-        ours100_i.push(100.0 * o.batch_msgs as f64 / d.as_secs_f64());
+        ours100_m.push(o.batch_msgs as f64 / t.total.as_secs_f64());
+        ours100_i.push(100.0 * o.batch_msgs as f64 / t.total.as_secs_f64());
+        ours100_pub.push(o.batch_msgs as f64 / t.publish.as_secs_f64());
+        fresh_stream(&js, &log).await?;
+        let t = invalog_publish(&p, o.batch_msgs, o.chunk, hundred_in_one).await?;
+        ensure!(
+            t.last == o.batch_msgs as u64,
+            "stored {} of {}",
+            t.last,
+            o.batch_msgs
+        );
+        ours100_one.push(o.batch_msgs as f64 / t.total.as_secs_f64());
         println!(
-            "  run {}: raw+id {:.0} msg/s, raw no id {:.0} msg/s, raw+id+format {:.0} msg/s ({:.1} allocs/msg), invalog {:.0} msg/s ({:.1} allocs/msg); 100-batches raw {:.0} msg/s, invalog {:.0} msg/s",
+            "  run {}: raw+id {:.0} msg/s, raw no id {:.0} msg/s, raw+id+format {:.0} msg/s ({:.1} allocs/msg), invalog {:.0} msg/s, publish calls alone {:.0} msg/s ({:.1} allocs/msg, 2 of them building the instruction); 100-batches raw {:.0} msg/s, invalog {:.0} msg/s, publish calls alone {:.0} msg/s ({:.1} allocs/msg, 101 of them building the instructions), as one 100-id instruction {:.0} msg/s",
             rep + 1,
             raw1[rep],
             raw1_noid[rep],
             raw1_both[rep],
             raw_allocs as f64 / o.pub_msgs as f64,
             ours1[rep],
+            ours1_pub[rep],
             allocs as f64 / o.pub_msgs as f64,
             raw100[rep],
-            ours100_m[rep]
+            ours100_m[rep],
+            ours100_pub[rep],
+            allocs100 as f64 / o.batch_msgs as f64,
+            ours100_one[rep],
         );
     }
     if o.smoke {
@@ -205,6 +257,14 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         base: raw1.clone(),
         target: ">= 0.90 of raw".into(),
         met: Some(r1 >= 0.9),
+    });
+    rows.push(Row {
+        figure: "1a-pub same, publish calls alone (info: without building the instructions)".into(),
+        unit: "msg/s",
+        ours: ours1_pub,
+        base: raw1.clone(),
+        target: "-".into(),
+        met: None,
     });
     rows.push(Row {
         figure: "1a' same, raw without Nats-Msg-Id (info)".into(),
@@ -224,10 +284,27 @@ pub async fn figure_1(o: &Opts, url: &str, rows: &mut Vec<Row>) -> Result<()> {
         target: "-".into(),
         met: None,
     });
+    let r1b = median(&ours100_m) / median(&raw100);
     rows.push(Row {
         figure: "1b publish, 100-instruction msgs (vs raw same size)".into(),
         unit: "msg/s",
         ours: ours100_m,
+        base: raw100.clone(),
+        target: ">= 0.80 of raw".into(),
+        met: Some(r1b >= 0.8),
+    });
+    rows.push(Row {
+        figure: "1b-pub same, publish calls alone (info: without building the instructions)".into(),
+        unit: "msg/s",
+        ours: ours100_pub,
+        base: raw100.clone(),
+        target: "-".into(),
+        met: None,
+    });
+    rows.push(Row {
+        figure: "1b-one same 100 ids given as one instruction (info)".into(),
+        unit: "msg/s",
+        ours: ours100_one,
         base: raw100,
         target: "-".into(),
         met: None,

@@ -276,3 +276,93 @@ async fn the_optional_format_header_is_ignored_by_readers() {
     );
     assert_eq!(node.node.stats().decode_errors, 0);
 }
+
+/// `publish_many` sends each message as soon as it is built when nothing can
+/// be refused (ids, short keys): the stream holds exactly the planned
+/// messages, in the order given, a group over the size limit shrunk to fit.
+/// When one group could be over the limit, every message is encoded before
+/// the first is sent: the refused call publishes nothing.
+#[tokio::test]
+async fn publish_many_streams_in_order_and_a_refused_call_publishes_nothing() {
+    let f = Fixture::with_log(LogSettings {
+        max_message_size: 4096,
+        ..LogSettings::default()
+    })
+    .await;
+    let p = f.publisher();
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("key-{i:04}-{}", "y".repeat(40)))
+        .collect();
+    let mut groups: Vec<(&str, Vec<Instruction>)> = (0..300)
+        .map(|i| {
+            let name = if i % 3 == 0 { "media" } else { "content" };
+            // One id per instruction, a duplicate in each group.
+            let ids = [i, i + 1, i];
+            (
+                name,
+                ids.map(|id| Instruction::RefreshIds(vec![id])).to_vec(),
+            )
+        })
+        .collect();
+    groups.insert(150, ("content", vec![Instruction::RemoveKeys(keys)]));
+    let receipt = p
+        .publish_many(groups, &invalog::Provenance::default())
+        .await
+        .unwrap();
+    let sequences: Vec<u64> = receipt.messages.iter().map(|m| m.sequence).collect();
+    let count = sequences.len() as u64;
+    assert!(count > 302, "the 200 keys split to fit 4 KiB: {count}");
+    assert_eq!(sequences, (1..=count).collect::<Vec<_>>());
+    let entries = invalog::history::read_range(&f.js, &f.log, 1, None, count as usize + 1)
+        .await
+        .unwrap();
+    assert_eq!(entries.len() as u64, count);
+    let stored: Vec<_> = entries.iter().map(|e| e.batch.as_ref().unwrap()).collect();
+    assert_eq!(
+        stored[0].instructions,
+        vec![Instruction::RefreshIds(vec![1, 0])],
+        "de-duplicated, last occurrence kept, merged into one list"
+    );
+    assert_eq!(stored[0].refresher.name.as_str(), "media");
+    assert_eq!(stored[1].refresher.name.as_str(), "content");
+    let last = stored.last().unwrap();
+    assert_eq!(
+        last.instructions,
+        vec![Instruction::RefreshIds(vec![300, 299])]
+    );
+    let key_units: usize = stored[150..stored.len() - 150]
+        .iter()
+        .map(|b| {
+            assert!(matches!(b.instructions[..], [Instruction::RemoveKeys(_)]));
+            b.units()
+        })
+        .sum();
+    assert_eq!(
+        key_units, 200,
+        "every key, in messages between groups 150 and 151"
+    );
+    for (message, batch) in receipt.messages.iter().zip(&stored) {
+        assert_eq!(message.batch_id, batch.id);
+    }
+
+    let big = "x".repeat(5000);
+    let refused = p
+        .publish_many(
+            vec![
+                ("content", vec![Instruction::RefreshIds(vec![1])]),
+                ("media", vec![Instruction::RefreshIds(vec![2])]),
+                ("content", vec![Instruction::RefreshKeys(vec![big])]),
+            ],
+            &invalog::Provenance::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind, PublishErrorKind::TooLarge);
+    assert!(refused.published.is_empty());
+    let mut stream = f.js.get_stream(&f.log.stream).await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.last_sequence,
+        count,
+        "nothing of the refused call was published"
+    );
+}

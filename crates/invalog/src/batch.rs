@@ -6,253 +6,250 @@
 //! (kind, id): the relative order of what remains is the original order, so
 //! "remove 7, refresh 7" and "refresh 7, remove 7" keep their different
 //! meanings. Everything before a `refresh_all` of the same refresher is
-//! dropped: the full refresh covers it.
+//! dropped: the full refresh covers it. Consecutive instructions of one
+//! list kind (ids, uuids, keys, payloads) are merged into one instruction.
+//!
+//! The work is proportional to the number of units: duplicates are found by
+//! sorting borrowed identities (no hashing, no per-unit allocation for ids,
+//! UUIDs and keys), and id lists are moved or appended, never rebuilt one
+//! element at a time through an intermediate form.
 
-use std::collections::HashMap;
+use std::mem::Discriminant;
 
 use uuid::Uuid;
 
 use crate::model::Instruction;
 
-/// One instruction reduced to a single id (or a whole-refresher action).
-#[derive(Debug, Clone, PartialEq)]
-enum Atom {
-    All,
-    RefreshId(i64),
-    RefreshUuid(Uuid),
-    RefreshKey(String),
-    RemoveId(i64),
-    RemoveUuid(Uuid),
-    RemoveKey(String),
-    Json(serde_json::Value),
-    Payload(serde_json::Value),
-}
-
-/// The de-duplication identity of an [`Atom`]; the `bool` tells the two
-/// kinds that share a value type apart (remove vs refresh, payload vs JSON).
-#[derive(PartialEq, Eq, Hash)]
+/// The de-duplication identity of one unit; the `bool` tells the two kinds
+/// that share a value type apart (remove vs refresh, payload vs JSON).
+/// JSON values are compared by their text.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum Identity<'a> {
     All,
     Id(bool, i64),
     Uuid(bool, Uuid),
     Str(bool, &'a str),
-    Json(bool, String),
-}
-
-impl Atom {
-    /// A hashable identity for de-duplication: no allocation for ids and
-    /// UUIDs; keys are borrowed; JSON values are compared by their text.
-    fn key(&self) -> Identity<'_> {
-        match self {
-            Atom::All => Identity::All,
-            Atom::RefreshId(i) => Identity::Id(false, *i),
-            Atom::RemoveId(i) => Identity::Id(true, *i),
-            Atom::RefreshUuid(u) => Identity::Uuid(false, *u),
-            Atom::RemoveUuid(u) => Identity::Uuid(true, *u),
-            Atom::RefreshKey(k) => Identity::Str(false, k),
-            Atom::RemoveKey(k) => Identity::Str(true, k),
-            Atom::Json(v) => Identity::Json(false, v.to_string()),
-            Atom::Payload(v) => Identity::Json(true, v.to_string()),
-        }
-    }
-
-    /// Whether `next` can join the instruction this atom starts.
-    fn same_run(&self, next: &Atom) -> bool {
-        matches!(
-            (self, next),
-            (Atom::RefreshId(_), Atom::RefreshId(_))
-                | (Atom::RefreshUuid(_), Atom::RefreshUuid(_))
-                | (Atom::RefreshKey(_), Atom::RefreshKey(_))
-                | (Atom::RemoveId(_), Atom::RemoveId(_))
-                | (Atom::RemoveUuid(_), Atom::RemoveUuid(_))
-                | (Atom::RemoveKey(_), Atom::RemoveKey(_))
-                | (Atom::Payload(_), Atom::Payload(_))
-        )
-    }
-}
-
-fn atoms(instructions: Vec<Instruction>) -> Vec<Atom> {
-    let mut out = Vec::new();
-    for instruction in instructions {
-        match instruction {
-            Instruction::RefreshAll => out.push(Atom::All),
-            Instruction::RefreshIds(v) => out.extend(v.into_iter().map(Atom::RefreshId)),
-            Instruction::RefreshUuids(v) => out.extend(v.into_iter().map(Atom::RefreshUuid)),
-            Instruction::RefreshKeys(v) => out.extend(v.into_iter().map(Atom::RefreshKey)),
-            Instruction::RemoveIds(v) => out.extend(v.into_iter().map(Atom::RemoveId)),
-            Instruction::RemoveUuids(v) => out.extend(v.into_iter().map(Atom::RemoveUuid)),
-            Instruction::RemoveKeys(v) => out.extend(v.into_iter().map(Atom::RemoveKey)),
-            Instruction::RefreshJson(v) => out.push(Atom::Json(v)),
-            Instruction::RefreshPayloads(v) => out.extend(v.into_iter().map(Atom::Payload)),
-        }
-    }
-    out
-}
-
-/// Regroups a run of atoms of one kind into one instruction.
-fn instruction_of(run: Vec<Atom>) -> Instruction {
-    macro_rules! collect {
-        ($variant:ident, $instr:ident) => {
-            Instruction::$instr(
-                run.into_iter()
-                    .map(|a| match a {
-                        Atom::$variant(x) => x,
-                        _ => unreachable!("a run holds one kind"),
-                    })
-                    .collect(),
-            )
-        };
-    }
-    match &run[0] {
-        Atom::All => Instruction::RefreshAll,
-        Atom::Json(v) => Instruction::RefreshJson(v.clone()),
-        Atom::RefreshId(_) => collect!(RefreshId, RefreshIds),
-        Atom::RefreshUuid(_) => collect!(RefreshUuid, RefreshUuids),
-        Atom::RefreshKey(_) => collect!(RefreshKey, RefreshKeys),
-        Atom::RemoveId(_) => collect!(RemoveId, RemoveIds),
-        Atom::RemoveUuid(_) => collect!(RemoveUuid, RemoveUuids),
-        Atom::RemoveKey(_) => collect!(RemoveKey, RemoveKeys),
-        Atom::Payload(_) => collect!(Payload, RefreshPayloads),
-    }
+    Json(bool, &'a str),
 }
 
 /// De-duplicates one refresher's instructions and splits them into messages
 /// of at most `max_units` units each (`max_units` of 0 is treated as 1).
-pub fn plan_messages(instructions: Vec<Instruction>, max_units: usize) -> Vec<Vec<Instruction>> {
+pub fn plan_messages(
+    mut instructions: Vec<Instruction>,
+    max_units: usize,
+) -> Vec<Vec<Instruction>> {
     let max_units = max_units.max(1);
-    let mut all = atoms(instructions);
-    if let Some(last_all) = all.iter().rposition(|a| *a == Atom::All) {
-        all.drain(..last_all);
-    }
-    let keys: Vec<Identity<'_>> = all.iter().map(Atom::key).collect();
-    let mut last_index: HashMap<&Identity<'_>, usize> = HashMap::with_capacity(keys.len());
-    for (index, key) in keys.iter().enumerate() {
-        last_index.insert(key, index);
-    }
-    let keep: Vec<bool> = keys
+    if let Some(last_all) = instructions
         .iter()
-        .enumerate()
-        .map(|(index, key)| last_index[key] == index)
-        .collect();
-    drop(last_index);
-    drop(keys);
-    let kept = all
-        .into_iter()
-        .zip(keep)
-        .filter(|(_, keep)| *keep)
-        .map(|(atom, _)| atom);
-
-    let mut messages: Vec<Vec<Instruction>> = Vec::new();
-    let mut current: Vec<Instruction> = Vec::new();
-    let mut units = 0;
-    let mut run: Vec<Atom> = Vec::new();
-    let flush_run = |run: &mut Vec<Atom>, current: &mut Vec<Instruction>| {
-        if !run.is_empty() {
-            current.push(instruction_of(std::mem::take(run)));
-        }
+        .rposition(|i| matches!(i, Instruction::RefreshAll))
+    {
+        instructions.drain(..last_all);
+    }
+    let dropped = duplicates(&instructions);
+    let mut plan = Planner {
+        max_units,
+        messages: Vec::new(),
+        current: Vec::new(),
+        units: 0,
     };
-    for atom in kept {
-        if units == max_units {
-            flush_run(&mut run, &mut current);
-            messages.push(std::mem::take(&mut current));
-            units = 0;
+    let mut position = 0;
+    let mut rest = instructions.into_iter();
+    while let Some(instruction) = rest.next() {
+        let units = instruction.units();
+        let gone = dropped.as_deref().map(|d| &d[position..position + units]);
+        position += units;
+        let ahead = rest.as_slice();
+        let kind = std::mem::discriminant(&instruction);
+        macro_rules! list {
+            ($variant:ident, $values:expr) => {
+                plan.push_list(
+                    keep($values, gone),
+                    ahead,
+                    kind,
+                    |v| Instruction::$variant(v),
+                    |i| match i {
+                        Instruction::$variant(v) => Some(v),
+                        _ => None,
+                    },
+                )
+            };
         }
-        if run.first().is_some_and(|first| !first.same_run(&atom)) {
-            flush_run(&mut run, &mut current);
+        match instruction {
+            Instruction::RefreshAll => plan.push_single(Instruction::RefreshAll),
+            Instruction::RefreshJson(json) => {
+                if !gone.is_some_and(|g| g[0]) {
+                    plan.push_single(Instruction::RefreshJson(json));
+                }
+            }
+            Instruction::RefreshIds(v) => list!(RefreshIds, v),
+            Instruction::RemoveIds(v) => list!(RemoveIds, v),
+            Instruction::RefreshUuids(v) => list!(RefreshUuids, v),
+            Instruction::RemoveUuids(v) => list!(RemoveUuids, v),
+            Instruction::RefreshKeys(v) => list!(RefreshKeys, v),
+            Instruction::RemoveKeys(v) => list!(RemoveKeys, v),
+            Instruction::RefreshPayloads(v) => list!(RefreshPayloads, v),
         }
-        run.push(atom);
-        units += 1;
     }
-    flush_run(&mut run, &mut current);
-    if !current.is_empty() {
-        messages.push(current);
+    if !plan.current.is_empty() {
+        plan.messages.push(plan.current);
     }
-    messages
+    plan.messages
+}
+
+/// Which units (by position, in order) are duplicates of a later unit:
+/// `None` when none is.
+fn duplicates(instructions: &[Instruction]) -> Option<Vec<bool>> {
+    let total: usize = instructions.iter().map(Instruction::units).sum();
+    if total < 2 {
+        return None;
+    }
+    // JSON values compare by their text, written once per value.
+    let texts: Vec<String> = instructions
+        .iter()
+        .flat_map(|i| match i {
+            Instruction::RefreshJson(v) => std::slice::from_ref(v),
+            Instruction::RefreshPayloads(v) => v.as_slice(),
+            _ => &[],
+        })
+        .map(serde_json::Value::to_string)
+        .collect();
+    let mut texts = texts.iter().map(String::as_str);
+    let mut identities: Vec<(Identity<'_>, usize)> = Vec::with_capacity(total);
+    for instruction in instructions {
+        let at = identities.len();
+        let mut push = |identity| identities.push((identity, identities.len()));
+        match instruction {
+            Instruction::RefreshAll => push(Identity::All),
+            Instruction::RefreshIds(v) => v.iter().for_each(|i| push(Identity::Id(false, *i))),
+            Instruction::RemoveIds(v) => v.iter().for_each(|i| push(Identity::Id(true, *i))),
+            Instruction::RefreshUuids(v) => v.iter().for_each(|u| push(Identity::Uuid(false, *u))),
+            Instruction::RemoveUuids(v) => v.iter().for_each(|u| push(Identity::Uuid(true, *u))),
+            Instruction::RefreshKeys(v) => v.iter().for_each(|k| push(Identity::Str(false, k))),
+            Instruction::RemoveKeys(v) => v.iter().for_each(|k| push(Identity::Str(true, k))),
+            Instruction::RefreshJson(_) => push(Identity::Json(false, texts.next().unwrap_or(""))),
+            Instruction::RefreshPayloads(v) => {
+                for _ in v {
+                    push(Identity::Json(true, texts.next().unwrap_or("")));
+                }
+            }
+        }
+        debug_assert_eq!(identities.len() - at, instruction.units());
+    }
+    // Equal identities end up next to each other, in position order: all
+    // but the last of each run are duplicates.
+    identities.sort_unstable();
+    let mut dropped: Option<Vec<bool>> = None;
+    for pair in identities.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            dropped.get_or_insert_with(|| vec![false; total])[pair[0].1] = true;
+        }
+    }
+    dropped
+}
+
+/// `values` without the ones `gone` marks (all of them kept when `None`).
+fn keep<T>(mut values: Vec<T>, gone: Option<&[bool]>) -> Vec<T> {
+    if let Some(gone) = gone.filter(|g| g.contains(&true)) {
+        let mut index = 0;
+        values.retain(|_| {
+            index += 1;
+            !gone[index - 1]
+        });
+    }
+    values
+}
+
+/// Builds the messages: the current one fills up to `max_units` units, a
+/// list instruction joins the list kind right before it in that message.
+struct Planner {
+    max_units: usize,
+    messages: Vec<Vec<Instruction>>,
+    current: Vec<Instruction>,
+    units: usize,
+}
+
+impl Planner {
+    /// Units the current message still takes, starting a new message when
+    /// it is full.
+    fn room(&mut self) -> usize {
+        if self.units == self.max_units {
+            self.messages.push(std::mem::take(&mut self.current));
+            self.units = 0;
+        }
+        self.max_units - self.units
+    }
+
+    fn push_single(&mut self, instruction: Instruction) {
+        self.room();
+        self.current.push(instruction);
+        self.units += 1;
+    }
+
+    /// Appends a list of one kind: to the list of that kind ending the
+    /// current message, else as a new instruction (the given `Vec` itself
+    /// when it fits whole), split wherever a message fills up. `ahead` are
+    /// the instructions still to come: a new list reserves room for the ones
+    /// of its `kind` that follow it directly.
+    fn push_list<T>(
+        &mut self,
+        values: Vec<T>,
+        ahead: &[Instruction],
+        kind: Discriminant<Instruction>,
+        wrap: impl Fn(Vec<T>) -> Instruction,
+        list_of: impl Fn(&mut Instruction) -> Option<&mut Vec<T>>,
+    ) {
+        if values.is_empty() {
+            return;
+        }
+        let mut values = Some(values);
+        let mut rest = Vec::new().into_iter();
+        loop {
+            let room = self.room();
+            let left = values.as_ref().map_or(rest.len(), Vec::len);
+            if left == 0 {
+                return;
+            }
+            let take = room.min(left);
+            if let Some(list) = self.current.last_mut().and_then(&list_of) {
+                match values.take() {
+                    Some(mut whole) if take == whole.len() => list.append(&mut whole),
+                    Some(whole) => {
+                        rest = whole.into_iter();
+                        list.extend(rest.by_ref().take(take));
+                    }
+                    None => list.extend(rest.by_ref().take(take)),
+                }
+            } else {
+                let mut list = match values.take() {
+                    Some(whole) if take == whole.len() => whole,
+                    Some(whole) => {
+                        rest = whole.into_iter();
+                        rest.by_ref().take(take).collect()
+                    }
+                    None => rest.by_ref().take(take).collect(),
+                };
+                let following = following_units(ahead, kind, room - take);
+                list.reserve(following);
+                self.current.push(wrap(list));
+            }
+            self.units += take;
+        }
+    }
+}
+
+/// Units of the instructions at the start of `ahead` that are of `kind`,
+/// up to `limit`.
+fn following_units(ahead: &[Instruction], kind: Discriminant<Instruction>, limit: usize) -> usize {
+    let mut units = 0;
+    for next in ahead {
+        if units >= limit || std::mem::discriminant(next) != kind {
+            break;
+        }
+        units += next.units();
+    }
+    units.min(limit)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use Instruction::*;
-
-    #[test]
-    fn keeps_the_last_occurrence_in_order() {
-        let plan = plan_messages(
-            vec![
-                RefreshIds(vec![1, 2, 1]),
-                RemoveIds(vec![2]),
-                RefreshIds(vec![2, 3]),
-            ],
-            1000,
-        );
-        assert_eq!(
-            plan,
-            vec![vec![
-                RefreshIds(vec![1]),
-                RemoveIds(vec![2]),
-                RefreshIds(vec![2, 3])
-            ]]
-        );
-    }
-
-    #[test]
-    fn refresh_all_covers_what_came_before() {
-        let plan = plan_messages(
-            vec![
-                RefreshIds(vec![1]),
-                RefreshAll,
-                RefreshKeys(vec!["a".into()]),
-                RefreshAll,
-                RemoveUuids(vec![Uuid::nil()]),
-            ],
-            1000,
-        );
-        assert_eq!(plan, vec![vec![RefreshAll, RemoveUuids(vec![Uuid::nil()])]]);
-    }
-
-    #[test]
-    fn splits_at_the_unit_limit() {
-        let plan = plan_messages(
-            vec![RefreshIds((1..=5).collect()), RefreshJson(json!({"a": 1}))],
-            2,
-        );
-        assert_eq!(
-            plan,
-            vec![
-                vec![RefreshIds(vec![1, 2])],
-                vec![RefreshIds(vec![3, 4])],
-                vec![RefreshIds(vec![5]), RefreshJson(json!({"a": 1}))],
-            ]
-        );
-        let total: usize = plan.iter().flatten().map(Instruction::units).sum();
-        assert_eq!(total, 6);
-    }
-
-    #[test]
-    fn json_and_payloads_deduplicate_by_value() {
-        let plan = plan_messages(
-            vec![
-                RefreshJson(json!([1])),
-                RefreshPayloads(vec![json!({"id": 1}), json!({"id": 2})]),
-                RefreshJson(json!([1])),
-                RefreshPayloads(vec![json!({"id": 1})]),
-            ],
-            1000,
-        );
-        assert_eq!(
-            plan,
-            vec![vec![
-                RefreshPayloads(vec![json!({"id": 2})]),
-                RefreshJson(json!([1])),
-                RefreshPayloads(vec![json!({"id": 1})]),
-            ]]
-        );
-    }
-
-    #[test]
-    fn nothing_in_nothing_out() {
-        assert!(plan_messages(vec![], 10).is_empty());
-        assert!(plan_messages(vec![RefreshIds(vec![])], 10).is_empty());
-    }
-}
+#[path = "batch_tests.rs"]
+mod tests;

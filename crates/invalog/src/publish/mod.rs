@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -23,7 +23,9 @@ use crate::refresher::{InstanceRefresher, RefreshError};
 use crate::stream::LogSettings;
 use crate::token::{Incarnation, ReadToken};
 use crate::wire;
+use crate::wire::encoder::BatchParts;
 
+mod groups;
 mod incarnation;
 mod send;
 
@@ -273,12 +275,13 @@ impl Publisher {
         groups: impl IntoIterator<Item = (S, Vec<Instruction>)>,
         provenance: &Provenance,
     ) -> Result<Receipt, PublishError> {
-        let mut batches = Vec::new();
-        for (refresher, instructions) in groups {
-            let def = self.refresher(refresher.as_ref())?;
-            batches.extend(self.batches(def, instructions, provenance, false));
-        }
-        self.send(batches).await
+        let groups = groups
+            .into_iter()
+            .map(|(refresher, instructions)| {
+                Ok((self.refresher(refresher.as_ref())?, instructions))
+            })
+            .collect::<Result<Vec<_>, PublishError>>()?;
+        self.send_groups(groups, provenance, false).await
     }
 
     /// Refreshes everything in `refresher`'s cache on every node.
@@ -396,9 +399,9 @@ impl Publisher {
         refresher: &str,
         instruction: Instruction,
     ) -> Result<Receipt, PublishError> {
-        let def = self.refresher(refresher)?.clone();
-        let batches = self.batches(&def, vec![instruction], &Provenance::default(), true);
-        self.send(batches).await
+        let def = self.refresher(refresher)?;
+        self.send_groups(vec![(def, vec![instruction])], &Provenance::default(), true)
+            .await
     }
 
     async fn one(
@@ -410,55 +413,78 @@ impl Publisher {
             .await
     }
 
-    fn batches(
+    /// The batches (messages) of one refresher's instructions: de-duplicated
+    /// and split at `max_units_per_message`.
+    fn batches<'a>(
+        &'a self,
+        def: &'a RefresherDef,
+        instructions: Vec<Instruction>,
+        provenance: &'a Provenance,
+        applied_at_origin: bool,
+    ) -> impl Iterator<Item = Batch> + 'a {
+        self.plan(instructions)
+            .map(move |instructions| self.batch(def, instructions, provenance, applied_at_origin))
+    }
+
+    /// The instructions of each message: de-duplicated and split at
+    /// `max_units_per_message`.
+    fn plan(&self, instructions: Vec<Instruction>) -> impl Iterator<Item = Vec<Instruction>> {
+        // One instruction of one unit has nothing to de-duplicate or split:
+        // `plan_messages` would return it unchanged (a bulk-publish fast
+        // path, without even a list of messages to allocate).
+        let (one, many) = if instructions.len() == 1 && instructions[0].units() == 1 {
+            (Some(instructions), Vec::new())
+        } else {
+            let max = self.inner.settings.max_units_per_message;
+            (None, plan_messages(instructions, max))
+        };
+        one.into_iter().chain(many)
+    }
+
+    /// A new batch (new id, published now) of `instructions`.
+    fn batch(
         &self,
         def: &RefresherDef,
         instructions: Vec<Instruction>,
         provenance: &Provenance,
         applied_at_origin: bool,
-    ) -> Vec<Batch> {
-        // One instruction of one unit has nothing to de-duplicate or split:
-        // `plan_messages` would return it unchanged (a bulk-publish fast path).
-        let planned = if instructions.len() == 1 && instructions[0].units() == 1 {
-            vec![instructions]
-        } else {
-            plan_messages(instructions, self.inner.settings.max_units_per_message)
-        };
-        planned
-            .into_iter()
-            .map(|instructions| Batch {
-                id: Uuid::now_v7(),
-                origin: self.inner.settings.origin.clone(),
-                published_at: SystemTime::now(),
-                refresher: def.clone(),
-                provenance: provenance.clone(),
-                applied_at_origin,
-                instructions,
-            })
-            .collect()
+    ) -> Batch {
+        Batch {
+            id: Uuid::now_v7(),
+            origin: self.inner.settings.origin.clone(),
+            published_at: SystemTime::now(),
+            refresher: def.clone(),
+            provenance: provenance.clone(),
+            applied_at_origin,
+            instructions,
+        }
     }
 
-    /// Encodes batches, halving any that is over the stream's size limit.
+    /// Encodes a batch at the end of `buffer` and moves it out as the
+    /// message body, halving a batch that is over the stream's size limit.
     fn encode_within_limit(
         &self,
         batch: Batch,
+        buffer: &mut BytesMut,
         out: &mut Vec<(Batch, Bytes)>,
     ) -> Result<(), PublishError> {
-        let body = Bytes::from(wire::encode(&batch));
+        buffer.clear();
+        wire::encoder::encode_into(BatchParts::of(&batch), buffer);
         let limit = self.inner.log.max_message_size as usize;
-        if body.len() <= limit.saturating_sub(512) {
-            out.push((batch, body));
+        if buffer.len() <= limit.saturating_sub(512) {
+            out.push((batch, buffer.split().freeze()));
             return Ok(());
         }
+        let size = buffer.len();
+        buffer.clear();
         let units = batch.units();
         if units <= 1 {
             return Err(PublishError::new(
                 PublishErrorKind::TooLarge,
                 format!(
-                    "one `{}` instruction for `{}` encodes to {} bytes, over the stream's max_message_size of {limit}; send smaller payloads or raise `max_message_size`",
+                    "one `{}` instruction for `{}` encodes to {size} bytes, over the stream's max_message_size of {limit}; send smaller payloads or raise `max_message_size`",
                     batch.instructions.first().map_or("?", Instruction::kind),
                     batch.refresher.name,
-                    body.len()
                 ),
             ));
         }
@@ -468,7 +494,7 @@ impl Publisher {
                 instructions: half,
                 ..batch.clone()
             };
-            self.encode_within_limit(part, out)?;
+            self.encode_within_limit(part, buffer, out)?;
         }
         Ok(())
     }
@@ -555,13 +581,11 @@ impl UnitOfWork {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let mut batches = Vec::new();
-        for (def, instructions) in self.pending {
-            batches.extend(
-                self.publisher
-                    .batches(&def, instructions, &self.provenance, false),
-            );
-        }
-        self.publisher.send(batches).await
+        let (defs, lists): (Vec<RefresherDef>, Vec<Vec<Instruction>>) =
+            self.pending.into_iter().unzip();
+        let groups = defs.iter().zip(lists).collect();
+        self.publisher
+            .send_groups(groups, &self.provenance, false)
+            .await
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind as NatsKind, message::PublishMessage};
 use async_nats::Subject;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use uuid::Uuid;
 
@@ -21,30 +21,39 @@ use crate::wire;
 impl Publisher {
     /// Sends messages pipelined, then awaits every acknowledgement; a message
     /// whose acknowledgement failed in a retryable way is sent again with the
-    /// same batch id.
-    pub(super) async fn send(&self, batches: Vec<Batch>) -> Result<Receipt, PublishError> {
-        let mut encoded = Vec::with_capacity(batches.len());
+    /// same batch id. Every batch is encoded before the first is sent, so an
+    /// instruction over the size limit publishes nothing.
+    pub(super) async fn send(
+        &self,
+        batches: impl Iterator<Item = Batch>,
+    ) -> Result<Receipt, PublishError> {
+        let mut buffer = BytesMut::new();
+        let mut encoded = Vec::with_capacity(batches.size_hint().0);
         for batch in batches {
-            self.encode_within_limit(batch, &mut encoded)?;
+            self.encode_within_limit(batch, &mut buffer, &mut encoded)?;
         }
-        let mut receipt = Receipt::default();
+        let mut subjects = Subjects::default();
         let mut in_flight = Vec::with_capacity(encoded.len());
-        // One subject per refresher, shared by its messages (a clone is a
-        // reference count, not a new string).
-        let mut subjects: Vec<(&RefresherName, Subject)> = Vec::new();
         for (batch, body) in &encoded {
-            let name = &batch.refresher.name;
-            let subject = match subjects.iter().find(|(n, _)| *n == name) {
-                Some((_, subject)) => subject.clone(),
-                None => {
-                    let subject = Subject::from(self.inner.log.subject(name));
-                    subjects.push((name, subject.clone()));
-                    subject
-                }
-            };
+            let subject = subjects.of(self, batch);
             in_flight.push(self.send_one(subject, batch, body).await);
         }
-        let mut failed: Option<PublishError> = None;
+        self.finish(encoded, in_flight, None).await
+    }
+
+    /// Awaits the acknowledgements of messages already sent (`in_flight`,
+    /// one per `encoded`), sends again what failed in a retryable way, and
+    /// restores the order when a retry overtook. With `failed`, an error
+    /// that stopped sending, the messages sent are still awaited and listed
+    /// as published in that error.
+    pub(super) async fn finish(
+        &self,
+        encoded: Vec<(Batch, Bytes)>,
+        in_flight: Vec<Result<InFlight, (bool, PublishError)>>,
+        mut failed: Option<PublishError>,
+    ) -> Result<Receipt, PublishError> {
+        let mut receipt = Receipt::default();
+        receipt.messages.reserve(encoded.len());
         for ((batch, body), first) in encoded.iter().zip(in_flight) {
             let first = match first {
                 Ok(ack) => self.await_ack(ack).await,
@@ -58,7 +67,12 @@ impl Publisher {
                 }
                 continue;
             }
-            match self.retry(batch, body, first).await {
+            let stored = match first {
+                // The common case, without entering `retry`.
+                Ok(ack) => Ok(published(batch, &ack)),
+                Err(_) => self.retry(batch, body, first).await,
+            };
+            match stored {
                 Ok(message) => receipt.messages.push(message),
                 Err(error) => failed = Some(error),
             }
@@ -231,11 +245,11 @@ impl Publisher {
         Ok(())
     }
 
-    fn subject_of(&self, batch: &Batch) -> Subject {
+    pub(super) fn subject_of(&self, batch: &Batch) -> Subject {
         Subject::from(self.inner.log.subject(&batch.refresher.name))
     }
 
-    async fn send_one(
+    pub(super) async fn send_one(
         &self,
         subject: Subject,
         batch: &Batch,
@@ -262,6 +276,23 @@ impl Publisher {
                 PublishError::new(PublishErrorKind::TimedOut, "timed out sending"),
             )),
         }
+    }
+}
+
+/// One subject per refresher, shared by its messages (a clone is a
+/// reference count, not a new string).
+#[derive(Default)]
+pub(super) struct Subjects(Vec<(RefresherName, Subject)>);
+
+impl Subjects {
+    pub(super) fn of(&mut self, publisher: &Publisher, batch: &Batch) -> Subject {
+        let name = &batch.refresher.name;
+        if let Some((_, subject)) = self.0.iter().find(|(n, _)| n == name) {
+            return subject.clone();
+        }
+        let subject = publisher.subject_of(batch);
+        self.0.push((name.clone(), subject.clone()));
+        subject
     }
 }
 

@@ -6,6 +6,7 @@
 //! The format is versioned by the `format` field of every message; version 1
 //! is documented in `docs/wire-format.md`, which non-Rust publishers follow.
 
+pub(crate) mod encoder;
 mod request;
 mod v1;
 mod v1_instruction;
