@@ -134,7 +134,7 @@ pub async fn figure_7(
         on.push(size as f64 / with.elapsed.as_secs_f64());
         off.push(size as f64 / without.elapsed.as_secs_f64());
         println!(
-            "  run {}: lookahead {DEFAULT_CATCH_UP_LOOKAHEAD}: {:.0?}, {} batches applied, {} superseded; lookahead 0: {:.0?}, {} applied",
+            "  run {}: lookahead {DEFAULT_CATCH_UP_LOOKAHEAD}: {:.2?}, {} batches applied, {} superseded; lookahead 0: {:.2?}, {} applied",
             rep + 1,
             with.elapsed,
             with.applied,
