@@ -26,8 +26,9 @@ const DIRECT_READ_AFTER: Duration = Duration::from_secs(1);
 /// How long a consumer that has delivered messages, and was told more are
 /// pending, may then deliver nothing before it counts as stalled and is
 /// recreated. A healthy server delivers the next one within microseconds;
-/// the ordered consumer of async-nats 0.51 was seen to stop in mid catch-up
-/// (no pull answered) until its heartbeat check, seconds later.
+/// async-nats 0.51's ordered consumer (the node's reader before issue 14)
+/// was seen to stop in mid catch-up (no pull answered) until its heartbeat
+/// check, seconds later.
 const STALL_LIMIT: Duration = Duration::from_millis(500);
 
 impl Runner {
@@ -119,8 +120,8 @@ impl Runner {
 
     /// Acts on a consumer that delivers nothing although the stream holds
     /// messages this node has not applied (after a stream leader change
-    /// the ordered consumer would only notice through missed heartbeats,
-    /// about 30 s): after [`DIRECT_READ_AFTER`] of quiet it reads what
+    /// a consumer's requests may go unanswered; async-nats's ordered
+    /// consumer noticed only through missed heartbeats, about 30 s): after [`DIRECT_READ_AFTER`] of quiet it reads what
     /// waits directly (`direct`); after [`QUIET_CONSUMER_LIMIT`] it also
     /// recreates the consumer. Quiet counts from the later of the last
     /// delivery and the first check that saw messages waiting, so a node

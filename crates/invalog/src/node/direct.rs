@@ -8,7 +8,7 @@
 //! followed still in place. This keeps a node applying
 //! while no consumer can be placed: in a cluster, a server that died
 //! without saying goodbye still counts as a peer for about 90 s, and an R1
-//! ordered consumer placed on it is never answered (its creation times
+//! consumer placed on it is never answered (its creation times
 //! out) — a third of the time in a three-server cluster.
 
 use std::time::{Duration, Instant};
