@@ -269,7 +269,10 @@ async fn the_stored_sequence_stays_below_a_superseded_message_until_its_cover_is
     )
     .await;
     // Stored positions were handed over between the media batches; none
-    // may pass content 1 (seq 1) while its cover has not run.
+    // may pass content 1 (seq 1) while its cover has not run. This checks
+    // an absence, so it watches for a while (200 ms: the writer stores
+    // within milliseconds, and without the hold it stored 100 at once)
+    // rather than waiting for a condition.
     let store = FileStore::new(fx.checkpoint_path("held"));
     for _ in 0..10 {
         let stored = store.load().await.unwrap().map_or(0, |c| c.sequence);

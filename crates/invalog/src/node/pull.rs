@@ -5,12 +5,14 @@
 //! for the next while half of what is due is still to come, so the server
 //! always has a request to fill (a stored message is delivered at once)
 //! and at most two batches are in flight (memory stays flat however long
-//! the backlog). This is as fast as the fastest raw reader of BENCHMARKS.md
-//! figure 6 without its unbounded buffering, and needs no permission
-//! beyond those of async-nats's ordered pull consumer (consumer create,
-//! `MSG.NEXT`): async-nats's own pull streams wrap every delivery in a
+//! the backlog). It needs no permission beyond those of async-nats's
+//! ordered pull consumer (consumer create, `MSG.NEXT`), and avoids what
+//! made that one slow: async-nats's pull streams wrap every delivery in a
 //! `jetstream::Message` that clones the whole JetStream context, and its
-//! ordered consumer asks for at most 500 messages at a time.
+//! ordered consumer asks for at most 500 messages at a time. (The fastest
+//! raw reader of BENCHMARKS.md figure 6, a push consumer the server may
+//! fill without limit, stays about 1.4× faster: see "Issue 14 items 2
+//! and 3".)
 //!
 //! What the ordered consumer did for the node, this module does: it
 //! subscribes before anything is asked, and it ends the consumer

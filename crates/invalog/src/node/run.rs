@@ -281,7 +281,7 @@ impl Runner {
             // fill may have raced with their local application).
             guard.record(sequence, &hosted.def.name, &batch.instructions);
         }
-        if batch.applied_at_origin && batch.origin == self.settings.node_id.as_str() {
+        if self.own_applied(&batch) {
             Stats::bump(&self.stats().own_messages_skipped);
             return Flow::Continue;
         }

@@ -28,7 +28,7 @@ use super::run::{Flow, Runner, Stored};
 use super::status::Stats;
 use crate::model::Batch;
 use crate::refresher::Hosted;
-use crate::supersede::Lookahead;
+use crate::supersede::{refreshes_all, Lookahead};
 use crate::wire;
 
 /// The smallest window while some refresher takes groups: the most
@@ -101,12 +101,16 @@ impl Runner {
         let pending = delivery.pending;
         self.liveness.delivered_with(pending);
         let decoded = wire::decode_on_subject(&delivery.message.subject, &delivery.message.payload);
+        // Only a refresh-all the node applies covers anything: the registry
+        // is looked up for those alone, not for every message.
         if let Ok(batch) = &decoded {
-            let applies = self.registry.get(batch.refresher.name.as_str()).is_some()
-                && !self.own_applied(batch);
-            self.window
-                .lookahead
-                .entered(delivery.stream_sequence, batch, applies);
+            if self.window.supersedes && refreshes_all(batch) {
+                let applies = self.registry.get(batch.refresher.name.as_str()).is_some()
+                    && !self.own_applied(batch);
+                self.window
+                    .lookahead
+                    .entered(delivery.stream_sequence, batch, applies);
+            }
         }
         self.window.held.push_back(Held { delivery, decoded });
         if pending == 0 {
@@ -147,11 +151,10 @@ impl Runner {
         let Some(hosted) = hosted else {
             return self.apply_alone(head).await;
         };
-        if self.window.supersedes {
-            if let Some(cover) = self.window.lookahead.superseded(sequence, &hosted.def.name) {
-                self.supersede(hosted, head, cover);
-                return Flow::Continue;
-            }
+        // Nothing entered the lookahead when superseding is off.
+        if let Some(cover) = self.window.lookahead.superseded(sequence, &hosted.def.name) {
+            self.supersede(hosted, head, cover);
+            return Flow::Continue;
         }
         if hosted.handler.max_group() < 2 {
             return self.apply_alone(head).await;
@@ -163,12 +166,11 @@ impl Runner {
             };
             let joins = next.delivery.stream_sequence == sequence + group.len() as u64
                 && matches!(&next.decoded, Ok(b) if b.refresher.name == hosted.def.name && !self.own_applied(b))
-                && !(self.window.supersedes
-                    && self
-                        .window
-                        .lookahead
-                        .superseded(next.delivery.stream_sequence, &hosted.def.name)
-                        .is_some());
+                && self
+                    .window
+                    .lookahead
+                    .superseded(next.delivery.stream_sequence, &hosted.def.name)
+                    .is_none();
             if !joins {
                 break;
             }
